@@ -1,0 +1,1 @@
+"""cayg_standins."""
