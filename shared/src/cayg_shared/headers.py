@@ -1,0 +1,67 @@
+"""Kafka header names that travel with every message, and trace-context helpers.
+
+Trace and correlation ids ride in headers, never in payloads, so that every service can
+read them without decoding the body. CloudEvents' Kafka binding names attributes
+``ce_<name>``; W3C Trace Context gives ``traceparent``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+CE_ID: Final = "ce_id"
+CE_SOURCE: Final = "ce_source"
+CE_TYPE: Final = "ce_type"
+CE_SPECVERSION: Final = "ce_specversion"
+CE_TIME: Final = "ce_time"
+CE_SUBJECT: Final = "ce_subject"
+CE_DATACONTENTTYPE: Final = "ce_datacontenttype"
+CONTENT_TYPE: Final = "content-type"
+TRACEPARENT: Final = "traceparent"
+CORRELATION_ID: Final = "cayg_correlation_id"
+CAUSATION_ID: Final = "cayg_causation_id"
+EVENT_ID: Final = "cayg_event_id"
+TENANT: Final = "cayg_tenant"
+#: Set on DLQ and retry messages: which stage parked it and why.
+DLQ_REASON: Final = "cayg_dlq_reason"
+NOT_BEFORE: Final = "cayg_not_before"
+ATTEMPT: Final = "cayg_attempt"
+
+_TRACEPARENT_RE: Final = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+Headers = Mapping[str, str]
+
+
+def decode_headers(raw: Iterable[tuple[str, bytes | None]]) -> dict[str, str]:
+    """Kafka headers as text; the last value of a repeated name wins, undecodable ones drop."""
+    out: dict[str, str] = {}
+    for name, value in raw:
+        if value is None:
+            continue
+        try:
+            out[name] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return out
+
+
+def new_traceparent() -> str:
+    """A fresh W3C traceparent with a random trace id and span id, sampled."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def child_traceparent(parent: str | None) -> str:
+    """A traceparent for a new span in the same trace as ``parent`` (a new trace if invalid)."""
+    match = _TRACEPARENT_RE.match(parent or "")
+    if match is None or match.group(1) == "0" * 32:
+        return new_traceparent()
+    return f"00-{match.group(1)}-{secrets.token_hex(8)}-{match.group(3)}"
+
+
+def trace_id(traceparent: str | None) -> str | None:
+    """The trace id part of a traceparent, for logs."""
+    match = _TRACEPARENT_RE.match(traceparent or "")
+    return match.group(1) if match else None

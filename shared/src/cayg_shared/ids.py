@@ -1,0 +1,32 @@
+"""Deterministic identifiers.
+
+Replays, redeliveries and backfills must never mint new ids for the same thing, so every
+id cayg derives is a UUIDv5 of stable inputs under a project namespace.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Final
+
+#: The namespace of every cayg UUIDv5 (itself the UUIDv5 of the project URL in the URL namespace).
+CAYG_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://cayg-sync.org/ns/v1")
+
+
+def event_id(tenant: str, source_format: str, source_message_id: str) -> uuid.UUID:
+    """The id of an ingested event: the same SIS message always gets the same id."""
+    return uuid.uuid5(CAYG_NAMESPACE, f"event\x1f{tenant}\x1f{source_format}\x1f{source_message_id}")
+
+
+def derived_id(*parts: str) -> uuid.UUID:
+    """A UUIDv5 of ``parts`` joined unambiguously (unit separator)."""
+    return uuid.uuid5(CAYG_NAMESPACE, "\x1f".join(parts))
+
+
+def ctid(tenant: str, entity_type: str, source_code: str) -> str:
+    """A Credential Engine CTID (``ce-`` + lowercase UUID) fixed by tenant, kind and SIS code.
+
+    The same tenant and SIS code always give the same CTID, so republishing updates the
+    registry entry in place instead of creating a duplicate.
+    """
+    return f"ce-{derived_id('ctid', tenant, entity_type, source_code.strip().casefold())}"
