@@ -1,0 +1,211 @@
+"""What every cayg service process is made of: a Kafka broker connection with safe producer
+and consumer defaults, an HTTP side for health and metrics, and the per-message context.
+
+Kept here so the three services behave the same for operators. Needs the ``service`` extra
+(faststream, aiokafka, prometheus-client, uvicorn); the contract modules do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+import uvicorn
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from prometheus_client import CollectorRegistry, make_asgi_app
+
+from cayg_shared.headers import decode_headers, trace_id
+from cayg_shared.logging import get_logger
+from cayg_shared.settings import KafkaSettings, ServiceSettings
+
+#: Readiness asks the broker for metadata; past this it answers "not ready".
+READY_TIMEOUT_S: Final = 3.0
+log = get_logger("cayg.service")
+
+
+@dataclass(frozen=True)
+class InboundRecord:
+    """A consumed Kafka record, transport facts only."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def from_message(cls, message: KafkaMessage) -> InboundRecord:
+        """The record behind a FastStream Kafka message."""
+        raw: Any = message.raw_message
+        return cls(
+            topic=raw.topic,
+            partition=raw.partition,
+            offset=raw.offset,
+            timestamp_ms=raw.timestamp,
+            key=raw.key,
+            value=raw.value,
+            headers=tuple(
+                (name, value) for name, value in (raw.headers or ()) if value is not None
+            ),
+        )
+
+    def text_headers(self) -> dict[str, str]:
+        """Headers decoded as UTF-8 text."""
+        return decode_headers(self.headers)
+
+    def bind_log_context(self, **extra: Any) -> None:
+        """Bind topic/partition/offset (and trace id) to every log line of this message."""
+        headers = self.text_headers()
+        structlog.contextvars.bind_contextvars(
+            topic=self.topic,
+            partition=self.partition,
+            offset=self.offset,
+            trace_id=trace_id(headers.get("traceparent")),
+            **extra,
+        )
+
+
+def clear_log_context(*keys: str) -> None:
+    """Forget the per-message log context (the service name stays bound)."""
+    structlog.contextvars.unbind_contextvars(
+        "topic", "partition", "offset", "trace_id", "event_id", "entity_key", "tenant", *keys
+    )
+
+
+def _security(kafka: KafkaSettings) -> BaseSecurity | None:
+    context: ssl.SSLContext | None = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None
+        )
+        if kafka.ssl_certfile:
+            context.load_cert_chain(
+                str(kafka.ssl_certfile), str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None
+            )
+    if kafka.security_protocol.startswith("SASL"):
+        username = kafka.sasl_username or ""
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        kinds: dict[str, type[SASLPlaintext | SASLScram256 | SASLScram512]] = {
+            "PLAIN": SASLPlaintext,
+            "SCRAM-SHA-256": SASLScram256,
+            "SCRAM-SHA-512": SASLScram512,
+        }
+        kind = kinds[kafka.sasl_mechanism or "PLAIN"]
+        return kind(username, password, ssl_context=context)
+    if context is not None:
+        return BaseSecurity(ssl_context=context)
+    return None
+
+
+def build_broker(
+    settings: ServiceSettings, registry: CollectorRegistry, *, client_id: str
+) -> KafkaBroker:
+    """A Kafka broker connection with acks=all, an idempotent producer and metrics.
+
+    FastStream's own per-message logger is off: handlers log through structlog with the
+    message's coordinates bound, so every line has the same shape.
+    """
+    return KafkaBroker(
+        settings.kafka.bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        metadata_max_age_ms=settings.kafka.metadata_max_age_ms,
+        graceful_timeout=settings.graceful_timeout_s,
+        security=_security(settings.kafka),
+        middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name=client_id)],
+        logger=None,
+    )
+
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+def build_asgi(
+    broker: KafkaBroker,
+    registry: CollectorRegistry,
+    *,
+    service: str,
+    extra_checks: Sequence[tuple[str, ReadinessCheck]] = (),
+    on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> AsgiFastStream:
+    """The service process: the broker plus ``/healthz``, ``/readyz`` and ``/metrics``."""
+
+    @get(include_in_schema=False)
+    async def healthz(scope: Any) -> AsgiResponse:  # noqa: ARG001 - ASGI handler signature
+        return _json({"status": "ok", "service": service})
+
+    @get(include_in_schema=False)
+    async def readyz(scope: Any) -> AsgiResponse:  # noqa: ARG001
+        checks: dict[str, bool] = {"kafka": await _ping(broker)}
+        for name, check in extra_checks:
+            try:
+                checks[name] = await asyncio.wait_for(check(), READY_TIMEOUT_S)
+            except Exception:
+                checks[name] = False
+        ready = all(checks.values())
+        return _json(
+            {"status": "ready" if ready else "not-ready", "checks": checks},
+            status=200 if ready else 503,
+        )
+
+    return AsgiFastStream(
+        broker,
+        asgi_routes=[
+            ("/healthz", healthz),
+            ("/readyz", readyz),
+            ("/metrics", make_asgi_app(registry)),
+        ],
+        logger=None,
+        on_startup=list(on_startup),
+        after_shutdown=list(on_shutdown),
+    )
+
+
+async def _ping(broker: KafkaBroker) -> bool:
+    try:
+        return bool(await broker.ping(timeout=READY_TIMEOUT_S))
+    except Exception:
+        return False
+
+
+def _json(body: dict[str, Any], status: int = 200) -> AsgiResponse:
+    return AsgiResponse(
+        json.dumps(body).encode(), status, headers={"content-type": "application/json"}
+    )
+
+
+def serve(app: AsgiFastStream, settings: ServiceSettings) -> None:
+    """Run the service until SIGINT/SIGTERM; in-flight messages finish before exit."""
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.graceful_timeout_s) + 5,
+    )
+    uvicorn.Server(config).run()
+
+
+async def pause_before_redelivery(settings: ServiceSettings, error: BaseException) -> None:
+    """Wait before a failed message is read again, so an outage is not a hot loop."""
+    log.warning(
+        "output not durable; message will be redelivered",
+        error=type(error).__name__,
+        detail=str(error)[:500],
+        backoff_s=settings.redelivery_backoff_s,
+    )
+    await asyncio.sleep(settings.redelivery_backoff_s)
