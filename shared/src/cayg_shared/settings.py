@@ -56,5 +56,7 @@ class ServiceSettings(BaseSettings):
     graceful_timeout_s: float = Field(default=20.0, gt=0)
     #: Pause before a message whose output could not be produced is read again.
     redelivery_backoff_s: float = Field(default=1.0, ge=0)
+    #: Prefix for every topic name (e.g. ``staging.``); empty in most deployments.
+    topic_prefix: str = ""
     #: Tenant registry file (JSON), see ``deploy/config/tenants.json``.
     tenants_file: Path | None = None

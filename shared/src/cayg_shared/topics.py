@@ -50,3 +50,35 @@ def publish_retry_topic(tier: int) -> str:
     if tier < 1:
         raise TopicError(f"retry tiers start at 1, got {tier}")
     return PUBLISH_RETRY_TEMPLATE.format(tier=tier)
+
+
+class Topics:
+    """Every topic name under an optional deployment prefix.
+
+    A prefix (``staging.``) lets several environments, or several test runs, share one
+    cluster without reading each other's messages. The unprefixed names above are the
+    contract; the prefix is deployment detail and is stripped before tenant lookup.
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        if prefix and not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", prefix):
+            raise TopicError(f"invalid topic prefix {prefix!r}")
+        self.prefix = prefix
+        self.ingested = prefix + INGESTED
+        self.normalized = prefix + NORMALIZED
+        self.ingest_dlq = prefix + INGEST_DLQ
+        self.normalize_dlq = prefix + NORMALIZE_DLQ
+        self.publish_dlq = prefix + PUBLISH_DLQ
+        self.sis_pattern = re.escape(prefix) + SIS_TOPIC_PATTERN
+
+    def sis(self, tenant: str) -> str:
+        """The (prefixed) topic an SIS of ``tenant`` writes to."""
+        return self.prefix + sis_topic(tenant)
+
+    def publish_retry(self, tier: int) -> str:
+        """The (prefixed) retry topic of backoff tier ``tier``."""
+        return self.prefix + publish_retry_topic(tier)
+
+    def unprefixed(self, topic: str) -> str:
+        """``topic`` without this deployment's prefix (as the contract names it)."""
+        return topic.removeprefix(self.prefix) if self.prefix else topic

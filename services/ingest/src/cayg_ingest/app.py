@@ -1,0 +1,20 @@
+"""The ingest composition root: settings in, a runnable ASGI/FastStream app out."""
+
+from __future__ import annotations
+
+from faststream.asgi import AsgiFastStream
+from prometheus_client import CollectorRegistry
+
+from cayg_ingest.handlers import IngestMetrics, register
+from cayg_ingest.settings import IngestSettings
+from cayg_shared.service import build_asgi, build_broker
+from cayg_shared.tenants import TenantRegistry
+
+
+def create_app(settings: IngestSettings, tenants: TenantRegistry | None = None) -> AsgiFastStream:
+    """Wire broker, subscriber, metrics and health endpoints. Nothing connects until started."""
+    registry = CollectorRegistry()
+    tenant_registry = tenants or TenantRegistry.load(settings.tenants_file)
+    broker = build_broker(settings, registry, client_id="cayg-ingest")
+    register(broker, settings, tenant_registry, IngestMetrics(registry))
+    return build_asgi(broker, registry, service="ingest")

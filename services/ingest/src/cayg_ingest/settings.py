@@ -1,0 +1,19 @@
+"""Ingest settings, from the environment (prefix ``CAYG_INGEST_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from cayg_shared.settings import ServiceSettings
+
+
+class IngestSettings(ServiceSettings):
+    """How ingest runs. Example: ``CAYG_INGEST_KAFKA__BOOTSTRAP_SERVERS=broker:9092``."""
+
+    model_config = SettingsConfigDict(env_prefix="CAYG_INGEST_", env_nested_delimiter="__")
+
+    group_id: str = "cayg-ingest"
+    http_port: int = Field(default=8081, ge=0, le=65535)
+    #: Largest SIS message accepted, in bytes (a tenant may set a lower one).
+    max_message_bytes: int = Field(default=1_048_576, ge=1_024, le=16 * 1_048_576)
