@@ -8,11 +8,16 @@ when it is missing: a missing vector must not read as a pass.
 from __future__ import annotations
 
 import os
+import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Test support modules (tests/support) import as ``support.*``.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _conformance_dir() -> Path:
@@ -36,3 +41,18 @@ def conformance_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of a real Kafka broker for this test session."""
+    from support.kafka import kafka_broker
+
+    with kafka_broker(tmp_path_factory.mktemp("kafka")) as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A fresh topic namespace per test, so tests sharing a broker never see each other."""
+    return f"t{uuid.uuid4().hex[:10]}."

@@ -15,13 +15,13 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
+from cayg_shared.topics import TENANT_ID_RE
+
 ENVELOPE_SCHEMA_VERSION: Final = "1.0"
 DEAD_LETTER_SCHEMA_VERSION: Final = "1.0"
 
 
 def _tenant_id(value: str) -> str:
-    from cayg_shared.topics import TENANT_ID_RE  # noqa: PLC0415 - keep module import graph flat
-
     if not TENANT_ID_RE.match(value):
         raise ValueError("tenant ids are lowercase letters, digits and hyphens (2-63 chars)")
     return value

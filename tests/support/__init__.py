@@ -1,0 +1,1 @@
+"""Test support: a real Kafka broker, service processes, topic helpers."""
