@@ -1,0 +1,149 @@
+"""What an operator needs to see of Kafka: consumer lag per service, DLQ depth, DLQ entries.
+
+Read-only, except :func:`replay`, which re-sends parked messages to where they came from.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import ValidationError
+
+from cayg_shared.envelope import DeadLetter
+from cayg_shared.topics import Topics
+
+SERVICE_GROUPS = ("cayg-ingest", "cayg-normalize", "cayg-publish")
+
+
+@dataclass(frozen=True)
+class GroupLag:
+    """How far a consumer group is behind, summed over its partitions."""
+
+    group: str
+    lag: int
+    partitions: int
+
+
+@dataclass(frozen=True)
+class ParkedMessage:
+    """A DLQ record and its position on the DLQ topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    letter: DeadLetter | None
+    raw: bytes
+
+
+async def consumer_lag(bootstrap: str, groups: Sequence[str] = SERVICE_GROUPS) -> list[GroupLag]:
+    """Committed offset vs log end for every partition each group has committed on."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        result: list[GroupLag] = []
+        for group in groups:
+            committed = await admin.list_consumer_group_offsets(group)
+            if not committed:
+                result.append(GroupLag(group, 0, 0))
+                continue
+            ends = await consumer.end_offsets(list(committed))
+            lag = sum(max(0, ends[tp] - meta.offset) for tp, meta in committed.items())
+            result.append(GroupLag(group, lag, len(committed)))
+        return result
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def topic_depth(bootstrap: str, topic: str) -> int:
+    """Messages currently held by ``topic`` (end minus beginning offsets); 0 if absent."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():  # also refreshes metadata
+            return 0
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return 0
+        tps = [TopicPartition(topic, p) for p in partitions]
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        return sum(ends[tp] - starts[tp] for tp in tps)
+    finally:
+        await consumer.stop()
+
+
+async def read_parked(bootstrap: str, topic: str, *, limit: int = 1000) -> list[ParkedMessage]:
+    """Up to ``limit`` DLQ records from the beginning of ``topic``."""
+    depth = await topic_depth(bootstrap, topic)
+    if depth == 0:
+        return []
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    out: list[ParkedMessage] = []
+    try:
+        while len(out) < min(limit, depth):
+            batch = await consumer.getmany(timeout_ms=2000)
+            if not batch:
+                break
+            for records in batch.values():
+                for record in records:
+                    raw = record.value or b""
+                    try:
+                        letter: DeadLetter | None = DeadLetter.model_validate_json(raw)
+                    except ValidationError:
+                        letter = None
+                    out.append(
+                        ParkedMessage(record.topic, record.partition, record.offset, letter, raw)
+                    )
+    finally:
+        await consumer.stop()
+    return out[:limit]
+
+
+def replay_target(letter: DeadLetter, topics: Topics) -> str:
+    """Where a parked message goes back to: the topic it was originally read from."""
+    return topics.prefix + topics.unprefixed(letter.source.topic)
+
+
+async def replay(
+    bootstrap: str, parked: Sequence[ParkedMessage], topics: Topics
+) -> list[tuple[ParkedMessage, str]]:
+    """Re-send each parked message's original key, value and headers to its source topic.
+
+    Safe to repeat: the original bytes keep their deterministic event id, and publish's
+    ledger turns a second delivery of the same version into a no-op.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    sent: list[tuple[ParkedMessage, str]] = []
+    try:
+        for item in parked:
+            if item.letter is None:
+                continue
+            target = replay_target(item.letter, topics)
+            key = None if item.letter.key_b64 is None else _b64(item.letter.key_b64)
+            headers = [(k, v.encode()) for k, v in item.letter.original_headers.items()]
+            await producer.send_and_wait(
+                target, item.letter.original_value(), key=key, headers=headers
+            )
+            sent.append((item, target))
+    finally:
+        await producer.stop()
+    return sent
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64decode(text)
