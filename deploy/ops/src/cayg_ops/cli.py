@@ -1,0 +1,127 @@
+"""``cayg`` — the operator CLI.
+
+    cayg status                       consumer lag per service and DLQ depth
+    cayg dlq list [--stage S]         parked messages with their reasons
+    cayg dlq replay [--stage S] [--reason R] [--yes]
+                                      send parked messages back to where they came from
+    cayg backfill FILE --tenant T     feed historic awards/definitions (CSV or JSONL)
+    cayg demo up|down|status          the local demo stack
+
+Kafka is reached at ``--bootstrap`` (default ``$CAYG_KAFKA_BOOTSTRAP`` or 127.0.0.1:19092,
+the demo broker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from cayg_ops import kafka_view
+from cayg_shared.topics import Topics
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
+STAGES = ("ingest", "normalize", "publish")
+
+
+def _dlq_topic(topics: Topics, stage: str) -> str:
+    return {
+        "ingest": topics.ingest_dlq,
+        "normalize": topics.normalize_dlq,
+        "publish": topics.publish_dlq,
+    }[stage]
+
+
+async def _status(bootstrap: str, topics: Topics) -> int:
+    lags = await kafka_view.consumer_lag(bootstrap)
+    print("consumer lag")
+    for lag in lags:
+        print(f"  {lag.group:<16} {lag.lag:>8} messages behind over {lag.partitions} partitions")
+    print("dead-letter queues")
+    for stage in STAGES:
+        depth = await kafka_view.topic_depth(bootstrap, _dlq_topic(topics, stage))
+        print(f"  {stage:<16} {depth:>8} parked")
+    return 0
+
+
+async def _dlq_list(bootstrap: str, topics: Topics, stages: Sequence[str], limit: int) -> int:
+    for stage in stages:
+        parked = await kafka_view.read_parked(bootstrap, _dlq_topic(topics, stage), limit=limit)
+        print(f"{stage}: {len(parked)} parked")
+        for item in parked:
+            if item.letter is None:
+                print(f"  @{item.partition}:{item.offset}  (not a dead-letter record)")
+                continue
+            letter = item.letter
+            where = f" at {letter.field_path}" if letter.field_path else ""
+            print(
+                f"  @{item.partition}:{item.offset}  {letter.reason}{where}: {letter.detail[:160]}"
+                f"  [from {letter.source.topic}@{letter.source.partition}:{letter.source.offset}]"
+            )
+    return 0
+
+
+async def _dlq_replay(
+    bootstrap: str, topics: Topics, stages: Sequence[str], reason: str | None, yes: bool
+) -> int:
+    chosen: list[kafka_view.ParkedMessage] = []
+    for stage in stages:
+        parked = await kafka_view.read_parked(bootstrap, _dlq_topic(topics, stage), limit=100_000)
+        chosen.extend(
+            p for p in parked if p.letter and (reason is None or p.letter.reason == reason)
+        )
+    if not chosen:
+        print("nothing to replay")
+        return 0
+    if not yes:
+        print(f"{len(chosen)} message(s) would be replayed; add --yes to do it")
+        return 1
+    sent = await kafka_view.replay(bootstrap, chosen, topics)
+    for _item, target in sent:
+        print(f"  replayed to {target}")
+    print(f"{len(sent)} replayed (the DLQ keeps its copy; replays are idempotent)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and --help)."""
+    parser = argparse.ArgumentParser(prog="cayg", description="cayg-sync operator CLI")
+    parser.add_argument(
+        "--bootstrap",
+        default=os.environ.get("CAYG_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP),
+        help="Kafka bootstrap servers",
+    )
+    parser.add_argument("--topic-prefix", default=os.environ.get("CAYG_TOPIC_PREFIX", ""))
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="consumer lag and DLQ depth")
+
+    dlq = sub.add_parser("dlq", help="inspect or replay dead letters")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    listing = dlq_sub.add_parser("list")
+    listing.add_argument("--stage", choices=STAGES, action="append")
+    listing.add_argument("--limit", type=int, default=50)
+    replay = dlq_sub.add_parser("replay")
+    replay.add_argument("--stage", choices=STAGES, action="append")
+    replay.add_argument("--reason", help="only entries with this reason code")
+    replay.add_argument("--yes", action="store_true", help="really send")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cayg``."""
+    args = build_parser().parse_args(argv)
+    topics = Topics(args.topic_prefix)
+    stages: list[str] = list(getattr(args, "stage", None) or STAGES)
+    try:
+        if args.command == "status":
+            return asyncio.run(_status(args.bootstrap, topics))
+        if args.command == "dlq" and args.dlq_command == "list":
+            return asyncio.run(_dlq_list(args.bootstrap, topics, stages, args.limit))
+        if args.command == "dlq" and args.dlq_command == "replay":
+            return asyncio.run(_dlq_replay(args.bootstrap, topics, stages, args.reason, args.yes))
+    except KeyboardInterrupt:
+        return 130
+    print(f"cayg: unknown command {args.command}", file=sys.stderr)
+    return 2
