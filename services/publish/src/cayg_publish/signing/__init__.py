@@ -1,0 +1,60 @@
+"""Sign and verify Open Badges 3.0 / CLR 2.0 credentials (DataIntegrityProof, eddsa-rdfc-2022).
+
+Typical use::
+
+    loader = ContextLoader.from_directory(settings.contexts_dir)
+    key = SigningKey.from_file(settings.signing_key_file)
+    signed = sign_credential(credential, key, loader)
+    verify_credential(signed, loader, trusted_keys={key.verification_method: key.public_key})
+
+JSON-LD contexts are read only from the given directory and must match the sha256 pins
+in :data:`PINNED_CONTEXTS`; nothing is fetched from the network. Documents using terms
+the contexts do not define are refused (:class:`UndefinedTermError` when signing,
+:class:`ProofError` when verifying), because that data would not be covered by the proof.
+"""
+
+from __future__ import annotations
+
+from .canon import canonicalize
+from .contexts import PINNED_CONTEXTS, ContextLoader, PinnedContext
+from .errors import ContextError, KeyFormatError, ProofError, SigningError, UndefinedTermError
+from .keys import (
+    SigningKey,
+    decode_multibase,
+    did_key,
+    encode_multibase,
+    public_key_from_did_key,
+    public_key_from_multibase,
+)
+from .proof import (
+    CRYPTOSUITE,
+    PROOF_PURPOSE,
+    PROOF_TYPE,
+    hash_data,
+    sign_credential,
+    verify_credential,
+)
+
+__all__ = [
+    "CRYPTOSUITE",
+    "PINNED_CONTEXTS",
+    "PROOF_PURPOSE",
+    "PROOF_TYPE",
+    "ContextError",
+    "ContextLoader",
+    "KeyFormatError",
+    "PinnedContext",
+    "ProofError",
+    "SigningError",
+    "SigningKey",
+    "UndefinedTermError",
+    "canonicalize",
+    "decode_multibase",
+    "did_key",
+    "encode_multibase",
+    "hash_data",
+    "public_key_from_did_key",
+    "public_key_from_multibase",
+    "sign_credential",
+    "verify_credential",
+]

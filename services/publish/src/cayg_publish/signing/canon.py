@@ -1,0 +1,174 @@
+"""Strict RDF Dataset Canonicalization (RDFC-1.0 / URDNA2015) of JSON-LD documents.
+
+A JSON-LD processor silently ignores data it cannot map to IRIs: undefined terms, types
+and relative identifiers vanish during expansion or RDF conversion. For a signature that
+is dangerous both ways. A signer would sign less than the JSON it publishes, and a
+verifier would accept JSON with fields added after signing. So :func:`canonicalize`
+refuses any document from which something would be dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from pyld import jsonld
+
+from .contexts import ContextLoader
+from .errors import ContextError, SigningError, UndefinedTermError
+
+__all__ = ["canonicalize"]
+
+# VC 2.0's context may map unknown terms into this namespace through "@vocab". The VC
+# spec calls such terms issuer-dependent and not meant for production; to us they are
+# terms the contexts do not define.
+_ISSUER_DEPENDENT: Final = "https://www.w3.org/ns/credentials/issuer-dependent#"
+
+# RFC 3987 scheme followed by ":" and no whitespace, the same test the JSON-LD to RDF
+# conversion applies before it discards a triple with a "relative" IRI.
+_ABSOLUTE_IRI: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S*\Z")
+
+
+def as_json_object(document: Mapping[str, Any], what: str = "document") -> dict[str, Any]:
+    """Deep-copy ``document`` through JSON, so only JSON values reach pyld.
+
+    Raises:
+        SigningError: ``document`` is not a JSON object (or holds NaN, bytes, dates...).
+    """
+    try:
+        text = json.dumps(document, allow_nan=False)
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SigningError(f"{what} is not plain JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise SigningError(f"{what} must be a JSON object")
+    return value
+
+
+def canonicalize(document: Mapping[str, Any], loader: ContextLoader) -> str:
+    """Return the URDNA2015 (RDFC-1.0) canonical N-Quads of a JSON-LD document.
+
+    Contexts come only from ``loader``. The document is refused, rather than partly
+    canonicalized, when it uses terms, types or identifiers the contexts do not define.
+
+    Raises:
+        UndefinedTermError: something in the document would be dropped (subclass of
+            :class:`SigningError`).
+        SigningError: no ``@context``, an unknown context URL, invalid JSON-LD, or a
+            document that yields no RDF statements at all.
+    """
+    doc = as_json_object(document)
+    if "@context" not in doc:
+        raise SigningError("document has no @context")
+
+    dropped: list[str] = []
+
+    def on_dropped(expanded_property: str | None) -> None:
+        if expanded_property is None:
+            # pyld passes None for keys shaped like keywords ("@foo") or mapped to null.
+            dropped.append(
+                "a key shaped like a JSON-LD keyword, or mapped to null, would be dropped"
+            )
+        else:
+            dropped.append(f"term {expanded_property!r} is not defined by the @context")
+
+    processor = jsonld.JsonLdProcessor(on_property_dropped=on_dropped)
+    with loader._lock:
+        options = loader._pyld_options()
+        try:
+            expanded = processor.expand(doc, options)
+            problems = dropped + _undefined_in_expanded(expanded)
+            if problems:
+                raise UndefinedTermError(tuple(dict.fromkeys(problems)))
+            # Expansion is idempotent, so canonicalizing the expanded form gives the same
+            # dataset as the original document without processing the contexts twice.
+            nquads = processor.normalize(
+                expanded,
+                {**options, "algorithm": "URDNA2015", "format": "application/n-quads"},
+            )
+        except SigningError:
+            raise
+        except Exception as exc:
+            # Untrusted input can make pyld fail in many ways (JsonLdError, but also
+            # TypeError or RecursionError on odd shapes); all mean "cannot canonicalize".
+            raise SigningError(f"JSON-LD processing failed: {_describe(exc)}") from exc
+    if not isinstance(nquads, str):
+        raise SigningError("JSON-LD canonicalization did not produce N-Quads")
+    if not nquads:
+        raise SigningError("document yields no RDF statements; nothing to sign")
+    return nquads
+
+
+def _describe(exc: BaseException) -> str:
+    """One line naming the root cause, preferring our own ContextError message."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ContextError):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, jsonld.JsonLdError):
+        first = exc.args[0] if exc.args else ""
+        code = f" ({exc.code})" if exc.code else ""
+        return f"{first}{code}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _iri_problem(kind: str, value: Any, *, allow_blank: bool) -> str | None:
+    if not isinstance(value, str):
+        return f"{kind} {value!r} is not a string"
+    if value.startswith("_:"):
+        return None if allow_blank else f"{kind} {value!r} is a blank node"
+    if not _ABSOLUTE_IRI.match(value):
+        return f"{kind} {value!r} is not defined by the @context (not an absolute IRI)"
+    if value.startswith(_ISSUER_DEPENDENT):
+        return f"{kind} {value!r} is only defined by the issuer-dependent @vocab"
+    return None
+
+
+def _undefined_in_expanded(expanded: Any) -> list[str]:
+    """Everything in expanded JSON-LD that RDF conversion would silently drop."""
+    problems: list[str] = []
+
+    def note(problem: str | None) -> None:
+        if problem is not None:
+            problems.append(problem)
+
+    def walk_items(items: Any) -> None:
+        for item in items if isinstance(items, list) else [items]:
+            if isinstance(item, dict):
+                walk_object(item)
+
+    def walk_object(obj: dict[str, Any]) -> None:
+        if "@value" in obj:
+            datatype = obj.get("@type")
+            if datatype is not None and datatype != "@json":
+                note(_iri_problem("datatype", datatype, allow_blank=False))
+            if "@direction" in obj:
+                # Without an rdfDirection option the base direction is not in the RDF.
+                problems.append(f"@direction on value {obj['@value']!r} would not be signed")
+            return
+        if "@list" in obj:
+            walk_items(obj["@list"])
+            return
+        for key, value in obj.items():
+            if key == "@id":
+                note(_iri_problem("id", value, allow_blank=True))
+            elif key == "@type":
+                for type_ in value if isinstance(value, list) else [value]:
+                    note(_iri_problem("type", type_, allow_blank=True))
+            elif key == "@reverse" and isinstance(value, dict):
+                for prop, items in value.items():
+                    note(_iri_problem("property", prop, allow_blank=False))
+                    walk_items(items)
+            elif key in {"@graph", "@included"}:
+                walk_items(value)
+            elif key.startswith("@"):
+                continue
+            else:
+                note(_iri_problem("property", key, allow_blank=False))
+                walk_items(value)
+
+    walk_items(expanded)
+    return problems
