@@ -1,0 +1,494 @@
+"""Publish's domain: versions, ledger state and its transitions, the target port, outcomes.
+
+Pure code: the standard library and ``cayg_shared`` only. Storage adapters and the delivery
+use-case build on the transitions here, so the rules "same content → no call" and "an older
+version never overwrites a newer one" live in exactly one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
+
+from cayg_publish.retry import Failure
+
+#: A source version, normalized: ``(sequence, tiebreak)``, compared lexicographically.
+VersionKey: TypeAlias = tuple[int, str]
+
+#: Versions are stored in a signed 64-bit column; larger sequences are rejected up front.
+_MAX_SEQUENCE: Final = 2**63 - 1
+
+
+def version_key(version: int | str | tuple[int, str]) -> VersionKey:
+    """Normalize a source version into a :data:`VersionKey`.
+
+    * an ``int`` ``n`` (or a decimal string) becomes ``(n, "")``;
+    * a ``(sequence, tiebreak)`` pair is taken as it is;
+    * any other string becomes ``(0, text)``, ordered by code point after every pure
+      sequence-less version with the same (zero) sequence.
+
+    Raises ``ValueError`` for negative or out-of-range sequences and for ``bool``.
+    """
+    if isinstance(version, bool):
+        raise ValueError("a bool is not a version")
+    if isinstance(version, int):
+        sequence, tiebreak = version, ""
+    elif isinstance(version, str):
+        text = version.strip()
+        if text.isascii() and text.isdigit():
+            sequence, tiebreak = int(text), ""
+        else:
+            sequence, tiebreak = 0, text
+    else:
+        sequence, tiebreak = version
+        if isinstance(sequence, bool) or not isinstance(sequence, int):
+            raise ValueError(f"version sequence must be an int, got {sequence!r}")
+        if not isinstance(tiebreak, str):
+            raise ValueError(f"version tiebreak must be a str, got {tiebreak!r}")
+    if not 0 <= sequence <= _MAX_SEQUENCE:
+        raise ValueError(f"version sequence {sequence} is outside 0..2**63-1")
+    return (sequence, tiebreak)
+
+
+def compare_versions(left: VersionKey, right: VersionKey) -> int:
+    """-1, 0 or 1 as ``left`` is older than, the same as, or newer than ``right``.
+
+    The only place versions are ordered: storage adapters keep them as two columns and
+    never compare them in SQL, so a change of ordering rules is a change here alone.
+    """
+    if left == right:
+        return 0
+    return -1 if left < right else 1
+
+
+class Outcome(StrEnum):
+    """The last thing that happened to one entity at one target."""
+
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    STALE = "stale"
+    FAILED_RETRYABLE = "failed-retryable"
+    FAILED_PERMANENT = "failed-permanent"
+
+
+class DecisionKind(StrEnum):
+    """What to do with a change for one target, given what the ledger knows."""
+
+    #: Call the target; the ledger now holds a claim on the entity for this version.
+    APPLY = "apply"
+    #: The target already holds this content: no call.
+    SKIP_UNCHANGED = "skip-unchanged"
+    #: The target already holds a newer version: no call.
+    SKIP_STALE = "skip-stale"
+    #: Another delivery of a different version of this entity is in flight: try later.
+    BUSY = "busy"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the ledger knows about one entity at one target."""
+
+    target: str
+    entity_key: str
+    #: The version and content hash the target is known to hold (None: nothing yet).
+    applied_version: VersionKey | None
+    applied_hash: str | None
+    #: The target's id and URL of the entity (CTID, credential id, envelope URL…).
+    remote_id: str | None
+    remote_url: str | None
+    #: The version and hash of the latest delivery attempt or decision, and its outcome.
+    last_version: VersionKey | None
+    last_hash: str | None
+    last_outcome: Outcome | None
+    #: Failed attempts at ``last_version`` since the last success.
+    attempts: int
+    last_error: str | None
+    #: An in-flight delivery: the version and hash being sent, until when the claim holds.
+    claim_version: VersionKey | None
+    claim_hash: str | None
+    claim_expires_at: datetime | None
+    updated_at: datetime
+
+    @staticmethod
+    def empty(target: str, entity_key: str, now: datetime) -> LedgerEntry:
+        """A row for an entity the ledger has never seen."""
+        return LedgerEntry(
+            target=target,
+            entity_key=entity_key,
+            applied_version=None,
+            applied_hash=None,
+            remote_id=None,
+            remote_url=None,
+            last_version=None,
+            last_hash=None,
+            last_outcome=None,
+            attempts=0,
+            last_error=None,
+            claim_version=None,
+            claim_hash=None,
+            claim_expires_at=None,
+            updated_at=now,
+        )
+
+    def claim_held_by_other(self, version: VersionKey, content_hash: str, now: datetime) -> bool:
+        """Whether an unexpired claim exists for a different version or content."""
+        if self.claim_version is None or self.claim_expires_at is None:
+            return False
+        if self.claim_expires_at <= now:
+            return False
+        return (self.claim_version, self.claim_hash) != (version, content_hash)
+
+    def _without_claim_for(self, version: VersionKey, content_hash: str) -> LedgerEntry:
+        if (self.claim_version, self.claim_hash) == (version, content_hash):
+            return replace(self, claim_version=None, claim_hash=None, claim_expires_at=None)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The ledger's answer to "should this change be sent to this target?"."""
+
+    kind: DecisionKind
+    entry: LedgerEntry
+    #: For BUSY: when the competing claim expires (a sensible earliest retry time).
+    not_before: datetime | None = None
+
+    @property
+    def should_apply(self) -> bool:
+        """True when the target must be called."""
+        return self.kind is DecisionKind.APPLY
+
+
+def decide_transition(
+    entry: LedgerEntry | None,
+    *,
+    target: str,
+    entity_key: str,
+    version: VersionKey,
+    content_hash: str,
+    now: datetime,
+    claim_ttl: timedelta,
+) -> Decision:
+    """Decide a delivery and compute the ledger row that records the decision.
+
+    Skips are recorded at once (a ``SKIP_UNCHANGED`` for a newer version moves the applied
+    version forward, because the target already holds that content); ``APPLY`` places a
+    claim so that a concurrent delivery of a *different* version by another instance waits
+    (``BUSY``) instead of racing it to the target. A claim for the same version and content
+    never blocks: resending identical content is idempotent, and that is how a delivery
+    that crashed after the call but before the ledger write is resumed.
+    """
+    current = entry if entry is not None else LedgerEntry.empty(target, entity_key, now)
+    applied = current.applied_version
+    if applied is not None and compare_versions(version, applied) < 0:
+        stale = replace(
+            current,
+            last_version=version,
+            last_hash=content_hash,
+            last_outcome=Outcome.STALE,
+            updated_at=now,
+        )
+        return Decision(DecisionKind.SKIP_STALE, stale)
+    if current.claim_held_by_other(version, content_hash, now):
+        # Checked before "unchanged": skipping now and moving the applied version past an
+        # in-flight delivery would let that delivery's content stand under our version.
+        return Decision(DecisionKind.BUSY, current, not_before=current.claim_expires_at)
+    if applied is not None and current.applied_hash == content_hash:
+        unchanged = replace(
+            current._without_claim_for(version, content_hash),
+            applied_version=version,
+            last_version=version,
+            last_hash=content_hash,
+            last_outcome=Outcome.UNCHANGED,
+            attempts=0,
+            last_error=None,
+            updated_at=now,
+        )
+        return Decision(DecisionKind.SKIP_UNCHANGED, unchanged)
+    claimed = replace(
+        current,
+        claim_version=version,
+        claim_hash=content_hash,
+        claim_expires_at=now + claim_ttl,
+        updated_at=now,
+    )
+    return Decision(DecisionKind.APPLY, claimed)
+
+
+def success_transition(
+    entry: LedgerEntry | None,
+    *,
+    target: str,
+    entity_key: str,
+    version: VersionKey,
+    content_hash: str,
+    remote_id: str | None,
+    remote_url: str | None,
+    now: datetime,
+    outcome: Outcome = Outcome.APPLIED,
+) -> LedgerEntry:
+    """The row after the target accepted ``version``.
+
+    Never moves the applied version backwards: if the ledger already records a newer
+    applied version (another instance won a race), that record stands and only this
+    delivery's claim is released.
+    """
+    if outcome not in (Outcome.APPLIED, Outcome.UNCHANGED):
+        raise ValueError(f"{outcome} is not a success")
+    current = entry if entry is not None else LedgerEntry.empty(target, entity_key, now)
+    released = current._without_claim_for(version, content_hash)
+    applied = current.applied_version
+    if applied is not None and compare_versions(version, applied) < 0:
+        return replace(released, updated_at=now)
+    return replace(
+        released,
+        applied_version=version,
+        applied_hash=content_hash,
+        remote_id=remote_id if remote_id is not None else current.remote_id,
+        remote_url=remote_url if remote_url is not None else current.remote_url,
+        last_version=version,
+        last_hash=content_hash,
+        last_outcome=outcome,
+        attempts=0,
+        last_error=None,
+        updated_at=now,
+    )
+
+
+def failure_transition(
+    entry: LedgerEntry | None,
+    *,
+    target: str,
+    entity_key: str,
+    version: VersionKey,
+    content_hash: str,
+    outcome: Outcome,
+    error: str,
+    now: datetime,
+    attempts: int = 1,
+) -> LedgerEntry:
+    """The row after ``attempts`` more failed attempts to deliver ``version``.
+
+    The applied version is untouched (the target still holds what it held). A failure of a
+    version older than the applied one is not recorded as the last outcome, so that an old
+    straggler cannot make a healthy entity look failed.
+    """
+    if outcome not in (Outcome.FAILED_RETRYABLE, Outcome.FAILED_PERMANENT):
+        raise ValueError(f"{outcome} is not a failure")
+    current = entry if entry is not None else LedgerEntry.empty(target, entity_key, now)
+    released = current._without_claim_for(version, content_hash)
+    applied = current.applied_version
+    if applied is not None and compare_versions(version, applied) < 0:
+        return replace(released, updated_at=now)
+    same_attempt = (current.last_version, current.last_hash) == (version, content_hash) and (
+        current.last_outcome in (Outcome.FAILED_RETRYABLE, Outcome.FAILED_PERMANENT)
+    )
+    return replace(
+        released,
+        last_version=version,
+        last_hash=content_hash,
+        last_outcome=outcome,
+        attempts=(current.attempts if same_attempt else 0) + attempts,
+        last_error=error[:2000],
+        updated_at=now,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTotals:
+    """Counts for the operator status: entities per target and last outcome."""
+
+    #: ``{target: {outcome or "in-flight": count}}``
+    by_target: Mapping[str, Mapping[str, int]]
+
+    @property
+    def total(self) -> int:
+        """Entities across all targets."""
+        return sum(sum(counts.values()) for counts in self.by_target.values())
+
+    def count(self, outcome: Outcome | str) -> int:
+        """Entities whose last outcome is ``outcome``, across targets."""
+        return sum(counts.get(str(outcome), 0) for counts in self.by_target.values())
+
+
+#: The key used in :class:`LedgerTotals` for rows with a claim but no outcome yet.
+IN_FLIGHT: Final = "in-flight"
+
+
+# --------------------------------------------------------------------------------------
+# The target port
+
+
+class Operation(StrEnum):
+    """What a rendering asks the target to do."""
+
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    """A change rendered for one target, before any signing.
+
+    ``content_hash`` covers ``action``, ``operation`` and ``body``: it is what the ledger
+    compares, so it must not include anything that varies between renderings of the same
+    content (proof timestamps, for instance: signing happens after the ledger decision).
+    """
+
+    #: The target-specific action, e.g. ``credential/publish`` or ``credentials``.
+    action: str
+    operation: Operation
+    body: Mapping[str, Any]
+    #: The stable id the target will know the entity by (CTID, credential id).
+    remote_id: str | None
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The target accepted a rendering."""
+
+    remote_id: str | None = None
+    remote_url: str | None = None
+    #: Whether the target says the stored content changed (None: it does not say).
+    changed: bool | None = None
+    #: HTTP status of the successful response.
+    status: int | None = None
+    #: Warnings or notes the target returned with a success.
+    messages: tuple[str, ...] = ()
+
+
+class TargetFailure(Exception):
+    """A target call failed; ``failure`` says whether and when to retry."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(f"{failure.reason}: {failure.detail}")
+        self.failure = failure
+
+
+@dataclass(frozen=True, slots=True)
+class TargetLimits:
+    """Per-target protection: concurrent calls, sustained rate and burst."""
+
+    max_concurrency: int = 4
+    #: Calls per second on average; ``None`` disables rate limiting.
+    rate_per_second: float | None = 10.0
+    burst: int = 10
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        if self.rate_per_second is not None and self.rate_per_second <= 0:
+            raise ValueError("rate_per_second must be positive")
+        if self.burst < 1:
+            raise ValueError("burst must be at least 1")
+
+
+@runtime_checkable
+class Target(Protocol):
+    """Somewhere publish delivers changes to: a registry or a CLR/OB host.
+
+    ``render`` is pure and cheap (it runs before the ledger decision); ``apply`` performs
+    the remote call, including any signing, and raises :class:`TargetFailure`.
+    """
+
+    @property
+    def name(self) -> str:
+        """A stable name, unique per deployment; the ledger keys entries by it."""
+        ...
+
+    @property
+    def limits(self) -> TargetLimits:
+        """Concurrency and rate limits to hold this target to."""
+        ...
+
+    def render(self, change: Any) -> Rendering | None:
+        """The rendering of ``change`` for this target, or None if it is not for this target.
+
+        Raises ``ValueError`` when the change cannot be rendered (a permanent failure).
+        """
+        ...
+
+    async def apply(self, rendering: Rendering, idempotency_key: str) -> Applied:
+        """Send ``rendering`` to the target, carrying ``idempotency_key``."""
+        ...
+
+
+# --------------------------------------------------------------------------------------
+# Delivery outcomes
+
+
+class DeliveryStatus(StrEnum):
+    """How delivering one change to one target ended."""
+
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    STALE = "stale"
+    NOT_APPLICABLE = "not-applicable"
+    RETRY_LATER = "retry-later"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetOutcome:
+    """The result for one target."""
+
+    target: str
+    status: DeliveryStatus
+    #: A short reason code for failures and skips (``http-503``, ``validation``, ``busy``…).
+    reason: str | None = None
+    #: Human-readable detail; never contains secrets or raw learner identifiers.
+    detail: str | None = None
+    #: For RETRY_LATER: the earliest time a retry makes sense (Retry-After, claim expiry).
+    not_before: datetime | None = None
+    #: For PERMANENT (and RETRY_LATER): the target's answer, e.g. status and messages.
+    response: Mapping[str, Any] | None = None
+    attempts: int = 0
+    remote_id: str | None = None
+    remote_url: str | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """True when nothing more will ever be done for this change at this target."""
+        return self.status not in (DeliveryStatus.RETRY_LATER, DeliveryStatus.PERMANENT)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """Per-target outcomes of delivering one change."""
+
+    entity_key: str
+    version: VersionKey
+    outcomes: tuple[TargetOutcome, ...] = field(default_factory=tuple)
+
+    @property
+    def needs_retry(self) -> tuple[TargetOutcome, ...]:
+        """Outcomes that should go to a retry tier."""
+        return tuple(o for o in self.outcomes if o.status is DeliveryStatus.RETRY_LATER)
+
+    @property
+    def permanent_failures(self) -> tuple[TargetOutcome, ...]:
+        """Outcomes that should go to the dead-letter topic."""
+        return tuple(o for o in self.outcomes if o.status is DeliveryStatus.PERMANENT)
+
+    @property
+    def ok(self) -> bool:
+        """True when every target is done and none failed permanently."""
+        return all(o.done for o in self.outcomes)
+
+    @property
+    def not_before(self) -> datetime | None:
+        """The latest ``not_before`` among the outcomes that need a retry."""
+        times = [o.not_before for o in self.needs_retry if o.not_before is not None]
+        return max(times) if times else None
+
+    def for_target(self, name: str) -> TargetOutcome:
+        """The outcome for target ``name`` (KeyError if it was not part of the delivery)."""
+        for outcome in self.outcomes:
+            if outcome.target == name:
+                return outcome
+        raise KeyError(name)

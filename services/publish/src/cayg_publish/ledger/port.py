@@ -1,0 +1,200 @@
+"""The ledger port: what publish remembers about every entity at every target.
+
+Adapters (in-memory, SQLite, PostgreSQL) implement three storage primitives — read a row,
+change a row atomically under a lock, count rows — and inherit the operations, whose rules
+are the pure transitions of :mod:`cayg_publish.domain`. One contract test suite runs
+against every adapter.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Self, TypeVar
+
+from cayg_publish.domain import (
+    Decision,
+    LedgerEntry,
+    LedgerTotals,
+    Outcome,
+    VersionKey,
+    decide_transition,
+    failure_transition,
+    success_transition,
+    version_key,
+)
+
+R = TypeVar("R")
+
+#: A transition: given the current row (None: no row), a result and the row to write
+#: (None: leave the row as it is).
+Mutation = Callable[[LedgerEntry | None], tuple[R, LedgerEntry | None]]
+
+#: How long an APPLY decision keeps other versions of the entity waiting. Longer than the
+#: worst in-process delivery (attempts x timeouts + backoff), so a live delivery never
+#: loses its claim; short enough that a crashed instance's claim soon lapses.
+DEFAULT_CLAIM_TTL = timedelta(minutes=5)
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class LedgerError(Exception):
+    """The ledger could not be read or written (the delivery must not be acknowledged)."""
+
+
+class Ledger(ABC):
+    """Per (target, entity key): applied version and content hash, remote id, last outcome.
+
+    Every operation is atomic per (target, entity key), also across processes sharing one
+    database, and no operation ever moves the applied version backwards.
+    """
+
+    def __init__(
+        self,
+        *,
+        claim_ttl: timedelta = DEFAULT_CLAIM_TTL,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        if claim_ttl <= timedelta(0):
+            raise ValueError("claim_ttl must be positive")
+        self._claim_ttl = claim_ttl
+        self._clock = clock
+
+    # -- storage primitives (adapters) ------------------------------------------------
+
+    @abstractmethod
+    async def migrate(self) -> None:
+        """Create or upgrade the storage schema; idempotent, safe to run concurrently."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections. The ledger may not be used afterwards."""
+
+    @abstractmethod
+    async def get(self, target: str, entity_key: str) -> LedgerEntry | None:
+        """The entry of ``entity_key`` at ``target``, if there is one."""
+
+    @abstractmethod
+    async def totals(self) -> LedgerTotals:
+        """Entity counts per target and last outcome, for the operator status."""
+
+    @abstractmethod
+    async def _mutate(self, target: str, entity_key: str, mutation: Mutation[R]) -> R:
+        """Run ``mutation`` on the current row while holding an exclusive lock on it.
+
+        The row ``mutation`` returns (if any) is written in the same transaction.
+        """
+
+    # -- operations ----------------------------------------------------------------------
+
+    async def decide(
+        self,
+        target: str,
+        entity_key: str,
+        version: VersionKey | int | str,
+        content_hash: str,
+    ) -> Decision:
+        """Whether to send ``version`` (with ``content_hash``) of the entity to ``target``.
+
+        ``SKIP_STALE`` and ``SKIP_UNCHANGED`` are recorded by this call; ``APPLY`` claims
+        the entity for this version until :meth:`record_success` / :meth:`record_failure`
+        (or the claim's expiry); ``BUSY`` means another version's delivery is in flight.
+        """
+        key = version_key(version)
+        now = self._clock()
+
+        def mutation(entry: LedgerEntry | None) -> tuple[Decision, LedgerEntry | None]:
+            decision = decide_transition(
+                entry,
+                target=target,
+                entity_key=entity_key,
+                version=key,
+                content_hash=content_hash,
+                now=now,
+                claim_ttl=self._claim_ttl,
+            )
+            return decision, (decision.entry if decision.entry != entry else None)
+
+        return await self._mutate(target, entity_key, mutation)
+
+    async def record_success(
+        self,
+        target: str,
+        entity_key: str,
+        version: VersionKey | int | str,
+        content_hash: str,
+        *,
+        remote_id: str | None = None,
+        remote_url: str | None = None,
+        outcome: Outcome = Outcome.APPLIED,
+    ) -> LedgerEntry:
+        """Record that ``target`` accepted ``version``; returns the entry as stored.
+
+        If a newer version was recorded meanwhile, it stands (the returned entry shows it).
+        """
+        key = version_key(version)
+        now = self._clock()
+
+        def mutation(entry: LedgerEntry | None) -> tuple[LedgerEntry, LedgerEntry | None]:
+            after = success_transition(
+                entry,
+                target=target,
+                entity_key=entity_key,
+                version=key,
+                content_hash=content_hash,
+                remote_id=remote_id,
+                remote_url=remote_url,
+                now=now,
+                outcome=outcome,
+            )
+            return after, after
+
+        return await self._mutate(target, entity_key, mutation)
+
+    async def record_failure(
+        self,
+        target: str,
+        entity_key: str,
+        version: VersionKey | int | str,
+        content_hash: str,
+        *,
+        outcome: Outcome,
+        error: str,
+        attempts: int = 1,
+    ) -> LedgerEntry:
+        """Record ``attempts`` failed attempts to send ``version``; releases its claim."""
+        key = version_key(version)
+        now = self._clock()
+
+        def mutation(entry: LedgerEntry | None) -> tuple[LedgerEntry, LedgerEntry | None]:
+            after = failure_transition(
+                entry,
+                target=target,
+                entity_key=entity_key,
+                version=key,
+                content_hash=content_hash,
+                outcome=outcome,
+                error=error,
+                now=now,
+                attempts=attempts,
+            )
+            return after, after
+
+        return await self._mutate(target, entity_key, mutation)
+
+    async def __aenter__(self) -> Self:
+        await self.migrate()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,189 @@
+"""The embedded ledger: one SQLite file in WAL mode.
+
+The default for a single publish instance. Blocking ``sqlite3`` calls run in a worker
+thread (``asyncio.to_thread``) so they never stall the event loop. Every change runs in a
+``BEGIN IMMEDIATE`` transaction, which takes SQLite's write lock before reading: the
+read-decide-write of one operation cannot interleave with another writer, also when
+several processes open the same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from cayg_publish.domain import IN_FLIGHT, LedgerEntry, LedgerTotals
+from cayg_publish.ledger._rows import (
+    COLUMNS,
+    SCHEMA_VERSION,
+    TIME_COLUMNS,
+    VALUE_COLUMNS,
+    create_meta_table,
+    create_table,
+    entry_from_row,
+    entry_to_row,
+    statements,
+)
+from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError, Mutation, utc_now
+
+T = TypeVar("T")
+
+_SQL: Final = statements("?")
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: create_table(integer="INTEGER", timestamp="TEXT", suffix=" WITHOUT ROWID"),
+}
+
+
+def _to_sql(name: str, value: Any) -> Any:
+    if name in TIME_COLUMNS and isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _from_sql(row: tuple[Any, ...]) -> LedgerEntry:
+    values = dict(zip(COLUMNS, row, strict=True))
+    for name in TIME_COLUMNS:
+        if values[name] is not None:
+            values[name] = datetime.fromisoformat(values[name])
+    return entry_from_row(values)
+
+
+class SqliteLedger(Ledger):
+    """A :class:`~cayg_publish.ledger.port.Ledger` in one SQLite database file."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        claim_ttl: timedelta = DEFAULT_CLAIM_TTL,
+        clock: Callable[[], datetime] = utc_now,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(claim_ttl=claim_ttl, clock=clock)
+        self._path = str(path)
+        self._busy_timeout = busy_timeout
+        self._connection: sqlite3.Connection | None = None
+        # One connection, used from worker threads one at a time.
+        self._thread_lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SqliteLedger(path={self._path!r})"
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+        if self._connection is None:
+            if self._path != ":memory:":
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+            connection = sqlite3.connect(
+                self._path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+            self._connection = connection
+        return self._connection
+
+    def _in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._thread_lock:
+            try:
+                connection = self._connect()
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(connection)
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                raise LedgerError(f"sqlite ledger {self._path}: {exc}") from exc
+
+    def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._thread_lock:
+            try:
+                return work(self._connect())
+            except sqlite3.Error as exc:
+                raise LedgerError(f"sqlite ledger {self._path}: {exc}") from exc
+
+    # -- primitives ----------------------------------------------------------------------
+
+    async def migrate(self) -> None:
+        """Create the tables (idempotent; concurrent migrations serialize on the write lock)."""
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(create_meta_table())
+            row = connection.execute(_SQL.read_schema_version).fetchone()
+            current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"ledger schema {current} is newer than this code ({SCHEMA_VERSION})"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version]:
+                    connection.execute(statement)
+            connection.execute(_SQL.write_schema_version, (str(SCHEMA_VERSION),))
+
+        await asyncio.to_thread(self._in_transaction, work)
+
+    async def close(self) -> None:
+        """Close the connection."""
+
+        def work() -> None:
+            with self._thread_lock:
+                self._closed = True
+                if self._connection is not None:
+                    self._connection.close()
+                    self._connection = None
+
+        await asyncio.to_thread(work)
+
+    async def get(self, target: str, entity_key: str) -> LedgerEntry | None:
+        """The stored entry, if any."""
+
+        def work(connection: sqlite3.Connection) -> LedgerEntry | None:
+            row = connection.execute(_SQL.select, (target, entity_key)).fetchone()
+            return None if row is None else _from_sql(row)
+
+        return await asyncio.to_thread(self._read, work)
+
+    async def totals(self) -> LedgerTotals:
+        """Counts per target and last outcome."""
+
+        def work(connection: sqlite3.Connection) -> LedgerTotals:
+            rows = connection.execute(_SQL.totals, (IN_FLIGHT,)).fetchall()
+            by_target: dict[str, dict[str, int]] = {}
+            for target, outcome, count in rows:
+                by_target.setdefault(target, {})[outcome] = int(count)
+            return LedgerTotals(by_target=by_target)
+
+        return await asyncio.to_thread(self._read, work)
+
+    async def _mutate(self, target: str, entity_key: str, mutation: Mutation[T]) -> T:
+        def work(connection: sqlite3.Connection) -> T:
+            row = connection.execute(_SQL.select, (target, entity_key)).fetchone()
+            before = None if row is None else _from_sql(row)
+            result, after = mutation(before)
+            if after is not None:
+                values = entry_to_row(after)
+                if before is None:
+                    connection.execute(_SQL.insert, [_to_sql(c, values[c]) for c in COLUMNS])
+                else:
+                    connection.execute(
+                        _SQL.update,
+                        [_to_sql(c, values[c]) for c in VALUE_COLUMNS] + [target, entity_key],
+                    )
+            return result
+
+        return await asyncio.to_thread(self._in_transaction, work)
