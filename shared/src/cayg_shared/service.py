@@ -16,11 +16,12 @@ from typing import Any, Final
 
 import structlog
 import uvicorn
+from aiokafka import TopicPartition
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CollectorRegistry, Gauge, make_asgi_app
 
 from cayg_shared.headers import decode_headers, trace_id
 from cayg_shared.logging import get_logger
@@ -73,6 +74,34 @@ class InboundRecord:
             trace_id=trace_id(headers.get("traceparent")),
             **extra,
         )
+
+
+class ConsumerLag:
+    """``cayg_consumer_lag``: how far behind its partition's high watermark a service is.
+
+    Read from the consumer's own fetch metadata after each message, so it costs no request.
+    """
+
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        self.service = service
+        self.gauge = Gauge(
+            "cayg_consumer_lag",
+            "Messages between the last one processed and the partition high watermark",
+            ["service", "topic", "partition"],
+            registry=registry,
+        )
+
+    def observe(self, message: KafkaMessage, record: InboundRecord) -> None:
+        """Update the gauge for the record's partition (no-op without a live consumer)."""
+        consumer: Any = getattr(message, "consumer", None)
+        highwater = getattr(consumer, "highwater", None)
+        if highwater is None:
+            return
+        mark = highwater(TopicPartition(record.topic, record.partition))
+        if isinstance(mark, int):
+            self.gauge.labels(self.service, record.topic, str(record.partition)).set(
+                max(0, mark - record.offset - 1)
+            )
 
 
 def clear_log_context(*keys: str) -> None:

@@ -20,7 +20,12 @@ from cayg_shared import headers as h
 from cayg_shared.envelope import DeadLetter, IngestEnvelope, SourceCoordinates, Stage
 from cayg_shared.headers import child_traceparent
 from cayg_shared.logging import get_logger
-from cayg_shared.service import InboundRecord, clear_log_context, pause_before_redelivery
+from cayg_shared.service import (
+    ConsumerLag,
+    InboundRecord,
+    clear_log_context,
+    pause_before_redelivery,
+)
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
 
@@ -31,6 +36,7 @@ class IngestMetrics:
     """Outcome counters, labelled by tenant as read from the topic."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.lag = ConsumerLag(registry, "ingest")
         self.accepted = Counter(
             "cayg_ingest_accepted",
             "SIS messages wrapped and forwarded",
@@ -106,6 +112,7 @@ def register(
     async def on_sis_event(message: KafkaMessage) -> None:
         record = InboundRecord.from_message(message)
         record.bind_log_context()
+        metrics.lag.observe(message, record)
         try:
             await _ingest_one(
                 broker, topics, record, tenants=tenants, limits=limits, metrics=metrics

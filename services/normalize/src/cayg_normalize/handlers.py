@@ -21,7 +21,12 @@ from cayg_shared import headers as h
 from cayg_shared.envelope import DeadLetter, IngestEnvelope, SourceCoordinates, Stage
 from cayg_shared.headers import child_traceparent
 from cayg_shared.logging import get_logger
-from cayg_shared.service import InboundRecord, clear_log_context, pause_before_redelivery
+from cayg_shared.service import (
+    ConsumerLag,
+    InboundRecord,
+    clear_log_context,
+    pause_before_redelivery,
+)
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
 
@@ -32,6 +37,7 @@ class NormalizeMetrics:
     """Outcome counters."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.lag = ConsumerLag(registry, "normalize")
         self.changes = Counter(
             "cayg_normalize_changes",
             "Changes emitted",
@@ -73,6 +79,7 @@ def register(
     async def on_envelope(message: KafkaMessage) -> None:
         record = InboundRecord.from_message(message)
         record.bind_log_context()
+        metrics.lag.observe(message, record)
         try:
             await _normalize_one(broker, topics, record, tenants, metrics)
         except Exception as error:
