@@ -120,7 +120,7 @@ async def _normalize_one(
 
     for change in changes:
         await broker.publish(
-            change.model_dump_json().encode(),
+            change.to_kafka_value(),
             topic=topics.normalized,
             key=change.kafka_key().encode(),
             headers={
