@@ -1,0 +1,149 @@
+"""What the CLR host checks on every upserted credential: 1EdTech schema, then proof."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from jsonschema import Draft201909Validator
+
+from cayg_publish.signing import ContextLoader, ProofError, verify_credential
+from cayg_standins.conformance import load_json
+
+__all__ = ["ApiSpec", "CredentialChecks", "SchemaCheck", "parse_datetime"]
+
+Api = Literal["clr", "ob"]
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    """The fixed facts of one of the two APIs the host serves."""
+
+    api: Api
+    base_path: str
+    scope_base: str
+    credential_schema: str
+    profile_schema: str
+    list_schema: str
+    title: str
+
+    def scope(self, name: str) -> str:
+        """``credential.upsert`` -> the full scope URL of this API."""
+        return f"{self.scope_base}/{name}"
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """Every scope of this API."""
+        return tuple(
+            self.scope(name)
+            for name in (
+                "credential.readonly",
+                "credential.upsert",
+                "profile.readonly",
+                "profile.update",
+            )
+        )
+
+
+CLR = ApiSpec(
+    "clr",
+    "/ims/clr/v2p0",
+    "https://purl.imsglobal.org/spec/clr/v2p0/scope",
+    "clr_v2p0_clrcredential_schema.json",
+    "clr_v2p0_profile_schema.json",
+    "clr_v2p0_getclrcredentialsresponse_schema.json",
+    "Comprehensive Learner Record 2.0 (cayg stand-in)",
+)
+OB = ApiSpec(
+    "ob",
+    "/ims/ob/v3p0",
+    "https://purl.imsglobal.org/spec/ob/v3p0/scope",
+    "ob_v3p0_achievementcredential_schema.json",
+    "ob_v3p0_profile_schema.json",
+    "ob_v3p0_getopenbadgecredentialsresponse_schema.json",
+    "Open Badges 3.0 (cayg stand-in)",
+)
+
+
+def parse_datetime(text: str) -> datetime:
+    """An RFC 3339 / ISO 8601 date-time; without an offset it is taken as UTC."""
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class SchemaCheck:
+    """One 1EdTech JSON Schema (Draft 2019-09), loaded from the conformance directory."""
+
+    def __init__(self, path: Path) -> None:
+        """Load and check the schema itself."""
+        schema = load_json(path)
+        Draft201909Validator.check_schema(schema)
+        self.name = path.name
+        self._validator = Draft201909Validator(
+            schema, format_checker=Draft201909Validator.FORMAT_CHECKER
+        )
+
+    def errors(self, instance: Any, limit: int = 8) -> list[str]:
+        """Readable errors (``/json/pointer: message``), the first ``limit`` of them."""
+        found = sorted(self._validator.iter_errors(instance), key=lambda e: list(e.path))
+        out: list[str] = []
+        for error in found[:limit]:
+            pointer = "/" + "/".join(str(part) for part in error.absolute_path)
+            out.append(f"{pointer}: {_short(error.message)}")
+        if len(found) > limit:
+            out.append(f"... and {len(found) - limit} more")
+        return out
+
+
+def _short(message: str, width: int = 300) -> str:
+    return message if len(message) <= width else message[: width - 3] + "..."
+
+
+class CredentialChecks:
+    """Schema + proof checks for one API."""
+
+    def __init__(
+        self,
+        spec: ApiSpec,
+        schemas_dir: Path,
+        loader: ContextLoader,
+        trusted_keys: Mapping[str, bytes],
+    ) -> None:
+        """Load the credential, profile and list-response schemas of ``spec``."""
+        self.spec = spec
+        self.credential_schema = SchemaCheck(schemas_dir / spec.credential_schema)
+        self.profile_schema = SchemaCheck(schemas_dir / spec.profile_schema)
+        self.list_schema = SchemaCheck(schemas_dir / spec.list_schema)
+        self._loader = loader
+        self._trusted_keys = dict(trusted_keys)
+
+    def credential_errors(self, credential: Mapping[str, Any]) -> list[str]:
+        """Everything wrong with an upserted credential; empty when it may be stored."""
+        errors = [
+            f"{self.credential_schema.name}: {e}" for e in self.credential_schema.errors(credential)
+        ]
+        errors.extend(self._proof_errors(credential, "credential"))
+        if self.spec.api == "clr":
+            subject = credential.get("credentialSubject")
+            embedded = subject.get("verifiableCredential") if isinstance(subject, Mapping) else None
+            items = embedded if isinstance(embedded, list) else [embedded] if embedded else []
+            for index, item in enumerate(items):
+                where = f"credentialSubject.verifiableCredential[{index}]"
+                if not isinstance(item, Mapping):
+                    errors.append(
+                        f"{where}: embedded credentials must be JSON objects with an embedded "
+                        "proof (compact JWS is not supported by this host)"
+                    )
+                    continue
+                errors.extend(self._proof_errors(item, where))
+        return errors
+
+    def _proof_errors(self, credential: Mapping[str, Any], where: str) -> list[str]:
+        try:
+            verify_credential(credential, self._loader, trusted_keys=self._trusted_keys)
+        except ProofError as exc:
+            return [f"{where}: proof verification failed: {exc}"]
+        return []
