@@ -367,7 +367,11 @@ class AssistantConverter:
             for label, present in (
                 ("Type", isinstance(type_raw, str) and type_raw.strip()),
                 ("Name", has_name),
-                ("SubjectWebpage", "SubjectWebpage" in item),
+                # The Assistant also needs the webpage of an organization it cannot look up.
+                (
+                    "SubjectWebpage",
+                    "SubjectWebpage" in item or "Organization" not in str(type_raw),
+                ),
             )
             if not present
         ]
