@@ -14,54 +14,23 @@ from enum import StrEnum
 from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 
 from cayg_publish.retry import Failure
+from cayg_shared.schema import SourceVersion
 
-#: A source version, normalized: ``(sequence, tiebreak)``, compared lexicographically.
-VersionKey: TypeAlias = tuple[int, str]
-
-#: Versions are stored in a signed 64-bit column; larger sequences are rejected up front.
-_MAX_SEQUENCE: Final = 2**63 - 1
+#: How new a change is: the shared schema's :class:`~cayg_shared.schema.SourceVersion`
+#: (``stream``, ``sequence``, ``time``).
+Version: TypeAlias = SourceVersion
 
 
-def version_key(version: int | str | tuple[int, str]) -> VersionKey:
-    """Normalize a source version into a :data:`VersionKey`.
+def compare_versions(left: Version, right: Version) -> int:
+    """-1, 0 or 1 as ``left`` is older than, not distinguishable from, or newer than ``right``.
 
-    * an ``int`` ``n`` (or a decimal string) becomes ``(n, "")``;
-    * a ``(sequence, tiebreak)`` pair is taken as it is;
-    * any other string becomes ``(0, text)``, ordered by code point after every pure
-      sequence-less version with the same (zero) sequence.
-
-    Raises ``ValueError`` for negative or out-of-range sequences and for ``bool``.
+    The only place publish orders versions, and it defers to the schema's own rule
+    (:meth:`SourceVersion.compare`: sequences within one stream, else source times), so
+    normalize and publish can never disagree. Storage adapters keep versions as columns
+    and never compare them in SQL. 0 means "the same version" to the ledger: skipped when
+    the content is unchanged, applied when it differs.
     """
-    if isinstance(version, bool):
-        raise ValueError("a bool is not a version")
-    if isinstance(version, int):
-        sequence, tiebreak = version, ""
-    elif isinstance(version, str):
-        text = version.strip()
-        if text.isascii() and text.isdigit():
-            sequence, tiebreak = int(text), ""
-        else:
-            sequence, tiebreak = 0, text
-    else:
-        sequence, tiebreak = version
-        if isinstance(sequence, bool) or not isinstance(sequence, int):
-            raise ValueError(f"version sequence must be an int, got {sequence!r}")
-        if not isinstance(tiebreak, str):
-            raise ValueError(f"version tiebreak must be a str, got {tiebreak!r}")
-    if not 0 <= sequence <= _MAX_SEQUENCE:
-        raise ValueError(f"version sequence {sequence} is outside 0..2**63-1")
-    return (sequence, tiebreak)
-
-
-def compare_versions(left: VersionKey, right: VersionKey) -> int:
-    """-1, 0 or 1 as ``left`` is older than, the same as, or newer than ``right``.
-
-    The only place versions are ordered: storage adapters keep them as two columns and
-    never compare them in SQL, so a change of ordering rules is a change here alone.
-    """
-    if left == right:
-        return 0
-    return -1 if left < right else 1
+    return left.compare(right)
 
 
 class Outcome(StrEnum):
@@ -94,20 +63,20 @@ class LedgerEntry:
     target: str
     entity_key: str
     #: The version and content hash the target is known to hold (None: nothing yet).
-    applied_version: VersionKey | None
+    applied_version: Version | None
     applied_hash: str | None
     #: The target's id and URL of the entity (CTID, credential id, envelope URL…).
     remote_id: str | None
     remote_url: str | None
     #: The version and hash of the latest delivery attempt or decision, and its outcome.
-    last_version: VersionKey | None
+    last_version: Version | None
     last_hash: str | None
     last_outcome: Outcome | None
     #: Failed attempts at ``last_version`` since the last success.
     attempts: int
     last_error: str | None
     #: An in-flight delivery: the version and hash being sent, until when the claim holds.
-    claim_version: VersionKey | None
+    claim_version: Version | None
     claim_hash: str | None
     claim_expires_at: datetime | None
     updated_at: datetime
@@ -133,7 +102,7 @@ class LedgerEntry:
             updated_at=now,
         )
 
-    def claim_held_by_other(self, version: VersionKey, content_hash: str, now: datetime) -> bool:
+    def claim_held_by_other(self, version: Version, content_hash: str, now: datetime) -> bool:
         """Whether an unexpired claim exists for a different version or content."""
         if self.claim_version is None or self.claim_expires_at is None:
             return False
@@ -141,7 +110,7 @@ class LedgerEntry:
             return False
         return (self.claim_version, self.claim_hash) != (version, content_hash)
 
-    def _without_claim_for(self, version: VersionKey, content_hash: str) -> LedgerEntry:
+    def _without_claim_for(self, version: Version, content_hash: str) -> LedgerEntry:
         if (self.claim_version, self.claim_hash) == (version, content_hash):
             return replace(self, claim_version=None, claim_hash=None, claim_expires_at=None)
         return self
@@ -167,7 +136,7 @@ def decide_transition(
     *,
     target: str,
     entity_key: str,
-    version: VersionKey,
+    version: Version,
     content_hash: str,
     now: datetime,
     claim_ttl: timedelta,
@@ -223,7 +192,7 @@ def success_transition(
     *,
     target: str,
     entity_key: str,
-    version: VersionKey,
+    version: Version,
     content_hash: str,
     remote_id: str | None,
     remote_url: str | None,
@@ -263,7 +232,7 @@ def failure_transition(
     *,
     target: str,
     entity_key: str,
-    version: VersionKey,
+    version: Version,
     content_hash: str,
     outcome: Outcome,
     error: str,
@@ -391,8 +360,9 @@ class TargetLimits:
 class Target(Protocol):
     """Somewhere publish delivers changes to: a registry or a CLR/OB host.
 
-    ``render`` is pure and cheap (it runs before the ledger decision); ``apply`` performs
-    the remote call, including any signing, and raises :class:`TargetFailure`.
+    ``render`` runs before the ledger decision and must not change anything remotely (it
+    may look up reference data, hence async); ``apply`` performs the remote call, including
+    any signing, and raises :class:`TargetFailure`.
     """
 
     @property
@@ -405,10 +375,12 @@ class Target(Protocol):
         """Concurrency and rate limits to hold this target to."""
         ...
 
-    def render(self, change: Any) -> Rendering | None:
+    async def render(self, change: Any) -> Rendering | None:
         """The rendering of ``change`` for this target, or None if it is not for this target.
 
-        Raises ``ValueError`` when the change cannot be rendered (a permanent failure).
+        Raises :class:`TargetFailure` when the change cannot be rendered (for instance a
+        permanent failure for invalid data, or a retryable one when reference data such as
+        the awarded definition has not arrived yet).
         """
         ...
 
@@ -462,7 +434,7 @@ class DeliveryReport:
     """Per-target outcomes of delivering one change."""
 
     entity_key: str
-    version: VersionKey
+    version: Version
     outcomes: tuple[TargetOutcome, ...] = field(default_factory=tuple)
 
     @property

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC
 from typing import Any, Final
 
-from cayg_publish.domain import VersionKey
+from cayg_publish.domain import Version
 
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 _SEPARATOR: Final = "\x1f"
@@ -34,14 +35,22 @@ def content_hash(value: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(value)).hexdigest()
 
 
-def idempotency_key(target: str, entity_key: str, version: VersionKey, content_hash: str) -> str:
+def idempotency_key(target: str, entity_key: str, version: Version, content_hash: str) -> str:
     """The key of one delivery: the same target, entity, version and content give the same key.
 
     A hex sha256 (64 characters): opaque, fixed length, and free of the entity key's own
     characters (which may identify a learner).
     """
-    sequence, tiebreak = version
     material = _SEPARATOR.join(
-        ("cayg-publish/v1", target, entity_key, str(sequence), tiebreak, content_hash)
+        (
+            "cayg-publish/v1",
+            target,
+            entity_key,
+            version.stream,
+            "" if version.sequence is None else str(version.sequence),
+            # One instant, one spelling, whatever the offset the source wrote it in.
+            version.time.astimezone(UTC).isoformat(),
+            content_hash,
+        )
     )
     return hashlib.sha256(material.encode("utf-8")).hexdigest()

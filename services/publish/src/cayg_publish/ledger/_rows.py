@@ -1,6 +1,6 @@
 """The ledger's table layout and statements, shared by the SQL adapters.
 
-Versions are stored as two columns (sequence, tiebreak) and compared only in Python
+Versions are stored as three columns (stream, sequence, time) and compared only in Python
 (:func:`cayg_publish.domain.compare_versions`), so SQL never needs to know the ordering.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from cayg_publish.domain import LedgerEntry, Outcome, VersionKey
+from cayg_publish.domain import LedgerEntry, Outcome, Version
 
 TABLE: Final = "cayg_publish_ledger"
 META_TABLE: Final = "cayg_publish_ledger_meta"
@@ -24,59 +24,69 @@ SCHEMA_VERSION: Final = 1
 COLUMNS: Final = (
     "target",
     "entity_key",
+    "applied_stream",
     "applied_seq",
-    "applied_tiebreak",
+    "applied_time",
     "applied_hash",
     "remote_id",
     "remote_url",
+    "last_stream",
     "last_seq",
-    "last_tiebreak",
+    "last_time",
     "last_hash",
     "last_outcome",
     "attempts",
     "last_error",
+    "claim_stream",
     "claim_seq",
-    "claim_tiebreak",
+    "claim_time",
     "claim_hash",
     "claim_expires_at",
     "updated_at",
 )
 KEY_COLUMNS: Final = ("target", "entity_key")
 VALUE_COLUMNS: Final = tuple(c for c in COLUMNS if c not in KEY_COLUMNS)
-TIME_COLUMNS: Final = frozenset({"claim_expires_at", "updated_at"})
+TIME_COLUMNS: Final = frozenset(
+    {"applied_time", "last_time", "claim_time", "claim_expires_at", "updated_at"}
+)
 
 
-def _split(version: VersionKey | None) -> tuple[int | None, str | None]:
-    return (None, None) if version is None else version
+def _split(version: Version | None) -> tuple[str | None, int | None, datetime | None]:
+    if version is None:
+        return (None, None, None)
+    return (version.stream, version.sequence, version.time)
 
 
-def _join(sequence: int | None, tiebreak: str | None) -> VersionKey | None:
-    if sequence is None:
+def _join(stream: str | None, sequence: int | None, time: datetime | None) -> Version | None:
+    if stream is None or time is None:
         return None
-    return (int(sequence), tiebreak or "")
+    return Version(stream=stream, sequence=None if sequence is None else int(sequence), time=time)
 
 
 def entry_to_row(entry: LedgerEntry) -> dict[str, Any]:
     """Column values of ``entry`` (datetimes stay datetimes; the adapter converts)."""
-    applied_seq, applied_tiebreak = _split(entry.applied_version)
-    last_seq, last_tiebreak = _split(entry.last_version)
-    claim_seq, claim_tiebreak = _split(entry.claim_version)
+    applied_stream, applied_seq, applied_time = _split(entry.applied_version)
+    last_stream, last_seq, last_time = _split(entry.last_version)
+    claim_stream, claim_seq, claim_time = _split(entry.claim_version)
     return {
         "target": entry.target,
         "entity_key": entry.entity_key,
+        "applied_stream": applied_stream,
         "applied_seq": applied_seq,
-        "applied_tiebreak": applied_tiebreak,
+        "applied_time": applied_time,
         "applied_hash": entry.applied_hash,
         "remote_id": entry.remote_id,
         "remote_url": entry.remote_url,
+        "last_stream": last_stream,
         "last_seq": last_seq,
-        "last_tiebreak": last_tiebreak,
+        "last_time": last_time,
         "last_hash": entry.last_hash,
         "last_outcome": None if entry.last_outcome is None else str(entry.last_outcome),
         "attempts": entry.attempts,
         "last_error": entry.last_error,
+        "claim_stream": claim_stream,
         "claim_seq": claim_seq,
-        "claim_tiebreak": claim_tiebreak,
+        "claim_time": claim_time,
         "claim_hash": entry.claim_hash,
         "claim_expires_at": entry.claim_expires_at,
         "updated_at": entry.updated_at,
@@ -91,16 +101,18 @@ def entry_from_row(row: Sequence[Any] | Mapping[str, Any]) -> LedgerEntry:
     return LedgerEntry(
         target=values["target"],
         entity_key=values["entity_key"],
-        applied_version=_join(values["applied_seq"], values["applied_tiebreak"]),
+        applied_version=_join(
+            values["applied_stream"], values["applied_seq"], values["applied_time"]
+        ),
         applied_hash=values["applied_hash"],
         remote_id=values["remote_id"],
         remote_url=values["remote_url"],
-        last_version=_join(values["last_seq"], values["last_tiebreak"]),
+        last_version=_join(values["last_stream"], values["last_seq"], values["last_time"]),
         last_hash=values["last_hash"],
         last_outcome=None if outcome is None else Outcome(outcome),
         attempts=int(values["attempts"]),
         last_error=values["last_error"],
-        claim_version=_join(values["claim_seq"], values["claim_tiebreak"]),
+        claim_version=_join(values["claim_stream"], values["claim_seq"], values["claim_time"]),
         claim_hash=values["claim_hash"],
         claim_expires_at=values["claim_expires_at"],
         updated_at=updated_at,
@@ -160,19 +172,22 @@ def create_table(*, integer: str, timestamp: str, suffix: str = "") -> tuple[str
         f"""CREATE TABLE IF NOT EXISTS {TABLE} (
             target TEXT NOT NULL,
             entity_key TEXT NOT NULL,
+            applied_stream TEXT,
             applied_seq {integer},
-            applied_tiebreak TEXT,
+            applied_time {timestamp},
             applied_hash TEXT,
             remote_id TEXT,
             remote_url TEXT,
+            last_stream TEXT,
             last_seq {integer},
-            last_tiebreak TEXT,
+            last_time {timestamp},
             last_hash TEXT,
             last_outcome TEXT,
             attempts INTEGER NOT NULL DEFAULT 0,
             last_error TEXT,
+            claim_stream TEXT,
             claim_seq {integer},
-            claim_tiebreak TEXT,
+            claim_time {timestamp},
             claim_hash TEXT,
             claim_expires_at {timestamp},
             updated_at {timestamp} NOT NULL,

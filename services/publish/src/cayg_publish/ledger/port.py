@@ -19,11 +19,10 @@ from cayg_publish.domain import (
     LedgerEntry,
     LedgerTotals,
     Outcome,
-    VersionKey,
+    Version,
     decide_transition,
     failure_transition,
     success_transition,
-    version_key,
 )
 
 R = TypeVar("R")
@@ -96,7 +95,7 @@ class Ledger(ABC):
         self,
         target: str,
         entity_key: str,
-        version: VersionKey | int | str,
+        version: Version,
         content_hash: str,
     ) -> Decision:
         """Whether to send ``version`` (with ``content_hash``) of the entity to ``target``.
@@ -105,7 +104,6 @@ class Ledger(ABC):
         the entity for this version until :meth:`record_success` / :meth:`record_failure`
         (or the claim's expiry); ``BUSY`` means another version's delivery is in flight.
         """
-        key = version_key(version)
         now = self._clock()
 
         def mutation(entry: LedgerEntry | None) -> tuple[Decision, LedgerEntry | None]:
@@ -113,7 +111,7 @@ class Ledger(ABC):
                 entry,
                 target=target,
                 entity_key=entity_key,
-                version=key,
+                version=version,
                 content_hash=content_hash,
                 now=now,
                 claim_ttl=self._claim_ttl,
@@ -126,7 +124,7 @@ class Ledger(ABC):
         self,
         target: str,
         entity_key: str,
-        version: VersionKey | int | str,
+        version: Version,
         content_hash: str,
         *,
         remote_id: str | None = None,
@@ -137,7 +135,6 @@ class Ledger(ABC):
 
         If a newer version was recorded meanwhile, it stands (the returned entry shows it).
         """
-        key = version_key(version)
         now = self._clock()
 
         def mutation(entry: LedgerEntry | None) -> tuple[LedgerEntry, LedgerEntry | None]:
@@ -145,7 +142,7 @@ class Ledger(ABC):
                 entry,
                 target=target,
                 entity_key=entity_key,
-                version=key,
+                version=version,
                 content_hash=content_hash,
                 remote_id=remote_id,
                 remote_url=remote_url,
@@ -160,7 +157,7 @@ class Ledger(ABC):
         self,
         target: str,
         entity_key: str,
-        version: VersionKey | int | str,
+        version: Version,
         content_hash: str,
         *,
         outcome: Outcome,
@@ -168,7 +165,6 @@ class Ledger(ABC):
         attempts: int = 1,
     ) -> LedgerEntry:
         """Record ``attempts`` failed attempts to send ``version``; releases its claim."""
-        key = version_key(version)
         now = self._clock()
 
         def mutation(entry: LedgerEntry | None) -> tuple[LedgerEntry, LedgerEntry | None]:
@@ -176,7 +172,7 @@ class Ledger(ABC):
                 entry,
                 target=target,
                 entity_key=entity_key,
-                version=key,
+                version=version,
                 content_hash=content_hash,
                 outcome=outcome,
                 error=error,
