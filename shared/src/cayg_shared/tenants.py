@@ -185,6 +185,9 @@ class TenantProfile(_Config):
     definition_ctids: dict[_Label, Ctid] = Field(default_factory=dict)
     """Existing registry CTIDs of credentials published before cayg, by SIS id or SIS
     code: imported, never re-minted."""
+    organization_ctids: dict[_Label, Ctid] = Field(default_factory=dict)
+    """Existing registry CTIDs of other organizations (partners, accreditors) the SIS
+    describes, by their SIS id: imported, never re-minted."""
     mapping: MappingDefaults = Field(default_factory=MappingDefaults)
     """Mapping policy and defaults."""
     max_message_bytes: int | None = Field(default=None, ge=1024, le=16 * 1024 * 1024)
@@ -214,9 +217,19 @@ class TenantProfile(_Config):
             return imported, True
         return derive_ctid(self.tenant_id, EntityType.CREDENTIAL_DEFINITION.value, source_id), False
 
-    def organization_ctid_for(self, source_id: str) -> str:
-        """The derived CTID of another organization this tenant's SIS describes."""
-        return derive_ctid(self.tenant_id, EntityType.ORGANIZATION.value, source_id)
+    def organization_ctid_for(self, source_id: str) -> tuple[str, bool]:
+        """The CTID of an organization the tenant's SIS describes, and whether imported.
+
+        The institution itself (SIS id = tenant id or its Ethos home institution id) has
+        :attr:`org_ctid`; others an imported CTID from ``organization_ctids`` or one
+        derived from tenant and SIS id.
+        """
+        if source_id in (self.tenant_id, self.ethos_home_institution_id):
+            return self.org_ctid, self.organization_ctid is not None
+        imported = self.organization_ctids.get(source_id)
+        if imported is not None:
+            return imported, True
+        return derive_ctid(self.tenant_id, EntityType.ORGANIZATION.value, source_id), False
 
     def _ctids_by_code(self) -> dict[str, str]:
         return {normalize_code(k): v for k, v in self.definition_ctids.items()}

@@ -301,8 +301,6 @@ class AwardRevokedData(SisEventModel):
     """Data of ``org.caygsync.award.revoked.v1``."""
 
     award_id: SourceId
-    reason: Text | None = None
-    """Shown to verifiers: no personal data."""
     source_version: SourceVersionNumber | None = None
 
 

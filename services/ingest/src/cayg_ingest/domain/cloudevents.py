@@ -112,7 +112,7 @@ def read_cloudevent(
             "$.type",
         ) from None
     _check_source(source, profile, registry)
-    time = get_time(event, "time", "$.time")
+    time = get_time(event, "time", "$.time", default_tz=profile.mapping.zone)
     content_type = get_text(event, "datacontenttype", "$.datacontenttype", required=False)
     if content_type is not None and not is_json_media_type(media_type(content_type)):
         raise Rejection(

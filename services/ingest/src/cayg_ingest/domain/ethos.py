@@ -55,7 +55,7 @@ def read_ethos(
 ) -> EthosFacts:
     """Check an Ethos notification against the tenant; :class:`Rejection` if unfit."""
     message_id = require_identifier(document, "id", "$.id")
-    published = get_time(document, "published", "$.published")
+    published = get_time(document, "published", "$.published", default_tz=profile.mapping.zone)
     publisher = get_object(document, "publisher", "$.publisher")
     publisher_id = require_identifier(publisher, "id", "$.publisher.id")
     _check_publisher(publisher, publisher_id, profile, registry)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Final
 
 from cayg_ingest.domain.model import Reason, Rejection
@@ -73,13 +73,16 @@ def require_identifier(container: dict[str, Any], key: str, path: str) -> str:
     return text
 
 
-def get_time(container: dict[str, Any], key: str, path: str) -> datetime | None:
-    """An optional timestamp in any format SIS send (see :mod:`cayg_shared.schema.dates`)."""
+def get_time(
+    container: dict[str, Any], key: str, path: str, *, default_tz: tzinfo = UTC
+) -> datetime | None:
+    """An optional timestamp in any format SIS send (see :mod:`cayg_shared.schema.dates`);
+    one without offset is read in ``default_tz`` (the tenant's zone)."""
     text = get_text(container, key, path, max_length=64, required=False)
     if text is None:
         return None
     try:
-        return parse_sis_datetime(text)
+        return parse_sis_datetime(text, default_tz=default_tz)
     except ValueError:
         raise Rejection(
             Reason.INVALID_FIELD, f"{path} is not an ISO 8601 date-time", path

@@ -1,0 +1,130 @@
+"""What every mapping needs: the envelope, the tenant, the version, and a Change builder."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from cayg_normalize.domain.errors import MappingError, Reason, from_validation_error
+from cayg_shared.envelope import IngestEnvelope
+from cayg_shared.schema import (
+    Change,
+    Entity,
+    EntityKey,
+    EntityType,
+    Operation,
+    SourceVersion,
+    parse_sis_date,
+)
+from cayg_shared.tenants import TenantProfile
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def canonical_id(value: str) -> str:
+    """An SIS id as cayg keys it: GUIDs lower-case and hyphenated, anything else stripped.
+
+    Banner and Colleague do not agree on GUID case; one entity must have one key.
+    """
+    text = value.strip()
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return text
+
+
+@dataclass(frozen=True)
+class MappingContext:
+    """One envelope being mapped for one tenant."""
+
+    envelope: IngestEnvelope
+    tenant: TenantProfile
+    version: SourceVersion
+
+    @property
+    def tenant_id(self) -> str:
+        return self.tenant.tenant_id
+
+    @property
+    def source_time(self) -> datetime:
+        return self.version.time
+
+    def key(self, entity_type: EntityType, source_id: str, part: str | None = None) -> EntityKey:
+        """The key of an entity of this tenant."""
+        return build(
+            EntityKey,
+            "$",
+            tenant=self.tenant_id,
+            entity_type=entity_type,
+            source_id=source_id,
+            part=part,
+        )
+
+    def change(
+        self,
+        operation: Operation,
+        key: EntityKey,
+        entity: Entity | None = None,
+        *,
+        retain_parts: tuple[str, ...] | None = None,
+    ) -> Change:
+        """A change caused by this envelope, with its deterministic id."""
+        envelope = self.envelope
+        return build(
+            Change,
+            "$",
+            event_id=Change.derive_event_id(envelope.event_id, key, operation),
+            causation_id=envelope.event_id,
+            correlation_id=envelope.correlation_id,
+            traceparent=envelope.traceparent,
+            tenant=self.tenant_id,
+            operation=operation,
+            entity_key=key,
+            entity=entity,
+            retain_parts=retain_parts,
+            source_version=self.version,
+            source_format=envelope.format,
+            subject_type=envelope.subject_type,
+        )
+
+
+def build(model: Callable[..., M], path: str, **fields: Any) -> M:
+    """A schema model, or a :class:`MappingError` saying which rule the mapping broke.
+
+    ``path`` is where in the payload the entity came from (the model's own field names
+    differ from the SIS's, so the detail names the model field).
+    """
+    try:
+        return model(**fields)
+    except ValidationError as error:
+        first = error.errors(include_url=False, include_input=False, include_context=False)[0]
+        location = ".".join(str(part) for part in first["loc"]) or "entity"
+        title = getattr(model, "__name__", "entity")
+        raise MappingError(
+            Reason.INVALID_ENTITY,
+            f"{title}.{location}: {first['msg']}",
+            path,
+        ) from None
+
+
+def parse_model(model: type[M], data: Any, path: str) -> M:
+    """Validate SIS data with a (lenient or strict) input model, errors at their JSON path."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise from_validation_error(error, path) from None
+
+
+def sis_date(value: str | None, path: str) -> date | None:
+    """An SIS date field, or a :class:`MappingError` at ``path``."""
+    if value is None:
+        return None
+    try:
+        return parse_sis_date(value)
+    except ValueError:
+        raise MappingError(Reason.INVALID_FIELD, f"{path} is not a date", path) from None
