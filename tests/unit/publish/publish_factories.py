@@ -184,24 +184,38 @@ class FakeTarget:
     applies_to: Callable[[Change], bool] = lambda change: True
     calls: list[tuple[Rendering, str]] = field(default_factory=list)
     render_error: BaseException | None = None
+    #: Sub-entities every change also renders to (as a definition's transfer values).
+    parts: tuple[str, ...] = ()
 
-    async def render(self, change: Change) -> Rendering | None:
+    async def render(self, change: Change) -> list[Rendering]:
         if self.render_error is not None:
             raise self.render_error
         if not self.applies_to(change):
-            return None
+            return []
         entity = change.entity
         body: dict[str, Any] = {
             "operation": change.operation.value,
             "entity": None if entity is None else entity.model_dump(mode="json"),
         }
-        return Rendering(
+        main = Rendering(
             action="things/upsert",
             operation=RenderOperation.UPSERT,
             body=body,
             remote_id=str(change.entity_key),
             content_hash=content_hash(body),
         )
+        extra = [
+            Rendering(
+                action="parts/upsert",
+                operation=RenderOperation.UPSERT,
+                body={"part": part, **body},
+                remote_id=f"{change.entity_key}/{part}",
+                content_hash=content_hash({"part": part, **body}),
+                part=part,
+            )
+            for part in self.parts
+        ]
+        return [main, *extra]
 
     async def apply(self, rendering: Rendering, idempotency_key: str) -> Applied:
         self.calls.append((rendering, idempotency_key))

@@ -195,8 +195,7 @@ async def test_a_busy_entity_is_retried_later_not_sent() -> None:
     ledger = InMemoryLedger(clock=lambda: NOW)
     target = FakeTarget()
     older, newer = change(definition(), seq=1), change(definition(name="SQL Databases II"), seq=2)
-    rendering = await target.render(older)
-    assert rendering is not None
+    [rendering] = await target.render(older)
     await ledger.decide("fake", str(older.entity_key), older.source_version, rendering.content_hash)
 
     [report] = await run([target], ledger, newer)
@@ -295,3 +294,29 @@ async def test_throttle_rate_is_a_token_bucket() -> None:
 
     # Three at once (burst), then one every half second.
     assert waits == [pytest.approx(0.5), pytest.approx(0.5)]
+
+
+async def test_parts_are_delivered_in_order_and_kept_apart_in_the_ledger() -> None:
+    target = FakeTarget(parts=("tv-1", "tv-2"), script=[Applied(), status_failure(503, "x")])
+    ledger = InMemoryLedger()
+    item = change(definition())
+    policy_one_attempt = RetryPolicy(max_attempts=1)
+
+    first = await deliver(
+        item, [target], ledger, throttles=ThrottleBook(), policy=policy_one_attempt
+    )
+    second = await deliver(
+        item, [target], ledger, throttles=ThrottleBook(), policy=policy_one_attempt
+    )
+    third = await deliver(item, [target], ledger, throttles=ThrottleBook())
+
+    assert first.for_target("fake").status is DeliveryStatus.RETRY_LATER
+    assert second.for_target("fake").status is DeliveryStatus.APPLIED
+    assert third.for_target("fake").status is DeliveryStatus.UNCHANGED
+    # main, tv-1 (failed), then tv-1 again and tv-2; the main part was not resent.
+    assert [r.part for r, _ in target.calls] == [None, "tv-1", "tv-1", "tv-2"]
+    for part in ("", "|tv-1", "|tv-2"):
+        entry = await ledger.get("fake", f"{item.entity_key}{part}")
+        assert entry is not None
+        assert entry.applied_version == item.source_version
+        assert entry.last_outcome is Outcome.UNCHANGED  # the third delivery skipped them all

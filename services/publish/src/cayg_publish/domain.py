@@ -7,7 +7,7 @@ version never overwrites a newer one" live in exactly one place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -300,7 +300,11 @@ class Operation(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Rendering:
-    """A change rendered for one target, before any signing.
+    """One request a change renders to for one target, before any signing.
+
+    A change may render to several requests (a definition and each of its transfer
+    values); all but the main one name a ``part``, and the ledger keeps each part as an
+    entity of its own (:meth:`ledger_key`).
 
     ``content_hash`` covers ``action``, ``operation`` and ``body``: it is what the ledger
     compares, so it must not include anything that varies between renderings of the same
@@ -314,6 +318,12 @@ class Rendering:
     #: The stable id the target will know the entity by (CTID, credential id).
     remote_id: str | None
     content_hash: str
+    #: None for the change's own entity; a stable name for a sub-entity.
+    part: str | None = None
+
+    def ledger_key(self, entity_key: str) -> str:
+        """The ledger's entity key of this request."""
+        return entity_key if self.part is None else f"{entity_key}|{self.part}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,8 +385,9 @@ class Target(Protocol):
         """Concurrency and rate limits to hold this target to."""
         ...
 
-    async def render(self, change: Any) -> Rendering | None:
-        """The rendering of ``change`` for this target, or None if it is not for this target.
+    async def render(self, change: Any) -> Sequence[Rendering]:
+        """The requests ``change`` renders to for this target, in the order to send them;
+        empty when the change is not for this target.
 
         Raises :class:`TargetFailure` when the change cannot be rendered (for instance a
         permanent failure for invalid data, or a retryable one when reference data such as

@@ -17,7 +17,7 @@ import random as _random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from cayg_publish.domain import (
@@ -25,6 +25,7 @@ from cayg_publish.domain import (
     DecisionKind,
     DeliveryReport,
     DeliveryStatus,
+    LedgerEntry,
     Outcome,
     Rendering,
     Target,
@@ -205,27 +206,39 @@ class _Delivery:
 
     async def run(self) -> TargetOutcome:
         try:
-            rendering = await self.target.render(self.change)
+            renderings = await self.target.render(self.change)
         except TargetFailure as exc:
-            return await self._failed(exc.failure, content_hash="", attempts=0, key=None)
+            return await self._failed(self.entity_key, exc.failure, "", attempts=0, key=None)
         except _RENDER_ERRORS as exc:
             failure = Failure(
                 kind=FailureKind.PERMANENT,
                 reason="render",
                 detail=f"cannot render for {self.name}: {type(exc).__name__}: {exc}"[:1000],
             )
-            return await self._failed(failure, content_hash="", attempts=0, key=None)
-        if rendering is None:
+            return await self._failed(self.entity_key, failure, "", attempts=0, key=None)
+        if not renderings:
             return TargetOutcome(target=self.name, status=DeliveryStatus.NOT_APPLICABLE)
+        outcomes: list[TargetOutcome] = []
+        for rendering in renderings:
+            outcome = await self._deliver_part(rendering)
+            outcomes.append(outcome)
+            if not outcome.done:
+                # Later parts may depend on this one (a transfer value names its
+                # credential); the whole change comes back through the retry path, and the
+                # parts already delivered are skipped as unchanged then.
+                break
+        return _combine(outcomes)
 
-        key = idempotency_key(self.name, self.entity_key, self.version, rendering.content_hash)
+    async def _deliver_part(self, rendering: Rendering) -> TargetOutcome:
+        ledger_key = rendering.ledger_key(self.entity_key)
+        key = idempotency_key(self.name, ledger_key, self.version, rendering.content_hash)
         decision = await self.ledger.decide(
-            self.name, self.entity_key, self.version, rendering.content_hash
+            self.name, ledger_key, self.version, rendering.content_hash
         )
         if decision.kind is DecisionKind.SKIP_UNCHANGED:
-            return self._skipped(DeliveryStatus.UNCHANGED, decision.entry.remote_id, key)
+            return self._skipped(DeliveryStatus.UNCHANGED, decision.entry, key)
         if decision.kind is DecisionKind.SKIP_STALE:
-            return self._skipped(DeliveryStatus.STALE, decision.entry.remote_id, key)
+            return self._skipped(DeliveryStatus.STALE, decision.entry, key)
         if decision.kind is DecisionKind.BUSY:
             return TargetOutcome(
                 target=self.name,
@@ -235,9 +248,9 @@ class _Delivery:
                 not_before=decision.not_before,
                 idempotency_key=key,
             )
-        return await self._call(rendering, key)
+        return await self._call(ledger_key, rendering, key)
 
-    async def _call(self, rendering: Rendering, key: str) -> TargetOutcome:
+    async def _call(self, ledger_key: str, rendering: Rendering, key: str) -> TargetOutcome:
         attempt = 0
         while True:
             attempt += 1
@@ -247,26 +260,30 @@ class _Delivery:
             except TargetFailure as exc:
                 failure = exc.failure
             else:
-                return await self._succeeded(rendering, applied, attempts=attempt, key=key)
+                return await self._succeeded(ledger_key, rendering, applied, attempt, key)
             delay = in_process_delay(self.policy, attempt, failure, self.random)
             if delay is None:
                 return await self._failed(
-                    failure, content_hash=rendering.content_hash, attempts=attempt, key=key
+                    ledger_key, failure, rendering.content_hash, attempts=attempt, key=key
                 )
             # Sleep outside the throttle: a backing-off delivery holds no slot.
             await self.sleep(delay)
 
-    def _skipped(self, status: DeliveryStatus, remote_id: str | None, key: str) -> TargetOutcome:
+    def _skipped(self, status: DeliveryStatus, entry: LedgerEntry, key: str) -> TargetOutcome:
         return TargetOutcome(
-            target=self.name, status=status, remote_id=remote_id, idempotency_key=key
+            target=self.name,
+            status=status,
+            remote_id=entry.remote_id,
+            remote_url=entry.remote_url,
+            idempotency_key=key,
         )
 
     async def _succeeded(
-        self, rendering: Rendering, applied: Applied, *, attempts: int, key: str
+        self, ledger_key: str, rendering: Rendering, applied: Applied, attempts: int, key: str
     ) -> TargetOutcome:
         entry = await self.ledger.record_success(
             self.name,
-            self.entity_key,
+            ledger_key,
             self.version,
             rendering.content_hash,
             remote_id=applied.remote_id or rendering.remote_id,
@@ -283,12 +300,18 @@ class _Delivery:
         )
 
     async def _failed(
-        self, failure: Failure, *, content_hash: str, attempts: int, key: str | None
+        self,
+        ledger_key: str,
+        failure: Failure,
+        content_hash: str,
+        *,
+        attempts: int,
+        key: str | None,
     ) -> TargetOutcome:
         outcome = Outcome.FAILED_RETRYABLE if failure.retryable else Outcome.FAILED_PERMANENT
         await self.ledger.record_failure(
             self.name,
-            self.entity_key,
+            ledger_key,
             self.version,
             content_hash,
             outcome=outcome,
@@ -318,3 +341,22 @@ class _Delivery:
             attempts=attempts,
             idempotency_key=key,
         )
+
+
+def _combine(outcomes: Sequence[TargetOutcome]) -> TargetOutcome:
+    """One target's outcome from its parts' (the first is the change's own entity)."""
+    main = outcomes[0]
+    attempts = sum(o.attempts for o in outcomes)
+    if len(outcomes) == 1:
+        return main
+    unfinished = next((o for o in outcomes if not o.done), None)
+    if unfinished is not None:
+        return replace(unfinished, attempts=attempts)
+    statuses = {o.status for o in outcomes}
+    if DeliveryStatus.APPLIED in statuses:
+        status = DeliveryStatus.APPLIED
+    elif statuses == {DeliveryStatus.STALE}:
+        status = DeliveryStatus.STALE
+    else:
+        status = DeliveryStatus.UNCHANGED
+    return replace(main, status=status, attempts=attempts)

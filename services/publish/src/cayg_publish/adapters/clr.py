@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Self
@@ -354,8 +354,8 @@ def _oauth_messages(body: Any) -> tuple[str, ...]:
     return tuple(parts)
 
 
-#: Renders a change for a CLR host (None: the change is not for this host).
-ClrRenderer = Callable[[Any], Awaitable[Rendering | None]]
+#: Renders a change for a CLR host (empty: the change is not for this host).
+ClrRenderer = Callable[[Any], Awaitable[Sequence[Rendering]]]
 #: Signs an unsigned rendering body (CPU-bound; run in a worker thread).
 Signer = Callable[[Mapping[str, Any]], dict[str, Any]]
 
@@ -391,8 +391,8 @@ class ClrTarget:
         """Concurrency and rate limits."""
         return self._limits
 
-    async def render(self, change: Any) -> Rendering | None:
-        """The unsigned credential for ``change``, or None if it is not for a CLR host."""
+    async def render(self, change: Any) -> Sequence[Rendering]:
+        """The unsigned credential(s) for ``change`` (none if it is not for a CLR host)."""
         return await self._renderer(change)
 
     async def apply(self, rendering: Rendering, idempotency_key: str) -> Applied:

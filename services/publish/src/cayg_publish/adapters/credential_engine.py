@@ -17,7 +17,7 @@ Payload}``. Classification:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Self
@@ -278,8 +278,8 @@ class CredentialEngineClient:
         )
 
 
-#: Renders a change for the registry (None: the change is not for the registry).
-RegistryRenderer = Callable[[Any], Rendering | None]
+#: Renders a change for the registry (empty: the change is not for the registry).
+RegistryRenderer = Callable[[Any], Awaitable[Sequence[Rendering]]]
 
 
 class CredentialEngineTarget:
@@ -311,9 +311,9 @@ class CredentialEngineTarget:
         """Concurrency and rate limits."""
         return self._limits
 
-    async def render(self, change: Any) -> Rendering | None:
-        """The Assistant request for ``change``, or None if the registry does not take it."""
-        return self._renderer(change)
+    async def render(self, change: Any) -> Sequence[Rendering]:
+        """The Assistant requests for ``change`` (none if the registry does not take it)."""
+        return await self._renderer(change)
 
     async def apply(self, rendering: Rendering, idempotency_key: str) -> Applied:
         """Send the rendered request; raises :class:`TargetFailure`."""
