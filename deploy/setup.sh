@@ -27,4 +27,8 @@ if [ "${CAYG_SKIP_POSTGRES:-}" != "1" ] && ! ls /usr/lib/postgresql/*/bin/initdb
   say "installing PostgreSQL server (Debian) for the ledger tests"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
+if [ "${CAYG_SKIP_PROMETHEUS:-}" != "1" ] && ! command -v promtool >/dev/null 2>&1; then
+  say "installing Prometheus and promtool (Debian) for the alert and dashboard tests"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 say "ready"
