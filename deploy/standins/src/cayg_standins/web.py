@@ -168,9 +168,25 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(payload, ensure_ascii=False, default=str)
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is at the time of each record (it may be swapped)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self) -> Any:
+        """The current standard output."""
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        """Ignored: the handler always follows ``sys.stdout``."""
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Send the stand-ins' logs to stdout as JSON lines (called by the CLI, not on import)."""
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler.setFormatter(JsonLogFormatter())
     root = logging.getLogger("cayg_standins")
     root.handlers[:] = [handler]
