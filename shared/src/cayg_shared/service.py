@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Gauge, make_asgi_app
 from cayg_shared.headers import decode_headers, trace_id
 from cayg_shared.logging import get_logger
 from cayg_shared.settings import KafkaSettings, ServiceSettings
+from cayg_shared.tenants import TenantRegistry
 
 #: Readiness asks the broker for metadata; past this it answers "not ready".
 READY_TIMEOUT_S: Final = 3.0
@@ -109,6 +110,16 @@ def clear_log_context(*keys: str) -> None:
     structlog.contextvars.unbind_contextvars(
         "topic", "partition", "offset", "trace_id", "event_id", "entity_key", "tenant", *keys
     )
+
+
+def load_tenants(settings: ServiceSettings) -> TenantRegistry:
+    """The tenant registry named by the settings; a service without one refuses to start."""
+    if settings.tenants_file is None:
+        raise ValueError(
+            "no tenant registry configured: set the service's TENANTS_FILE setting "
+            "(for example CAYG_INGEST_TENANTS_FILE=deploy/config/tenants.json)"
+        )
+    return TenantRegistry.load(settings.tenants_file)
 
 
 def _security(kafka: KafkaSettings) -> BaseSecurity | None:

@@ -7,14 +7,14 @@ from prometheus_client import CollectorRegistry
 
 from cayg_ingest.handlers import IngestMetrics, register
 from cayg_ingest.settings import IngestSettings
-from cayg_shared.service import build_asgi, build_broker
+from cayg_shared.service import build_asgi, build_broker, load_tenants
 from cayg_shared.tenants import TenantRegistry
 
 
 def create_app(settings: IngestSettings, tenants: TenantRegistry | None = None) -> AsgiFastStream:
     """Wire broker, subscriber, metrics and health endpoints. Nothing connects until started."""
     registry = CollectorRegistry()
-    tenant_registry = tenants or TenantRegistry.load(settings.tenants_file)
+    tenant_registry = tenants or load_tenants(settings)
     broker = build_broker(settings, registry, client_id="cayg-ingest")
     register(broker, settings, tenant_registry, IngestMetrics(registry))
     return build_asgi(broker, registry, service="ingest")

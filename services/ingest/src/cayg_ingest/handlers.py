@@ -65,6 +65,7 @@ def output_headers(envelope: IngestEnvelope, inbound: dict[str, str]) -> dict[st
         h.CORRELATION_ID: envelope.correlation_id,
         h.CAUSATION_ID: envelope.source_message_id,
         h.TRACEPARENT: child_traceparent(inbound.get(h.TRACEPARENT)),
+        h.CONTENT_TYPE: "application/json",
     }
     if h.CE_ID in inbound:
         out[h.CE_ID] = inbound[h.CE_ID]
@@ -156,8 +157,7 @@ async def _ingest_one(
             letter.model_dump_json().encode(),
             topic=topics.ingest_dlq,
             key=record.key,
-            headers={h.DLQ_REASON: rejection.reason},
-            content_type="application/json",
+            headers={h.DLQ_REASON: rejection.reason, h.CONTENT_TYPE: "application/json"},
         )
         metrics.rejected.labels(reason=rejection.reason).inc()
         log.warning(
@@ -172,7 +172,6 @@ async def _ingest_one(
         topic=topics.ingested,
         key=envelope_key(envelope),
         headers=output_headers(envelope, inbound_headers),
-        content_type="application/json",
     )
     metrics.accepted.labels(tenant=envelope.tenant, format=envelope.format.value).inc()
     log.info(

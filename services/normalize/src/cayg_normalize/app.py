@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from cayg_normalize.handlers import NormalizeMetrics, register
 from cayg_normalize.settings import NormalizeSettings
-from cayg_shared.service import build_asgi, build_broker
+from cayg_shared.service import build_asgi, build_broker, load_tenants
 from cayg_shared.tenants import TenantRegistry
 
 
@@ -16,7 +16,7 @@ def create_app(
 ) -> AsgiFastStream:
     """Wire broker, subscriber, metrics and health endpoints. Nothing connects until started."""
     registry = CollectorRegistry()
-    tenant_registry = tenants or TenantRegistry.load(settings.tenants_file)
+    tenant_registry = tenants or load_tenants(settings)
     broker = build_broker(settings, registry, client_id="cayg-normalize")
     register(broker, settings, tenant_registry, NormalizeMetrics(registry))
     return build_asgi(broker, registry, service="normalize")

@@ -129,8 +129,8 @@ async def _normalize_one(
                 h.CORRELATION_ID: envelope.correlation_id,
                 h.CAUSATION_ID: str(envelope.event_id),
                 h.TRACEPARENT: child_traceparent(inbound.get(h.TRACEPARENT)),
+                h.CONTENT_TYPE: "application/json",
             },
-            content_type="application/json",
         )
         metrics.changes.labels(
             tenant=change.tenant,
@@ -185,6 +185,5 @@ async def _park(
         letter.model_dump_json().encode(),
         topic=topics.normalize_dlq,
         key=record.key,
-        headers={h.DLQ_REASON: problem.reason},
-        content_type="application/json",
+        headers={h.DLQ_REASON: problem.reason, h.CONTENT_TYPE: "application/json"},
     )
