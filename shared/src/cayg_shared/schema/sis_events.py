@@ -35,6 +35,7 @@ from pydantic import (
     Field,
     JsonValue,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -102,6 +103,26 @@ def _prefixed(prefix: str) -> Any:
     return add
 
 
+def _either_spelling(values: list[str], description: str) -> WithJsonSchema:
+    """JSON Schema of a concept accepted with or without its scheme prefix."""
+    local = [v.split(":", 1)[1] for v in values]
+    return WithJsonSchema({"type": "string", "enum": values + local, "description": description})
+
+
+#: A CTDL credit unit, ``SemesterHour`` or ``creditUnit:SemesterHour``.
+CreditUnitTerm = Annotated[
+    CreditUnit,
+    BeforeValidator(_prefixed("creditUnit")),
+    _either_spelling([u.value for u in CreditUnit], "A CTDL creditUnit concept."),
+]
+#: A CTDL audience level, ``BachelorsDegreeLevel`` or ``audLevel:BachelorsDegreeLevel``.
+AudienceLevelTerm = Annotated[
+    AudienceLevel,
+    BeforeValidator(_prefixed("audLevel")),
+    _either_spelling([a.value for a in AudienceLevel], "A CTDL audLevel concept."),
+]
+
+
 #: A calendar date ``YYYY-MM-DD``.
 SisDate = Annotated[date, BeforeValidator(_date)]
 #: A date-time in ISO 8601; without offset it is read as UTC.
@@ -164,12 +185,16 @@ class CreditValueData(SisEventModel):
     """Credit: an exact ``value`` or a ``minValue``..``maxValue`` range, in one unit."""
 
     value: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """The exact amount; omit when giving a range."""
     min_value: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """Lower bound of a range (with ``maxValue``)."""
     max_value: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    unit: Annotated[CreditUnit, BeforeValidator(_prefixed("creditUnit"))]
+    """Upper bound of a range (with ``minValue``)."""
+    unit: CreditUnitTerm
     """``SemesterHour``, ``QuarterHour``, ``ClockHour``, ``ContactHour``,
     ``ContinuingEducationUnit`` or ``DegreeCredit`` (``creditUnit:`` prefix optional)."""
     description: Text | None = None
+    """Clarification of the credit rules."""
 
 
 class CompetencyData(SisEventModel):
@@ -218,7 +243,7 @@ class DefinitionUpsertedData(SisEventModel):
     language: LanguageTag | None = None
     """Omitted: the tenant's default language."""
     status: CredentialStatus = CredentialStatus.ACTIVE
-    audience_level: Annotated[AudienceLevel, BeforeValidator(_prefixed("audLevel"))] | None = None
+    audience_level: AudienceLevelTerm | None = None
     """``AssociatesDegreeLevel``, ``BachelorsDegreeLevel``… (``audLevel:`` prefix optional)."""
     credit_value: CreditValueData | None = None
     competencies: list[CompetencyData] = Field(default_factory=list, max_length=500)
