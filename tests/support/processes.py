@@ -73,16 +73,25 @@ class ServiceProcess:
         raise RuntimeError(f"{self.service} not ready in {ready_timeout_s} s:\n{self.log_tail()}")
 
     def stop(self, timeout_s: float = 40.0) -> int:
-        """SIGTERM and wait: the graceful path that finishes in-flight work."""
+        """SIGTERM and wait: the graceful path that finishes in-flight work.
+
+        Returns 0 after a clean shutdown. (uvicorn re-raises the captured SIGTERM once it has
+        shut down, so the raw exit status is -15 then; the "stopped cleanly" log line is
+        what tells a clean stop from a kill.)
+        """
         if self._process is None or self._process.poll() is not None:
             return self._process.returncode if self._process else 0
         self._process.send_signal(signal.SIGTERM)
         try:
-            return self._process.wait(timeout=timeout_s)
+            status = self._process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
             raise RuntimeError(f"{self.service} ignored SIGTERM:\n{self.log_tail()}") from None
+        clean = any("service stopped cleanly" in line for line in self.log_lines()[-20:])
+        if status in (0, -signal.SIGTERM) and clean:
+            return 0
+        return status or 1
 
     def kill(self) -> None:
         """SIGKILL: a crash, with no chance to commit or flush."""

@@ -200,6 +200,13 @@ def build_asgi(
             status=200 if ready else 503,
         )
 
+    async def announce_start() -> None:
+        log.info("service started", service=service)
+
+    async def announce_stop() -> None:
+        # Reached only after the broker stopped: in-flight messages finished and committed.
+        log.info("service stopped cleanly", service=service)
+
     return AsgiFastStream(
         broker,
         asgi_routes=[
@@ -209,7 +216,8 @@ def build_asgi(
         ],
         logger=None,
         on_startup=list(on_startup),
-        after_shutdown=list(on_shutdown),
+        after_startup=[announce_start],
+        after_shutdown=[*on_shutdown, announce_stop],
     )
 
 
