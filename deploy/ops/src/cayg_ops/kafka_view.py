@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
-from cayg_shared.envelope import DeadLetter
+from cayg_shared.envelope import DeadLetter, Stage
 from cayg_shared.topics import Topics
 
 SERVICE_GROUPS = ("cayg-ingest", "cayg-normalize", "cayg-publish")
@@ -113,8 +113,16 @@ async def read_parked(bootstrap: str, topic: str, *, limit: int = 1000) -> list[
     return out[:limit]
 
 
+#: Headers that steer one delivery attempt; a replay starts afresh without them.
+_ATTEMPT_HEADERS = frozenset({"cayg_target", "cayg_not_before", "cayg_attempt", "cayg_dlq_reason"})
+
+
 def replay_target(letter: DeadLetter, topics: Topics) -> str:
-    """Where a parked message goes back to: the topic it was originally read from."""
+    """Where a parked message goes back to: the topic it was read from, except that a
+    publish failure (possibly read from a retry tier) goes back to the normalized topic so
+    every target gets it again (the ledger skips those that already hold it)."""
+    if letter.stage is Stage.PUBLISH:
+        return topics.normalized
     return topics.prefix + topics.unprefixed(letter.source.topic)
 
 
@@ -135,7 +143,11 @@ async def replay(
                 continue
             target = replay_target(item.letter, topics)
             key = None if item.letter.key_b64 is None else _b64(item.letter.key_b64)
-            headers = [(k, v.encode()) for k, v in item.letter.original_headers.items()]
+            headers = [
+                (k, v.encode())
+                for k, v in item.letter.original_headers.items()
+                if k not in _ATTEMPT_HEADERS
+            ]
             await producer.send_and_wait(
                 target, item.letter.original_value(), key=key, headers=headers
             )
