@@ -21,6 +21,7 @@ from pydantic import (
     SecretStr,
     SerializationInfo,
     StringConstraints,
+    WithJsonSchema,
 )
 
 #: Serialization context key that lets learner identifiers out in clear text. Only the
@@ -168,6 +169,10 @@ LearnerSecret = Annotated[
     SecretStr,
     AfterValidator(_check_learner_secret),
     PlainSerializer(_serialize_secret, return_type=str, when_used="always"),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": 320, "writeOnly": True},
+        mode="validation",
+    ),
 ]
 #: A learner's email address, lower-cased (so identity hashes are stable) and secret like
 #: :data:`LearnerSecret`.
@@ -176,4 +181,8 @@ LearnerEmail = Annotated[
     AfterValidator(_check_learner_secret),
     AfterValidator(_check_email),
     PlainSerializer(_serialize_secret, return_type=str, when_used="always"),
+    WithJsonSchema(
+        {"type": "string", "format": "email", "maxLength": 254, "writeOnly": True},
+        mode="validation",
+    ),
 ]

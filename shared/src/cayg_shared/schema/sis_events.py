@@ -144,8 +144,23 @@ class SisEventModel(BaseModel):
     )
 
 
+def _requires_one_of(*groups: tuple[str, ...]) -> dict[str, Any]:
+    """JSON Schema extra: at least one group of fields present and not null."""
+    return {
+        "anyOf": [
+            {
+                "required": list(group),
+                "properties": {name: {"not": {"type": "null"}} for name in group},
+            }
+            for group in groups
+        ],
+    }
+
+
 class DefinitionRefData(SisEventModel):
     """A credential: one of the tenant's own by ``sourceId``, or any by ``ctid``."""
+
+    model_config = ConfigDict(json_schema_extra=_requires_one_of(("sourceId",), ("ctid",)))
 
     source_id: SourceId | None = None
     """The SIS id of one of the tenant's definitions."""
@@ -165,6 +180,10 @@ class OrganizationRefData(SisEventModel):
     """An organization: by ``ctid``, by the ``sourceId`` of an organization this SIS
     published with ``organization.upserted``, or by ``name`` + ``webpage``."""
 
+    model_config = ConfigDict(
+        json_schema_extra=_requires_one_of(("ctid",), ("sourceId",), ("name", "webpage"))
+    )
+
     ctid: Ctid | None = None
     """Its registry CTID."""
     source_id: SourceId | None = None
@@ -183,6 +202,10 @@ class OrganizationRefData(SisEventModel):
 
 class CreditValueData(SisEventModel):
     """Credit: an exact ``value`` or a ``minValue``..``maxValue`` range, in one unit."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_requires_one_of(("value",), ("minValue", "maxValue"))
+    )
 
     value: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     """The exact amount; omit when giving a range."""
@@ -272,6 +295,10 @@ class LearnerData(SisEventModel):
     """The learner, by the SIS's person id and/or identifiers (hashed before publishing,
     never logged). At least one is required; an email lets the CLR host address the
     learner's record."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_requires_one_of(("personId",), ("institutionId",), ("email",))
+    )
 
     person_id: SourceId | None = None
     institution_id: LearnerSecret | None = None
