@@ -1,0 +1,586 @@
+"""The demo's sample SIS feed: a few hundred realistic events from three institutions.
+
+* **Northfield Community College** (Colleague, Ethos change notifications): its own
+  institution record, nursing and data credentials, learners (``persons``) and awards.
+* **Lakeshore University** (Banner, Ethos): a data-analytics pathway — two microcredentials
+  on one program with a certificate, so they stack — learners, awards, a rescinded award.
+* **Harbor Technical Institute** (no Ethos; cayg CloudEvents in structured and binary mode):
+  an industry partner, welding microcredentials that stack into a certificate, awards with
+  results and evidence, a retro-award for learning done years ago, and a revocation.
+
+Plus a few bad messages an operator should find in the ingest DLQ: broken JSON, a spoofed
+publisher, an unknown format, a payload over the size limit.
+
+Everything is generated from a seed, so two runs produce the same events (and the same
+event ids): feeding twice is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from cayg_shared.topics import Topics
+
+NORTHFIELD = "northfield-cc"
+LAKESHORE = "lakeshore-univ"
+HARBOR = "harbor-tech"
+
+_COLLEAGUE = {
+    "id": "6f1c2b7e-0d8a-4c41-9a55-2f3e7b1d9c04",
+    "applicationName": "Colleague Main Authoritative Source",
+}
+_BANNER = {
+    "id": "d3a9e0c4-77b1-4e2f-b5d6-0a8c1f4e6b93",
+    "applicationName": "Banner Student API",
+    "tenant": {
+        "id": "e8c1a5f2-3b94-4d07-a6e1-5c2f8d0b7a41",
+        "alias": "lakeshore-univ",
+        "name": "Lakeshore University",
+        "environment": "Production",
+    },
+}
+_NORTHFIELD_HOME = "1b6d9f30-4e7a-4c52-8a13-d0f2b9e7c645"
+_HARBOR_SOURCE = "https://sis.harbortech.example"
+
+_FIRST = (
+    "Ana",
+    "Bao",
+    "Chiamaka",
+    "Dmitri",
+    "Elif",
+    "Farah",
+    "Gustavo",
+    "Hana",
+    "Ines",
+    "Jae-won",
+    "Kwame",
+    "Leilani",
+    "Mateo",
+    "Nadia",
+    "Oluwaseun",
+    "Priya",
+    "Quentin",
+    "Rosa",
+    "Søren",
+    "Thảo",
+    "Uma",
+    "Valentina",
+    "Wen",
+    "Ximena",
+    "Yusuf",
+    "Zofia",
+)
+_LAST = (
+    "Álvarez",
+    "Nguyễn",
+    "Okafor",
+    "Kowalski",
+    "Haddad",
+    "Müller",
+    "Tanaka",
+    "Silva",
+    "O'Brien",
+    "Ramírez",
+    "Chen",
+    "Yilmaz",
+    "Fernández",
+    "Mensah",
+    "Novák",
+    "Iyer",
+)
+
+
+@dataclass(frozen=True)
+class FeedMessage:
+    """One Kafka record for an SIS topic."""
+
+    tenant: str
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    #: What the message is meant to show (``definition``, ``award``, ``bad:spoofed``…).
+    label: str = ""
+
+
+def _guid(*parts: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "https://demo.cayg-sync.org/" + "/".join(parts)))
+
+
+class _Ethos:
+    """Ethos change notifications of one publisher, with sequential ids."""
+
+    def __init__(self, tenant: str, publisher: dict[str, Any], first_id: int, start: datetime):
+        self.tenant = tenant
+        self.publisher = publisher
+        self.next_id = first_id
+        self.clock = start
+
+    def notify(
+        self,
+        resource: str,
+        version: str,
+        guid: str,
+        operation: str,
+        content: dict[str, Any] | None,
+        *,
+        label: str,
+    ) -> FeedMessage:
+        self.clock += timedelta(seconds=7, microseconds=311_007)
+        body = {
+            "id": str(self.next_id),
+            "published": self.clock.strftime("%Y-%m-%d %H:%M:%S.%f") + "+00",
+            "publisher": self.publisher,
+            "resource": {"name": resource, "id": guid, "version": version},
+            "operation": operation,
+            "contentType": "resource-representation" if content is not None else "empty",
+            "content": content if content is not None else {},
+        }
+        self.next_id += 1
+        return FeedMessage(self.tenant, guid.encode(), json.dumps(body).encode(), {}, label)
+
+
+_V6 = "application/vnd.hedtech.integration.v6+json"
+_V6_1 = "application/vnd.hedtech.integration.v6.1.0+json"
+_V15 = "application/vnd.hedtech.integration.v15.2.0+json"
+_V12 = "application/vnd.hedtech.integration.v12.3.0+json"
+_AWARD_V = "application/vnd.hedtech.integration.v1.0.0+json"
+
+
+def _person(rng: random.Random, tenant: str, n: int, domain: str) -> tuple[str, dict[str, Any]]:
+    guid = _guid(tenant, "person", str(n))
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    local = f"{first[0]}{last}".lower().replace("'", "").replace(" ", "")
+    content = {
+        "id": guid,
+        "names": [
+            {
+                "type": {"category": "legal"},
+                "fullName": f"{first} {last}",
+                "firstName": first,
+                "lastName": last,
+            }
+        ],
+        "credentials": [
+            {
+                "type": "colleaguePersonId" if tenant == NORTHFIELD else "bannerId",
+                "value": f"{7_000_000 + n:07d}",
+            }
+        ],
+        "emails": [
+            {
+                "type": {"emailType": "school"},
+                "preference": "primary",
+                "address": f"{local}{n}@students.{domain}",
+            }
+        ],
+    }
+    return guid, content
+
+
+def _ethos_institution(
+    rng: random.Random,
+    count: int,
+    *,
+    tenant: str,
+    ethos: _Ethos,
+    domain: str,
+    credentials: list[tuple[str, str, str, str]],
+    program: tuple[str, str, list[str]] | None,
+    institution: dict[str, Any] | None,
+) -> Iterator[FeedMessage]:
+    if institution is not None:
+        yield ethos.notify(
+            "educational-institutions",
+            _V6_1,
+            institution["id"],
+            "created",
+            institution,
+            label="organization",
+        )
+    for code, title, kind, description in credentials:
+        guid = _guid(tenant, "credential", code)
+        yield ethos.notify(
+            "academic-credentials",
+            _V6,
+            guid,
+            "created",
+            {
+                "id": guid,
+                "abbreviation": code,
+                "title": title,
+                "type": kind,
+                "description": description,
+            },
+            label="definition",
+        )
+    if program is not None:
+        code, title, members = program
+        guid = _guid(tenant, "program", code)
+        yield ethos.notify(
+            "academic-programs",
+            _V15,
+            guid,
+            "created",
+            {
+                "id": guid,
+                "code": code,
+                "title": title,
+                "status": "active",
+                "startOn": "2023-08-21",
+                "credentials": [{"id": _guid(tenant, "credential", m)} for m in members],
+            },
+            label="program",
+        )
+    codes = [c[0] for c in credentials]
+    for n in range(count):
+        person, content = _person(rng, tenant, n, domain)
+        yield ethos.notify("persons", _V12, person, "created", content, label="learner")
+        earned = rng.sample(codes, k=rng.choice((1, 1, 2)))
+        award = _guid(tenant, "award", str(n))
+        day = date(2025, 5, 1) + timedelta(days=rng.randrange(0, 45))
+        yield ethos.notify(
+            "student-academic-credentials",
+            _AWARD_V,
+            award,
+            "created",
+            {
+                "id": award,
+                "student": {"id": person},
+                "credentials": [
+                    {
+                        "credential": {"id": _guid(tenant, "credential", c)},
+                        "earnedOn": day.isoformat(),
+                    }
+                    for c in earned
+                ],
+                "graduatedOn": day.isoformat(),
+            },
+            label="award",
+        )
+
+
+def _northfield(rng: random.Random, learners: int) -> Iterator[FeedMessage]:
+    ethos = _Ethos(NORTHFIELD, _COLLEAGUE, 104_100, datetime(2025, 6, 2, 13, 0, tzinfo=UTC))
+    yield from _ethos_institution(
+        rng,
+        learners,
+        tenant=NORTHFIELD,
+        ethos=ethos,
+        domain="northfield.example",
+        institution={
+            "id": _NORTHFIELD_HOME,
+            "title": "Northfield Community College",
+            "type": "postSecondarySchool",
+            "homeInstitution": "home",
+        },
+        credentials=[
+            (
+                "AAS-NURS",
+                "Associate of Applied Science in Nursing",
+                "degree",
+                "Prepares graduates for the NCLEX-RN licensure examination and entry-level "
+                "practice.",
+            ),
+            (
+                "CNA",
+                "Certified Nursing Assistant",
+                "certificate",
+                "State-approved nurse aide training: 120 hours of classroom and clinical practice.",
+            ),
+            (
+                "MC-SQL",
+                "Microcredential: SQL for Analysts",
+                "certificate",
+                "Querying relational data with SQL; stacks into the Business Data Analytics "
+                "certificate.",
+            ),
+        ],
+        program=("NURS.AAS", "Nursing (AAS)", ["CNA", "AAS-NURS"]),
+    )
+
+
+def _lakeshore(rng: random.Random, learners: int) -> Iterator[FeedMessage]:
+    ethos = _Ethos(LAKESHORE, _BANNER, 55_200, datetime(2025, 6, 3, 9, 30, tzinfo=UTC))
+    yield from _ethos_institution(
+        rng,
+        learners,
+        tenant=LAKESHORE,
+        ethos=ethos,
+        domain="lakeshore.example",
+        institution=None,
+        credentials=[
+            (
+                "MC-DATA1",
+                "Microcredential: Data Wrangling with Python",
+                "certificate",
+                "Cleaning, reshaping and validating tabular data with Python and pandas.",
+            ),
+            (
+                "MC-DATA2",
+                "Microcredential: Visual Analytics",
+                "certificate",
+                "Designing honest charts and dashboards for decision makers.",
+            ),
+            (
+                "CERT-DA",
+                "Certificate in Data Analytics",
+                "certificate",
+                "Both data microcredentials plus a capstone project with a regional employer.",
+            ),
+            (
+                "BS-DS",
+                "Bachelor of Science in Data Science",
+                "degree",
+                "A four-year degree in statistics, computing and data ethics.",
+            ),
+        ],
+        program=("DA.CERT", "Data Analytics Pathway", ["MC-DATA1", "MC-DATA2", "CERT-DA"]),
+    )
+    # A rescinded award: Banner deletes the record.
+    rescinded = _guid(LAKESHORE, "award", "3")
+    yield ethos.notify(
+        "student-academic-credentials", _AWARD_V, rescinded, "deleted", None, label="revocation"
+    )
+
+
+def _cloudevent(
+    kind: str,
+    source: str,
+    subject: str,
+    data: dict[str, Any],
+    when: datetime,
+    *,
+    binary: bool,
+    label: str,
+) -> FeedMessage:
+    event_id = _guid(HARBOR, "ce", kind, subject, str(data.get("sourceVersion", 0)))
+    attributes = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": f"{_HARBOR_SOURCE}/{source}",
+        "type": f"org.caygsync.{kind}.v1",
+        "subject": subject,
+        "time": when.isoformat().replace("+00:00", "Z"),
+    }
+    if binary:
+        headers = {f"ce_{name}": value for name, value in attributes.items()}
+        headers["content-type"] = "application/json"
+        return FeedMessage(HARBOR, subject.encode(), json.dumps(data).encode(), headers, label)
+    body = {**attributes, "datacontenttype": "application/json", "data": data}
+    return FeedMessage(
+        HARBOR,
+        subject.encode(),
+        json.dumps(body).encode(),
+        {"content-type": "application/cloudevents+json"},
+        label,
+    )
+
+
+def _harbor(rng: random.Random, learners: int) -> Iterator[FeedMessage]:
+    clock = datetime(2025, 6, 4, 16, 0, tzinfo=UTC)
+
+    def tick() -> datetime:
+        nonlocal clock
+        clock += timedelta(seconds=11)
+        return clock
+
+    yield _cloudevent(
+        "organization.upserted",
+        "partners",
+        "ORG-PFA",
+        {
+            "sourceId": "ORG-PFA",
+            "name": "Pacific Fabrication Alliance",
+            "webpage": "https://pacificfab.example/",
+            "description": "Metal fabrication employers who co-design Harbor Tech's welding "
+            "credentials.",
+            "roles": ["industry-partner"],
+            "sourceVersion": 1,
+        },
+        tick(),
+        binary=False,
+        label="organization",
+    )
+    parts = [
+        (
+            "WELD-MC1",
+            "Structural Welding Fundamentals",
+            "SMAW fillet welds on structural steel in flat and horizontal positions.",
+        ),
+        (
+            "WELD-MC2",
+            "Pipe Welding I",
+            "GTAW root passes on carbon steel pipe to ASME IX bend-test criteria.",
+        ),
+        (
+            "WELD-MC3",
+            "Weld Inspection Basics",
+            "Visual inspection against AWS D1.1 acceptance criteria and weld symbols.",
+        ),
+    ]
+    for code, name, description in parts:
+        yield _cloudevent(
+            "definition.upserted",
+            "catalog",
+            code,
+            {
+                "sourceId": code,
+                "code": f"MC-{code}",
+                "credentialType": "MicroCredential",
+                "name": name,
+                "description": description,
+                "webpage": f"https://harbortech.example/credentials/{code.lower()}",
+                "language": "en-US",
+                "creditValue": {"value": 4, "unit": "QuarterHour"},
+                "approaches": ["learn", "stack", "partner"],
+                "isPartOf": [{"sourceId": "WELD-CERT", "name": "Welding Technology Certificate"}],
+                "partnerOrganizations": [
+                    {"sourceId": "ORG-PFA", "name": "Pacific Fabrication Alliance"}
+                ],
+                "sourceVersion": 1,
+            },
+            tick(),
+            binary=code != "WELD-MC1",
+            label="definition",
+        )
+    yield _cloudevent(
+        "definition.upserted",
+        "catalog",
+        "WELD-CERT",
+        {
+            "sourceId": "WELD-CERT",
+            "code": "CERT-WELD",
+            "credentialType": "Certificate",
+            "name": "Welding Technology Certificate",
+            "description": "Three welding microcredentials plus 200 hours of supervised shop "
+            "practice.",
+            "webpage": "https://harbortech.example/credentials/weld-cert",
+            "language": "en-US",
+            "creditValue": {"value": 24, "unit": "QuarterHour"},
+            "approaches": ["stack", "partner"],
+            "hasPart": [{"sourceId": code, "name": name} for code, name, _ in parts],
+            "partnerOrganizations": [
+                {"sourceId": "ORG-PFA", "name": "Pacific Fabrication Alliance"}
+            ],
+            "sourceVersion": 1,
+        },
+        tick(),
+        binary=False,
+        label="definition",
+    )
+    for n in range(learners):
+        learner = {
+            "institutionId": f"H{418_000 + n:08d}",
+            "email": f"learner{n}@students.harbortech.example",
+        }
+        for code, _name, _ in rng.sample(parts, k=rng.choice((1, 2, 3))):
+            award_id = f"AWD-2025-{n:04d}-{code}"
+            yield _cloudevent(
+                "award.issued",
+                "awards",
+                award_id,
+                {
+                    "awardId": award_id,
+                    "learner": learner,
+                    "definition": {"sourceId": code},
+                    "awardedOn": (date(2025, 5, 2) + timedelta(days=rng.randrange(40))).isoformat(),
+                    "results": [{"name": "Bend test", "resultType": "Status", "value": "Passed"}],
+                    "creditsEarned": {"value": 4, "unit": "QuarterHour"},
+                    "sourceVersion": 1,
+                },
+                tick(),
+                binary=n % 2 == 1,
+                label="award",
+            )
+    # Retro-award: welding learned on the job in 2019, recognised now.
+    yield _cloudevent(
+        "award.issued",
+        "awards",
+        "AWD-RETRO-0001",
+        {
+            "awardId": "AWD-RETRO-0001",
+            "learner": {"institutionId": "H00399001", "email": "veteran.welder@harbortech.example"},
+            "definition": {"sourceId": "WELD-MC1"},
+            "awardedOn": "2019-03-15",
+            "approach": "retro-award",
+            "sourceVersion": 1,
+        },
+        tick(),
+        binary=False,
+        label="retro-award",
+    )
+    # Revocation of an award issued in error.
+    yield _cloudevent(
+        "award.revoked",
+        "awards",
+        "AWD-2025-0000-WELD-MC1",
+        {"awardId": "AWD-2025-0000-WELD-MC1", "sourceVersion": 2},
+        tick(),
+        binary=True,
+        label="revocation",
+    )
+
+
+def _bad_messages() -> Iterator[FeedMessage]:
+    yield FeedMessage(NORTHFIELD, b"broken", b'{"id": "104999", "published": ', {}, "bad:not-json")
+    spoofed = {  # Lakeshore's Banner publisher on Northfield's topic.
+        "id": "55999",
+        "published": "2025-06-05 10:00:00.000000+00",
+        "publisher": _BANNER,
+        "resource": {"name": "academic-credentials", "id": _guid("spoof"), "version": _V6},
+        "operation": "created",
+        "contentType": "resource-representation",
+        "content": {
+            "id": _guid("spoof"),
+            "abbreviation": "FAKE",
+            "title": "Fake Degree",
+            "type": "degree",
+        },
+    }
+    yield FeedMessage(NORTHFIELD, None, json.dumps(spoofed).encode(), {}, "bad:spoofed-tenant")
+    yield FeedMessage(
+        LAKESHORE,
+        None,
+        b"<award><learner>x</learner></award>",
+        {"content-type": "application/xml"},
+        "bad:xml",
+    )
+    yield FeedMessage(
+        HARBOR, None, json.dumps({"hello": "world"}).encode(), {}, "bad:unknown-format"
+    )
+    huge = {
+        "specversion": "1.0",
+        "id": "big-1",
+        "source": f"{_HARBOR_SOURCE}/awards",
+        "type": "org.caygsync.award.issued.v1",
+        "data": {"padding": "x" * 2_200_000},
+    }
+    yield FeedMessage(
+        HARBOR,
+        None,
+        json.dumps(huge).encode(),
+        {"content-type": "application/cloudevents+json"},
+        "bad:too-large",
+    )
+
+
+def sample_feed(*, seed: int = 2025, learners_per_tenant: int = 40) -> list[FeedMessage]:
+    """The whole demo feed, in the order an SIS would emit it per tenant."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible demo data, not security
+    return [
+        *_northfield(rng, learners_per_tenant),
+        *_lakeshore(rng, learners_per_tenant),
+        *_harbor(rng, learners_per_tenant),
+        *_bad_messages(),
+    ]
+
+
+def topic_for(message: FeedMessage, topics: Topics) -> str:
+    """The SIS topic a feed message goes to."""
+    return topics.sis(message.tenant)
