@@ -281,3 +281,34 @@ def test_a_backfill_record_without_batch_is_missing_a_field(
     del backfill["batchId"]
     rejection = _rejected(admit_one, backfill)
     assert (rejection.reason, rejection.field_path) == ("missing-field", "$.batchId")
+
+
+def test_person_payloads_are_minimized_at_the_boundary(admit_one: Admit) -> None:
+    person = {
+        "id": "104301",
+        "published": "2025-02-04 08:12:40.551870+00",
+        "publisher": {"id": "6f1c2b7e-0d8a-4c41-9a55-2f3e7b1d9c04"},
+        "resource": {"name": "persons", "id": "71f0b3d8-2e6c-4a19-9d45-8c3e0a7b5f12"},
+        "operation": "replaced",
+        "content": {
+            "id": "71f0b3d8-2e6c-4a19-9d45-8c3e0a7b5f12",
+            "names": [{"fullName": "José Ñúñez-Álvarez"}],
+            "dateOfBirth": "2001-09-02",
+            "credentials": [
+                {"type": "ssn", "value": "123-45-6789"},
+                {"type": "TaxIdentificationNumber", "value": "98-7654321"},
+                {"type": "colleaguePersonId", "value": "0412277"},
+            ],
+            "emails": [{"address": "jnunez@students.northfield.example"}],
+            "privacyStatus": {"privacyCategory": "restricted"},
+        },
+    }
+    envelope = admit_one(person)
+    content = envelope.payload["content"]
+    assert isinstance(content, dict)
+    assert sorted(content) == ["credentials", "emails", "id", "privacyStatus"]
+    assert content["credentials"] == [{"type": "colleaguePersonId", "value": "0412277"}]
+    wire = envelope.model_dump_json()
+    for gone in ("123-45-6789", "98-7654321", "José", "2001-09-02"):
+        assert gone not in wire
+    assert envelope.payload["resource"] == person["resource"]

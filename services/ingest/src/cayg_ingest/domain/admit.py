@@ -11,6 +11,10 @@ Order of checks (cheapest and most fundamental first):
 4. the format's own envelope fields, and ownership: an Ethos publisher or CloudEvent source
    of another tenant is a ``tenant-mismatch``.
 
+The envelope carries the payload as sent, except that an Ethos ``persons``
+representation is cut down to the fields cayg reads (no names, birth dates or national
+ids on cayg's topics; see :func:`~cayg_ingest.domain.ethos.minimized`).
+
 Ids: ``event_id`` is :func:`cayg_shared.ids.event_id` of tenant, format family and the
 source's message identity — Ethos publisher + notification id, CloudEvent source + id
 (the same in both modes), backfill batch + record — so redelivery and replay keep it.
@@ -35,7 +39,7 @@ from cayg_ingest.domain.cloudevents import (
     media_type,
     read_cloudevent,
 )
-from cayg_ingest.domain.ethos import looks_like_ethos, read_ethos
+from cayg_ingest.domain.ethos import looks_like_ethos, minimized, read_ethos
 from cayg_ingest.domain.model import InboundMessage, IngestLimits, Reason, Rejection
 from cayg_shared import headers as h
 from cayg_shared.envelope import IngestEnvelope, InputFormat, SourceCoordinates
@@ -241,7 +245,7 @@ def _ethos(document: dict[str, Any], ctx: _Context) -> IngestEnvelope:
         occurred_at=facts.published,
         traceparent=_traceparent(ctx.headers.get(h.TRACEPARENT)),
         content_type="application/json",
-        payload=document,
+        payload=minimized(document),
     )
 
 

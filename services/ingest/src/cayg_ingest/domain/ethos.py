@@ -30,6 +30,39 @@ ETHOS_OPERATIONS: Final = frozenset({"created", "replaced", "deleted"})
 #: contentType values that mean "the whole resource"; ``patch``/``partial``/``limited``
 #: would make a full-state upsert wipe fields, so they are refused.
 _FULL_CONTENT: Final = frozenset({"resource-representation"})
+#: The ``persons`` fields cayg reads; everything else (names, birth date, addresses,
+#: phones…) is dropped at the boundary so it never sits in cayg's topics.
+_PERSON_FIELDS: Final = ("id", "credentials", "emails", "privacyStatus")
+#: Ethos person credential types that are national identifiers: dropped at the boundary.
+_NATIONAL_ID_TYPES: Final = frozenset({"ssn", "sin", "taxidentificationnumber"})
+
+
+def minimized(document: dict[str, Any]) -> dict[str, Any]:
+    """The notification with a ``persons`` representation cut down to what cayg reads.
+
+    Data minimization at the trust boundary: ``cayg.ingested.v1`` is retained and
+    replayable, so names, birth dates and national ids (SSN, SIN, tax ids) must not reach
+    it. Other resources are returned unchanged.
+    """
+    resource = document.get("resource")
+    content = document.get("content")
+    if not isinstance(resource, dict) or resource.get("name") != "persons":
+        return document
+    if not isinstance(content, dict):
+        return document
+    kept = {key: content[key] for key in _PERSON_FIELDS if key in content}
+    credentials = kept.get("credentials")
+    if isinstance(credentials, list):
+        kept["credentials"] = [
+            c
+            for c in credentials
+            if not (
+                isinstance(c, dict)
+                and isinstance(c.get("type"), str)
+                and c["type"].casefold() in _NATIONAL_ID_TYPES
+            )
+        ]
+    return {**document, "content": kept}
 
 
 def looks_like_ethos(document: dict[str, Any]) -> bool:
