@@ -159,11 +159,20 @@ class MappingDefaults(_Config):
         return ZoneInfo(self.time_zone)
 
 
+def _tenant_id_from_key(schema: dict[str, Any]) -> None:
+    # In the file, a profile's tenant_id may be left out: the registry key supplies it.
+    required = schema.get("required")
+    if isinstance(required, list) and "tenant_id" in required:
+        required.remove("tenant_id")
+
+
 class TenantProfile(_Config):
     """One institution cayg serves."""
 
+    model_config = ConfigDict(json_schema_extra=_tenant_id_from_key)
+
     tenant_id: TenantId
-    """The id in ``sis.events.<tenant id>``."""
+    """The id in ``sis.events.<tenant id>``; in the file, defaults to the registry key."""
     display_name: _Label
     """The institution's name, for operators and as a fallback organization name."""
     webpage: WebUrl

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from cayg_shared.ids import ctid
@@ -165,3 +166,11 @@ def test_definition_ctids_are_imported_by_sis_id_or_code_else_derived() -> None:
 def test_codes_compare_without_dots_spaces_or_case() -> None:
     assert normalize_code(" a.a.s. ") == normalize_code("AAS") == "AAS"
     assert normalize_code("MC-SQL") == "MC-SQL"
+
+
+def test_the_sample_file_validates_against_the_published_schema() -> None:
+    schema = json.loads((REPO / "shared" / "schemas" / "tenant-registry.json").read_text())
+    document = json.loads(SAMPLE.read_text())
+    assert list(Draft202012Validator(schema).iter_errors(document)) == []
+    document["tenants"]["harbor-tech"]["mapping"]["unknown_credential_type"] = "guess"
+    assert not Draft202012Validator(schema).is_valid(document)
