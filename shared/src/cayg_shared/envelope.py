@@ -72,7 +72,10 @@ class IngestEnvelope(BaseModel):
     correlation_id: str = Field(min_length=1, max_length=128)
     traceparent: str | None = None
     content_type: str = "application/json"
-    #: The decoded payload, unchanged (for CloudEvents: the whole event, data included).
+    #: The decoded payload (for CloudEvents: the whole event, data included), unchanged with
+    #: one exception: an Ethos ``persons`` payload is cut to the identifying fields cayg uses
+    #: (ids minus national ids, emails, privacy status), so names, birth dates and national
+    #: ids never reach ``cayg.ingested.v1``. The DLQ keeps original bytes only of rejects.
     payload: dict[str, JsonValue]
 
 
