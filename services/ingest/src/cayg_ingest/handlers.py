@@ -80,6 +80,7 @@ def dead_letter_for(record: InboundRecord, rejection: Rejection, now: datetime) 
         reason=rejection.reason,
         detail=rejection.detail,
         field_path=rejection.field_path,
+        tenant=rejection.tenant,
         source=SourceCoordinates(
             topic=record.topic,
             partition=record.partition,
@@ -162,6 +163,7 @@ async def _ingest_one(
         metrics.rejected.labels(reason=rejection.reason).inc()
         log.warning(
             "sis message rejected",
+            tenant=rejection.tenant,
             reason=rejection.reason,
             field_path=rejection.field_path,
             detail=rejection.detail,
