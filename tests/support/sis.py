@@ -63,3 +63,74 @@ def trace_headers(n: int) -> dict[str, str]:
         TRACEPARENT: f"00-{trace}-{trace[:16]}-01",
         CORRELATION_ID: f"sis-batch-{n}",
     }
+
+
+#: Harbor Technical Institute sends cayg CloudEvents from this source prefix.
+HARBOR = "harbor-tech"
+HARBOR_SOURCE = "https://sis.harbortech.example/awards"
+#: Lakeshore University's Banner and its registered CloudEvent source.
+LAKESHORE = "lakeshore-univ"
+LAKESHORE_SOURCE = "https://badges.lakeshore.example/events"
+
+
+def harbor_award(n: int, *, source: str = HARBOR_SOURCE) -> dict[str, Any]:
+    """A structured ``award.issued`` CloudEvent of Harbor Tech, learner number ``n``."""
+    award_id = f"AWD-T-{n:05d}"
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"harbor-award-{n}")),
+        "source": source,
+        "type": "org.caygsync.award.issued.v1",
+        "subject": award_id,
+        "time": "2025-06-02T17:45:12.118Z",
+        "datacontenttype": "application/json",
+        "data": {
+            "awardId": award_id,
+            "learner": {
+                "institutionId": f"H{n:08d}",
+                "email": f"learner.{n}@students.harbortech.example",
+            },
+            "definition": {"sourceId": "WELD-MC1"},
+            "awardedOn": "2025-05-30",
+            "sourceVersion": 1,
+        },
+    }
+
+
+def binary_mode(event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """The same CloudEvent in binary mode: ``data`` as value, attributes as ``ce_*``."""
+    headers = {
+        f"ce_{name}": str(value)
+        for name, value in event.items()
+        if name not in ("data", "datacontenttype")
+    }
+    headers["content-type"] = str(event.get("datacontenttype", "application/json"))
+    return encode(event["data"]), headers
+
+
+def structured_headers() -> dict[str, str]:
+    """The content type that marks a structured-mode CloudEvent."""
+    return {"content-type": "application/cloudevents+json"}
+
+
+def backfill_award(
+    n: int, *, batch: str = "nfcc-onboarding-test", tenant: str | None = NORTHFIELD
+) -> dict[str, Any]:
+    """A backfill record retro-awarding historic learning to learner ``n``."""
+    record: dict[str, Any] = {
+        "caygBackfill": "1.0",
+        "batchId": batch,
+        "recordId": f"awards.jsonl:{n}",
+        "type": "org.caygsync.award.issued.v1",
+        "recordedAt": "2025-01-15T09:30:00Z",
+        "data": {
+            "awardId": f"RA-2016-{n:04d}",
+            "learner": {"institutionId": f"{400_000 + n:07d}"},
+            "definition": {"sourceId": "GENED-MS"},
+            "awardedOn": "2016-05-13",
+            "approach": "retro-award",
+        },
+    }
+    if tenant is not None:
+        record["tenant"] = tenant
+    return record
