@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import psycopg
@@ -129,17 +130,22 @@ def postgres_dsn() -> Iterator[str]:
         yield dsn
 
 
-@pytest.fixture
-def postgres_schema_dsn(postgres_dsn: str) -> Iterator[str]:
-    """A DSN whose ``search_path`` is a fresh schema, dropped after the test."""
+@asynccontextmanager
+async def fresh_schema(postgres_dsn: str) -> AsyncIterator[str]:
+    """A DSN whose ``search_path`` is a fresh schema, dropped afterwards.
+
+    Async on purpose: a blocking DROP would stall the event loop while a task the test
+    left behind still holds a lock on the schema, and the two would wait for each other.
+    """
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
+    async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as conn:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
         yield make_conninfo(postgres_dsn, options=f"-csearch_path={schema}")
     finally:
-        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
-            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as conn:
+            await conn.execute("SET lock_timeout = '30s'")
+            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture
@@ -167,23 +173,28 @@ async def ledger_factory(
     """A factory of ledger clients sharing one store; every client is closed after the test."""
     created: list[Ledger] = []
     memory = InMemoryLedger(clock=clock)
-    dsn = request.getfixturevalue("postgres_schema_dsn") if ledger_kind == "postgres" else ""
+    async with contextlib.AsyncExitStack() as stack:
+        dsn = ""
+        if ledger_kind == "postgres":
+            dsn = await stack.enter_async_context(
+                fresh_schema(request.getfixturevalue("postgres_dsn"))
+            )
 
-    def factory() -> Ledger:
-        ledger: Ledger
-        if ledger_kind == "memory":
-            # One process, one dict: a "second client" is the same ledger.
-            ledger = memory
-        elif ledger_kind == "sqlite":
-            ledger = SqliteLedger(tmp_path / "ledger.sqlite3", clock=clock)
-        else:
-            ledger = PostgresLedger(dsn, clock=clock)
-        created.append(ledger)
-        return ledger
+        def factory() -> Ledger:
+            ledger: Ledger
+            if ledger_kind == "memory":
+                # One process, one dict: a "second client" is the same ledger.
+                ledger = memory
+            elif ledger_kind == "sqlite":
+                ledger = SqliteLedger(tmp_path / "ledger.sqlite3", clock=clock)
+            else:
+                ledger = PostgresLedger(dsn, clock=clock)
+            created.append(ledger)
+            return ledger
 
-    yield factory
-    for ledger in created:
-        await ledger.close()
+        yield factory
+        for ledger in created:
+            await ledger.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ version never overwrites a newer one" live in exactly one place.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -14,7 +15,18 @@ from enum import StrEnum
 from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 
 from cayg_publish.retry import Failure
-from cayg_shared.schema import SourceVersion
+from cayg_shared.schema import (
+    Change,
+    CredentialAward,
+    CredentialDefinition,
+    Entity,
+    EntityType,
+    LearnerIdentity,
+    LearnerRef,
+    Organization,
+    SourceVersion,
+)
+from cayg_shared.schema import Operation as ChangeOperation
 
 #: How new a change is: the shared schema's :class:`~cayg_shared.schema.SourceVersion`
 #: (``stream``, ``sequence``, ``time``).
@@ -475,3 +487,138 @@ class DeliveryReport:
             if outcome.target == name:
                 return outcome
         raise KeyError(name)
+
+
+# --------------------------------------------------------------------------------------
+# The catalog: reference data the renderers need
+
+
+class CatalogStatus(StrEnum):
+    """The state of an entity as the catalog last heard of it."""
+
+    CURRENT = "current"
+    DELETED = "deleted"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogRow:
+    """One entity snapshot: the newest state publish has seen of it."""
+
+    tenant: str
+    entity_type: EntityType
+    source_id: str
+    #: The member of a multi-entity record ("" for none).
+    part: str
+    version: Version
+    status: CatalogStatus
+    #: The entity (None only for a delete or revoke of something never seen).
+    entity: Entity | None
+    #: For definitions and organizations: their CTID (lookups by CTID).
+    ctid: str | None = None
+    #: For awards: whom they were awarded to (see :func:`learner_key`).
+    learner_key: str | None = None
+
+
+def learner_key(learner: LearnerRef) -> str:
+    """A stable, non-identifying key grouping one learner's awards.
+
+    The SIS person reference when there is one (an opaque id), else a sha256 of the
+    inline identifier, so that no raw identifier is ever a database key.
+    """
+    if learner.person_ref is not None:
+        return f"person:{learner.person_ref}"
+    secret = learner.institution_id or learner.email
+    assert secret is not None  # LearnerRef guarantees one of the three
+    digest = hashlib.sha256(secret.get_secret_value().encode("utf-8")).hexdigest()
+    return f"sha256:{digest}"
+
+
+def catalog_rows(change: Change) -> tuple[CatalogRow, ...]:
+    """The catalog rows an upsert or delete writes (record-level revokes: see below).
+
+    A revoke of one award (``entity_key.part`` set, or the revoked award carried along)
+    gives that award's row with status REVOKED; a record-level revoke without an award
+    gives no rows here — the adapter revokes the stored parts of the record except
+    ``retain_parts`` (:func:`revoke_transition`).
+    """
+    key = change.entity_key
+    entity = change.entity
+    if change.operation is ChangeOperation.REVOKE and entity is None and key.part is None:
+        return ()
+    status = {
+        ChangeOperation.UPSERT: CatalogStatus.CURRENT,
+        ChangeOperation.DELETE: CatalogStatus.DELETED,
+        ChangeOperation.REVOKE: CatalogStatus.REVOKED,
+    }[change.operation]
+    ctid = entity.ctid if isinstance(entity, CredentialDefinition | Organization) else None
+    learner = learner_key(entity.learner) if isinstance(entity, CredentialAward) else None
+    return (
+        CatalogRow(
+            tenant=change.tenant,
+            entity_type=key.entity_type,
+            source_id=key.source_id,
+            part=key.part or "",
+            version=change.source_version,
+            status=status,
+            entity=entity,
+            ctid=ctid,
+            learner_key=learner,
+        ),
+    )
+
+
+def catalog_transition(existing: CatalogRow | None, incoming: CatalogRow) -> CatalogRow | None:
+    """The row to store, or None to keep ``existing`` (it is newer).
+
+    A delete or a revoke without the entity keeps the last known entity (and its CTID and
+    learner), so a deleted definition can still be republished as deprecated.
+    """
+    if existing is not None and compare_versions(incoming.version, existing.version) < 0:
+        return None
+    if incoming.entity is None and existing is not None:
+        return replace(
+            incoming,
+            entity=existing.entity,
+            ctid=existing.ctid,
+            learner_key=existing.learner_key,
+        )
+    return incoming
+
+
+def revoke_transition(existing: CatalogRow, change: Change) -> CatalogRow | None:
+    """A stored award part after a record-level revoke (None: untouched)."""
+    retained = change.retain_parts or ()
+    if existing.part in retained or existing.status is not CatalogStatus.CURRENT:
+        return None
+    if compare_versions(change.source_version, existing.version) < 0:
+        return None
+    return replace(existing, status=CatalogStatus.REVOKED, version=change.source_version)
+
+
+class Catalog(Protocol):
+    """Reference data: the newest definitions, organizations, learner identities and
+    awards publish has seen, so an award can be rendered with its definition and its
+    learner's identifiers, and a deleted definition republished as deprecated."""
+
+    async def remember(self, change: Change) -> None:
+        """Record what ``change`` says (never replacing a newer snapshot)."""
+        ...
+
+    async def definition(self, tenant: str, ctid: str) -> CredentialDefinition | None:
+        """The last known definition with ``ctid`` (also if since deleted)."""
+        ...
+
+    async def definition_by_source(
+        self, tenant: str, source_id: str
+    ) -> CredentialDefinition | None:
+        """The last known definition with SIS id ``source_id`` (also if since deleted)."""
+        ...
+
+    async def learner(self, tenant: str, person_ref: str) -> LearnerIdentity | None:
+        """The current identity of the learner with SIS person id ``person_ref``."""
+        ...
+
+    async def awards_of(self, tenant: str, learner: str) -> tuple[CredentialAward, ...]:
+        """The current (not revoked, not deleted) awards of the learner with key ``learner``."""
+        ...

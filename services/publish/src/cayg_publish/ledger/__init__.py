@@ -1,21 +1,36 @@
-"""The publish ledger: one port, three adapters (in-memory, SQLite, PostgreSQL)."""
+"""The publish ledger: one port, three adapters (in-memory, SQLite, PostgreSQL).
 
-from cayg_publish.domain import Decision, DecisionKind, LedgerEntry, LedgerTotals, Outcome
-from cayg_publish.ledger.memory import InMemoryLedger
+Each adapter also keeps a :class:`~cayg_publish.domain.Catalog` (``ledger.catalog``) of
+the reference data the renderers need, in the same database.
+"""
+
+from cayg_publish.domain import (
+    Catalog,
+    Decision,
+    DecisionKind,
+    LedgerEntry,
+    LedgerTotals,
+    Outcome,
+)
+from cayg_publish.ledger.memory import InMemoryCatalog, InMemoryLedger
 from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError
-from cayg_publish.ledger.postgres import PostgresLedger
-from cayg_publish.ledger.sqlite import SqliteLedger
+from cayg_publish.ledger.postgres import PostgresCatalog, PostgresLedger
+from cayg_publish.ledger.sqlite import SqliteCatalog, SqliteLedger
 
 __all__ = [
     "DEFAULT_CLAIM_TTL",
+    "Catalog",
     "Decision",
     "DecisionKind",
+    "InMemoryCatalog",
     "InMemoryLedger",
     "Ledger",
     "LedgerEntry",
     "LedgerError",
     "LedgerTotals",
     "Outcome",
+    "PostgresCatalog",
     "PostgresLedger",
+    "SqliteCatalog",
     "SqliteLedger",
 ]

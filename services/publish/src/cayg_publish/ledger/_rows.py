@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from cayg_publish.domain import LedgerEntry, Outcome, Version
+from pydantic import TypeAdapter
+
+from cayg_publish.domain import CatalogRow, CatalogStatus, LedgerEntry, Outcome, Version
+from cayg_shared.schema import REVEAL_LEARNER_IDENTIFIERS, Entity, EntityType
 
 TABLE: Final = "cayg_publish_ledger"
 META_TABLE: Final = "cayg_publish_ledger_meta"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 #: Column order of every SELECT and INSERT.
 COLUMNS: Final = (
@@ -194,4 +197,140 @@ def create_table(*, integer: str, timestamp: str, suffix: str = "") -> tuple[str
             PRIMARY KEY (target, entity_key)
         ){suffix}""",
         f"CREATE INDEX IF NOT EXISTS {TABLE}_outcome ON {TABLE} (target, last_outcome)",
+    )
+
+
+# -- the catalog -----------------------------------------------------------------------
+
+CATALOG_TABLE: Final = "cayg_publish_catalog"
+CATALOG_COLUMNS: Final = (
+    "tenant",
+    "entity_type",
+    "source_id",
+    "part",
+    "entity_ctid",
+    "learner_key",
+    "version_stream",
+    "version_seq",
+    "version_time",
+    "status",
+    "body",
+)
+CATALOG_KEY: Final = ("tenant", "entity_type", "source_id", "part")
+CATALOG_VALUES: Final = tuple(c for c in CATALOG_COLUMNS if c not in CATALOG_KEY)
+
+_ENTITY: Final[TypeAdapter[Entity]] = TypeAdapter(Entity)
+
+
+def catalog_row_to_sql(row: CatalogRow) -> dict[str, Any]:
+    """Column values of a catalog row; the entity as JSON with learner identifiers kept
+    (they are needed to hash them for CLR hosts; the database is as protected as Kafka)."""
+    body = (
+        None
+        if row.entity is None
+        else row.entity.model_dump_json(context={REVEAL_LEARNER_IDENTIFIERS: True})
+    )
+    return {
+        "tenant": row.tenant,
+        "entity_type": row.entity_type.value,
+        "source_id": row.source_id,
+        "part": row.part,
+        "entity_ctid": row.ctid,
+        "learner_key": row.learner_key,
+        "version_stream": row.version.stream,
+        "version_seq": row.version.sequence,
+        "version_time": row.version.time,
+        "status": row.status.value,
+        "body": body,
+    }
+
+
+def catalog_row_from_sql(values: Mapping[str, Any]) -> CatalogRow:
+    """The catalog row of selected values (datetimes already converted)."""
+    body = values["body"]
+    return CatalogRow(
+        tenant=values["tenant"],
+        entity_type=EntityType(values["entity_type"]),
+        source_id=values["source_id"],
+        part=values["part"],
+        version=Version(
+            stream=values["version_stream"],
+            sequence=None if values["version_seq"] is None else int(values["version_seq"]),
+            time=values["version_time"],
+        ),
+        status=CatalogStatus(values["status"]),
+        entity=None if body is None else _ENTITY.validate_json(body),
+        ctid=values["entity_ctid"],
+        learner_key=values["learner_key"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogStatements:
+    """The SQL of the catalog operations, for one driver's placeholder style."""
+
+    select_one: str
+    select_record: str
+    insert: str
+    update: str
+    definition_by_ctid: str
+    awards_of: str
+
+
+def catalog_statements(placeholder: str, *, for_update: bool) -> CatalogStatements:
+    """The catalog statements; ``for_update`` adds row locks to the writers' reads."""
+    p = placeholder
+    lock = " FOR UPDATE" if for_update else ""
+    columns = ", ".join(CATALOG_COLUMNS)
+    return CatalogStatements(
+        select_one=(
+            f"SELECT {columns} FROM {CATALOG_TABLE} WHERE tenant = {p} AND entity_type = {p} "
+            f"AND source_id = {p} AND part = {p}"
+        ),
+        select_record=(
+            f"SELECT {columns} FROM {CATALOG_TABLE} WHERE tenant = {p} AND entity_type = {p} "
+            f"AND source_id = {p} ORDER BY part{lock}"
+        ),
+        insert=(
+            f"INSERT INTO {CATALOG_TABLE} ({columns}) "
+            f"VALUES ({', '.join(p for _ in CATALOG_COLUMNS)}) "
+            f"ON CONFLICT ({', '.join(CATALOG_KEY)}) DO NOTHING"
+        ),
+        update=(
+            f"UPDATE {CATALOG_TABLE} SET {', '.join(f'{c} = {p}' for c in CATALOG_VALUES)} "
+            f"WHERE tenant = {p} AND entity_type = {p} AND source_id = {p} AND part = {p}"
+        ),
+        definition_by_ctid=(
+            f"SELECT {columns} FROM {CATALOG_TABLE} WHERE tenant = {p} AND entity_type = "
+            f"'credential-definition' AND entity_ctid = {p} ORDER BY version_time DESC LIMIT 1"
+        ),
+        awards_of=(
+            f"SELECT {columns} FROM {CATALOG_TABLE} WHERE tenant = {p} AND entity_type = "
+            f"'credential-award' AND learner_key = {p} AND status = 'current' "
+            "ORDER BY source_id, part"
+        ),
+    )
+
+
+def create_catalog_table(*, integer: str, timestamp: str) -> tuple[str, ...]:
+    """DDL of the catalog table and its lookup indexes."""
+    return (
+        f"""CREATE TABLE IF NOT EXISTS {CATALOG_TABLE} (
+            tenant TEXT NOT NULL,
+            entity_type TEXT NOT NULL,
+            source_id TEXT NOT NULL,
+            part TEXT NOT NULL,
+            entity_ctid TEXT,
+            learner_key TEXT,
+            version_stream TEXT NOT NULL,
+            version_seq {integer},
+            version_time {timestamp} NOT NULL,
+            status TEXT NOT NULL,
+            body TEXT,
+            PRIMARY KEY (tenant, entity_type, source_id, part)
+        )""",
+        f"CREATE INDEX IF NOT EXISTS {CATALOG_TABLE}_ctid ON {CATALOG_TABLE} "
+        "(tenant, entity_type, entity_ctid)",
+        f"CREATE INDEX IF NOT EXISTS {CATALOG_TABLE}_learner ON {CATALOG_TABLE} "
+        "(tenant, learner_key)",
     )

@@ -7,8 +7,24 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from cayg_publish.domain import IN_FLIGHT, LedgerEntry, LedgerTotals
+from cayg_publish.domain import (
+    IN_FLIGHT,
+    CatalogRow,
+    CatalogStatus,
+    LedgerEntry,
+    LedgerTotals,
+    catalog_rows,
+    catalog_transition,
+    revoke_transition,
+)
 from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError, Mutation, utc_now
+from cayg_shared.schema import (
+    Change,
+    CredentialAward,
+    CredentialDefinition,
+    EntityType,
+    LearnerIdentity,
+)
 
 T = TypeVar("T")
 
@@ -26,6 +42,12 @@ class InMemoryLedger(Ledger):
         self._rows: dict[tuple[str, str], LedgerEntry] = {}
         self._lock = asyncio.Lock()
         self._closed = False
+        self._catalog = InMemoryCatalog()
+
+    @property
+    def catalog(self) -> InMemoryCatalog:
+        """A catalog living as long as this ledger."""
+        return self._catalog
 
     def __repr__(self) -> str:
         return f"InMemoryLedger(entries={len(self._rows)})"
@@ -64,3 +86,76 @@ class InMemoryLedger(Ledger):
     def forget(self, target: str, entity_key: str) -> None:
         """Drop a row, as if its write had been lost (crash tests)."""
         self._rows.pop((target, entity_key), None)
+
+
+class InMemoryCatalog:
+    """A :class:`~cayg_publish.domain.Catalog` in a dict."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str, str, str], CatalogRow] = {}
+
+    def __repr__(self) -> str:
+        return f"InMemoryCatalog(entries={len(self._rows)})"
+
+    async def remember(self, change: Change) -> None:
+        """Store what ``change`` says, unless a newer snapshot is already stored."""
+        rows = catalog_rows(change)
+        for incoming in rows:
+            key = (incoming.tenant, incoming.entity_type.value, incoming.source_id, incoming.part)
+            new = catalog_transition(self._rows.get(key), incoming)
+            if new is not None:
+                self._rows[key] = new
+        if not rows:  # a record-level revoke
+            record = (
+                change.tenant,
+                change.entity_key.entity_type.value,
+                change.entity_key.source_id,
+            )
+            for key, existing in list(self._rows.items()):
+                if key[:3] == record:
+                    new = revoke_transition(existing, change)
+                    if new is not None:
+                        self._rows[key] = new
+
+    async def definition(self, tenant: str, ctid: str) -> CredentialDefinition | None:
+        """The last known definition with ``ctid``."""
+        found = [
+            row
+            for row in self._rows.values()
+            if row.tenant == tenant
+            and row.entity_type is EntityType.CREDENTIAL_DEFINITION
+            and row.ctid == ctid
+        ]
+        found.sort(key=lambda row: row.version.time, reverse=True)
+        entity = found[0].entity if found else None
+        return entity if isinstance(entity, CredentialDefinition) else None
+
+    async def definition_by_source(
+        self, tenant: str, source_id: str
+    ) -> CredentialDefinition | None:
+        """The last known definition with SIS id ``source_id``."""
+        row = self._rows.get((tenant, EntityType.CREDENTIAL_DEFINITION.value, source_id, ""))
+        entity = None if row is None else row.entity
+        return entity if isinstance(entity, CredentialDefinition) else None
+
+    async def learner(self, tenant: str, person_ref: str) -> LearnerIdentity | None:
+        """The current identity of a learner."""
+        row = self._rows.get((tenant, EntityType.LEARNER_IDENTITY.value, person_ref, ""))
+        if row is None or row.status is not CatalogStatus.CURRENT:
+            return None
+        return row.entity if isinstance(row.entity, LearnerIdentity) else None
+
+    async def awards_of(self, tenant: str, learner: str) -> tuple[CredentialAward, ...]:
+        """The current awards of a learner."""
+        rows = sorted(
+            (
+                row
+                for row in self._rows.values()
+                if row.tenant == tenant
+                and row.entity_type is EntityType.CREDENTIAL_AWARD
+                and row.learner_key == learner
+                and row.status is CatalogStatus.CURRENT
+            ),
+            key=lambda row: (row.source_id, row.part),
+        )
+        return tuple(row.entity for row in rows if isinstance(row.entity, CredentialAward))

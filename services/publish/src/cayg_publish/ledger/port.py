@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 from cayg_publish.domain import (
+    Catalog,
     Decision,
     LedgerEntry,
     LedgerTotals,
@@ -65,6 +66,11 @@ class Ledger(ABC):
         self._clock = clock
 
     # -- storage primitives (adapters) ------------------------------------------------
+
+    @property
+    @abstractmethod
+    def catalog(self) -> Catalog:
+        """The catalog of reference data kept in the same store."""
 
     @abstractmethod
     async def migrate(self) -> None:

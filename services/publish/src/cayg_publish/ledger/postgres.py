@@ -14,7 +14,7 @@ are dropped and replaced on the next use.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
@@ -22,11 +22,27 @@ from typing import Any, Final, TypeVar
 import psycopg
 from pydantic import SecretStr
 
-from cayg_publish.domain import IN_FLIGHT, LedgerEntry, LedgerTotals
+from cayg_publish.domain import (
+    IN_FLIGHT,
+    CatalogRow,
+    CatalogStatus,
+    LedgerEntry,
+    LedgerTotals,
+    catalog_rows,
+    catalog_transition,
+    revoke_transition,
+)
 from cayg_publish.ledger._rows import (
+    CATALOG_COLUMNS,
+    CATALOG_KEY,
+    CATALOG_VALUES,
     COLUMNS,
     SCHEMA_VERSION,
     VALUE_COLUMNS,
+    catalog_row_from_sql,
+    catalog_row_to_sql,
+    catalog_statements,
+    create_catalog_table,
     create_meta_table,
     create_table,
     entry_from_row,
@@ -34,6 +50,13 @@ from cayg_publish.ledger._rows import (
     statements,
 )
 from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError, Mutation, utc_now
+from cayg_shared.schema import (
+    Change,
+    CredentialAward,
+    CredentialDefinition,
+    EntityType,
+    LearnerIdentity,
+)
 
 T = TypeVar("T")
 
@@ -43,42 +66,36 @@ _MIGRATION_LOCK_ID: Final = 0x63617967_6C656467  # "caygledg"
 _SQL: Final = statements("%s")
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: create_table(integer="BIGINT", timestamp="TIMESTAMPTZ"),
+    2: create_catalog_table(integer="BIGINT", timestamp="TIMESTAMPTZ"),
 }
+_CATALOG_SQL: Final = catalog_statements("%s", for_update=True)
 
 #: Attempts at "row absent → insert" before giving up; a lost insert race retries once.
 _MAX_INSERT_RACES: Final = 5
 
 
-class PostgresLedger(Ledger):
-    """A :class:`~cayg_publish.ledger.port.Ledger` in a PostgreSQL database."""
+class PostgresDatabase:
+    """A small pool of ``psycopg.AsyncConnection``s (autocommit; explicit transactions)."""
 
     def __init__(
-        self,
-        dsn: SecretStr | str,
-        *,
-        claim_ttl: timedelta = DEFAULT_CLAIM_TTL,
-        clock: Callable[[], datetime] = utc_now,
-        pool_size: int = 4,
-        connect_timeout: float = 10.0,
+        self, dsn: SecretStr | str, *, pool_size: int = 4, connect_timeout: float = 10.0
     ) -> None:
-        super().__init__(claim_ttl=claim_ttl, clock=clock)
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
         # The DSN may carry a password: kept as a SecretStr, never in repr or errors.
         self._dsn = dsn if isinstance(dsn, SecretStr) else SecretStr(dsn)
-        self._pool_size = pool_size
+        self.pool_size = pool_size
         self._connect_timeout = connect_timeout
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._slots = asyncio.Semaphore(pool_size)
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"PostgresLedger(pool_size={self._pool_size})"
-
-    # -- plumbing ------------------------------------------------------------------------
+        return f"PostgresDatabase(pool_size={self.pool_size})"
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; broken ones are closed instead of returned to the pool."""
         if self._closed:
             raise LedgerError("the ledger is closed")
         async with self._slots:
@@ -109,11 +126,43 @@ class PostgresLedger(Ledger):
                 else:
                     self._idle.append(connection)
 
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.close()
+
+
+class PostgresLedger(Ledger):
+    """A :class:`~cayg_publish.ledger.port.Ledger` in a PostgreSQL database."""
+
+    def __init__(
+        self,
+        dsn: SecretStr | str,
+        *,
+        claim_ttl: timedelta = DEFAULT_CLAIM_TTL,
+        clock: Callable[[], datetime] = utc_now,
+        pool_size: int = 4,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(claim_ttl=claim_ttl, clock=clock)
+        self._db = PostgresDatabase(dsn, pool_size=pool_size, connect_timeout=connect_timeout)
+        self._catalog = PostgresCatalog(self._db)
+
+    def __repr__(self) -> str:
+        return f"PostgresLedger(pool_size={self._db.pool_size})"
+
+    @property
+    def catalog(self) -> PostgresCatalog:
+        """The catalog kept in the same database."""
+        return self._catalog
+
     # -- primitives ----------------------------------------------------------------------
 
     async def migrate(self) -> None:
         """Create the tables; instances migrating at once serialize on an advisory lock."""
-        async with self._connection() as connection, connection.transaction():
+        async with self._db.connection() as connection, connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_ID,))
             await connection.execute(create_meta_table())
             cursor = await connection.execute(_SQL.read_schema_version)
@@ -130,21 +179,18 @@ class PostgresLedger(Ledger):
 
     async def close(self) -> None:
         """Close every pooled connection."""
-        self._closed = True
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            await connection.close()
+        await self._db.close()
 
     async def get(self, target: str, entity_key: str) -> LedgerEntry | None:
         """The stored entry, if any."""
-        async with self._connection() as connection:
+        async with self._db.connection() as connection:
             cursor = await connection.execute(_SQL.select, (target, entity_key))
             row = await cursor.fetchone()
         return None if row is None else entry_from_row(row)
 
     async def totals(self) -> LedgerTotals:
         """Counts per target and last outcome."""
-        async with self._connection() as connection:
+        async with self._db.connection() as connection:
             cursor = await connection.execute(_SQL.totals, (IN_FLIGHT,))
             rows = await cursor.fetchall()
         by_target: dict[str, dict[str, int]] = {}
@@ -153,7 +199,7 @@ class PostgresLedger(Ledger):
         return LedgerTotals(by_target=by_target)
 
     async def _mutate(self, target: str, entity_key: str, mutation: Mutation[T]) -> T:
-        async with self._connection() as connection:
+        async with self._db.connection() as connection:
             for _ in range(_MAX_INSERT_RACES):
                 async with connection.transaction():
                     cursor = await connection.execute(_SQL.select_for_update, (target, entity_key))
@@ -176,3 +222,106 @@ class PostgresLedger(Ledger):
                 # Another instance inserted the row between our SELECT and INSERT: decide
                 # again, this time on the locked existing row.
             raise LedgerError(f"could not create the ledger row for {target}/{entity_key}")
+
+
+class PostgresCatalog:
+    """A :class:`~cayg_publish.domain.Catalog` in the ledger's PostgreSQL database.
+
+    Writers lock the rows they replace (``FOR UPDATE``) and insert with ``ON CONFLICT DO
+    NOTHING``, starting over if another instance created the row first; with the version
+    guard of :func:`~cayg_publish.domain.catalog_transition`, a newer snapshot is never
+    replaced by an older one.
+    """
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    def __repr__(self) -> str:
+        return "PostgresCatalog()"
+
+    async def remember(self, change: Change) -> None:
+        """Store what ``change`` says, unless a newer snapshot is already stored."""
+        rows = catalog_rows(change)
+        key = change.entity_key
+        async with self._db.connection() as connection:
+            for incoming in rows:
+                await self._remember_one(connection, incoming)
+            if not rows:  # a record-level revoke
+                async with connection.transaction():
+                    cursor = await connection.execute(
+                        _CATALOG_SQL.select_record,
+                        (change.tenant, key.entity_type.value, key.source_id),
+                    )
+                    for found in await cursor.fetchall():
+                        existing = _catalog_row(found)
+                        new = revoke_transition(existing, change)
+                        if new is not None:
+                            await connection.execute(_CATALOG_SQL.update, _update_params(new))
+
+    @staticmethod
+    async def _remember_one(connection: psycopg.AsyncConnection[Any], incoming: CatalogRow) -> None:
+        key = (incoming.tenant, incoming.entity_type.value, incoming.source_id, incoming.part)
+        for _ in range(_MAX_INSERT_RACES):
+            async with connection.transaction():
+                cursor = await connection.execute(_CATALOG_SQL.select_one + " FOR UPDATE", key)
+                found = await cursor.fetchone()
+                existing = None if found is None else _catalog_row(found)
+                new = catalog_transition(existing, incoming)
+                if new is None:
+                    return
+                if existing is not None:
+                    await connection.execute(_CATALOG_SQL.update, _update_params(new))
+                    return
+                values = catalog_row_to_sql(new)
+                cursor = await connection.execute(
+                    _CATALOG_SQL.insert, [values[c] for c in CATALOG_COLUMNS]
+                )
+                if cursor.rowcount == 1:
+                    return
+        raise LedgerError(f"could not create the catalog row for {'/'.join(key)}")
+
+    async def _one(self, sql: str, params: tuple[Any, ...]) -> CatalogRow | None:
+        async with self._db.connection() as connection:
+            cursor = await connection.execute(sql, params)
+            found = await cursor.fetchone()
+        return None if found is None else _catalog_row(found)
+
+    async def definition(self, tenant: str, ctid: str) -> CredentialDefinition | None:
+        """The last known definition with ``ctid``."""
+        row = await self._one(_CATALOG_SQL.definition_by_ctid, (tenant, ctid))
+        entity = None if row is None else row.entity
+        return entity if isinstance(entity, CredentialDefinition) else None
+
+    async def definition_by_source(
+        self, tenant: str, source_id: str
+    ) -> CredentialDefinition | None:
+        """The last known definition with SIS id ``source_id``."""
+        params = (tenant, EntityType.CREDENTIAL_DEFINITION.value, source_id, "")
+        row = await self._one(_CATALOG_SQL.select_one, params)
+        entity = None if row is None else row.entity
+        return entity if isinstance(entity, CredentialDefinition) else None
+
+    async def learner(self, tenant: str, person_ref: str) -> LearnerIdentity | None:
+        """The current identity of a learner."""
+        params = (tenant, EntityType.LEARNER_IDENTITY.value, person_ref, "")
+        row = await self._one(_CATALOG_SQL.select_one, params)
+        if row is None or row.status is not CatalogStatus.CURRENT:
+            return None
+        return row.entity if isinstance(row.entity, LearnerIdentity) else None
+
+    async def awards_of(self, tenant: str, learner: str) -> tuple[CredentialAward, ...]:
+        """The current awards of a learner."""
+        async with self._db.connection() as connection:
+            cursor = await connection.execute(_CATALOG_SQL.awards_of, (tenant, learner))
+            found = await cursor.fetchall()
+        rows = [_catalog_row(r) for r in found]
+        return tuple(r.entity for r in rows if isinstance(r.entity, CredentialAward))
+
+
+def _catalog_row(found: Sequence[Any]) -> CatalogRow:
+    return catalog_row_from_sql(dict(zip(CATALOG_COLUMNS, found, strict=True)))
+
+
+def _update_params(row: CatalogRow) -> list[Any]:
+    values = catalog_row_to_sql(row)
+    return [values[c] for c in CATALOG_VALUES] + [values[c] for c in CATALOG_KEY]

@@ -1,4 +1,4 @@
-"""The embedded ledger: one SQLite file in WAL mode.
+"""The embedded ledger and catalog: one SQLite file in WAL mode.
 
 The default for a single publish instance. Blocking ``sqlite3`` calls run in a worker
 thread (``asyncio.to_thread``) so they never stall the event loop. Every change runs in a
@@ -17,12 +17,28 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from cayg_publish.domain import IN_FLIGHT, LedgerEntry, LedgerTotals
+from cayg_publish.domain import (
+    IN_FLIGHT,
+    CatalogRow,
+    CatalogStatus,
+    LedgerEntry,
+    LedgerTotals,
+    catalog_rows,
+    catalog_transition,
+    revoke_transition,
+)
 from cayg_publish.ledger._rows import (
+    CATALOG_COLUMNS,
+    CATALOG_KEY,
+    CATALOG_VALUES,
     COLUMNS,
     SCHEMA_VERSION,
     TIME_COLUMNS,
     VALUE_COLUMNS,
+    catalog_row_from_sql,
+    catalog_row_to_sql,
+    catalog_statements,
+    create_catalog_table,
     create_meta_table,
     create_table,
     entry_from_row,
@@ -30,17 +46,27 @@ from cayg_publish.ledger._rows import (
     statements,
 )
 from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError, Mutation, utc_now
+from cayg_shared.schema import (
+    Change,
+    CredentialAward,
+    CredentialDefinition,
+    EntityType,
+    LearnerIdentity,
+)
 
 T = TypeVar("T")
 
 _SQL: Final = statements("?")
+_CATALOG_SQL: Final = catalog_statements("?", for_update=False)
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: create_table(integer="INTEGER", timestamp="TEXT", suffix=" WITHOUT ROWID"),
+    2: create_catalog_table(integer="INTEGER", timestamp="TEXT"),
 }
+_CATALOG_TIME_COLUMNS: Final = frozenset({"version_time"})
 
 
-def _to_sql(name: str, value: Any) -> Any:
-    if name in TIME_COLUMNS and isinstance(value, datetime):
+def _to_sql(name: str, value: Any, time_columns: frozenset[str] = TIME_COLUMNS) -> Any:
+    if name in time_columns and isinstance(value, datetime):
         return value.isoformat()
     return value
 
@@ -51,6 +77,88 @@ def _from_sql(row: tuple[Any, ...]) -> LedgerEntry:
         if values[name] is not None:
             values[name] = datetime.fromisoformat(values[name])
     return entry_from_row(values)
+
+
+def _catalog_from_sql(row: tuple[Any, ...]) -> CatalogRow:
+    values = dict(zip(CATALOG_COLUMNS, row, strict=True))
+    values["version_time"] = datetime.fromisoformat(values["version_time"])
+    return catalog_row_from_sql(values)
+
+
+def _catalog_params(row: CatalogRow, columns: tuple[str, ...]) -> list[Any]:
+    values = catalog_row_to_sql(row)
+    return [_to_sql(c, values[c], _CATALOG_TIME_COLUMNS) for c in columns]
+
+
+class SqliteDatabase:
+    """One SQLite connection, used from worker threads one at a time."""
+
+    def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
+        self.path = str(path)
+        self._busy_timeout = busy_timeout
+        self._connection: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+        if self._connection is None:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+            connection = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+            self._connection = connection
+        return self._connection
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            try:
+                connection = self._connect()
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(connection)
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                raise LedgerError(f"sqlite ledger {self.path}: {exc}") from exc
+
+    def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            try:
+                return work(self._connect())
+            except sqlite3.Error as exc:
+                raise LedgerError(f"sqlite ledger {self.path}: {exc}") from exc
+
+    async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in a write transaction (``BEGIN IMMEDIATE``), in a worker thread."""
+        return await asyncio.to_thread(self._transaction, work)
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` outside an explicit transaction, in a worker thread."""
+        return await asyncio.to_thread(self._read, work)
+
+    async def close(self) -> None:
+        """Close the connection; further use raises :class:`LedgerError`."""
+
+        def work() -> None:
+            with self._lock:
+                self._closed = True
+                if self._connection is not None:
+                    self._connection.close()
+                    self._connection = None
+
+        await asyncio.to_thread(work)
 
 
 class SqliteLedger(Ledger):
@@ -65,59 +173,16 @@ class SqliteLedger(Ledger):
         busy_timeout: float = 30.0,
     ) -> None:
         super().__init__(claim_ttl=claim_ttl, clock=clock)
-        self._path = str(path)
-        self._busy_timeout = busy_timeout
-        self._connection: sqlite3.Connection | None = None
-        # One connection, used from worker threads one at a time.
-        self._thread_lock = threading.Lock()
-        self._closed = False
+        self._db = SqliteDatabase(path, busy_timeout=busy_timeout)
+        self._catalog = SqliteCatalog(self._db)
 
     def __repr__(self) -> str:
-        return f"SqliteLedger(path={self._path!r})"
+        return f"SqliteLedger(path={self._db.path!r})"
 
-    # -- plumbing ------------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._closed:
-            raise LedgerError("the ledger is closed")
-        if self._connection is None:
-            if self._path != ":memory:":
-                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-            connection = sqlite3.connect(
-                self._path,
-                timeout=self._busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
-            self._connection = connection
-        return self._connection
-
-    def _in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        with self._thread_lock:
-            try:
-                connection = self._connect()
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(connection)
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-                connection.execute("COMMIT")
-                return result
-            except sqlite3.Error as exc:
-                raise LedgerError(f"sqlite ledger {self._path}: {exc}") from exc
-
-    def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        with self._thread_lock:
-            try:
-                return work(self._connect())
-            except sqlite3.Error as exc:
-                raise LedgerError(f"sqlite ledger {self._path}: {exc}") from exc
-
-    # -- primitives ----------------------------------------------------------------------
+    @property
+    def catalog(self) -> SqliteCatalog:
+        """The catalog kept in the same database."""
+        return self._catalog
 
     async def migrate(self) -> None:
         """Create the tables (idempotent; concurrent migrations serialize on the write lock)."""
@@ -135,19 +200,11 @@ class SqliteLedger(Ledger):
                     connection.execute(statement)
             connection.execute(_SQL.write_schema_version, (str(SCHEMA_VERSION),))
 
-        await asyncio.to_thread(self._in_transaction, work)
+        await self._db.transaction(work)
 
     async def close(self) -> None:
         """Close the connection."""
-
-        def work() -> None:
-            with self._thread_lock:
-                self._closed = True
-                if self._connection is not None:
-                    self._connection.close()
-                    self._connection = None
-
-        await asyncio.to_thread(work)
+        await self._db.close()
 
     async def get(self, target: str, entity_key: str) -> LedgerEntry | None:
         """The stored entry, if any."""
@@ -156,7 +213,7 @@ class SqliteLedger(Ledger):
             row = connection.execute(_SQL.select, (target, entity_key)).fetchone()
             return None if row is None else _from_sql(row)
 
-        return await asyncio.to_thread(self._read, work)
+        return await self._db.read(work)
 
     async def totals(self) -> LedgerTotals:
         """Counts per target and last outcome."""
@@ -168,7 +225,7 @@ class SqliteLedger(Ledger):
                 by_target.setdefault(target, {})[outcome] = int(count)
             return LedgerTotals(by_target=by_target)
 
-        return await asyncio.to_thread(self._read, work)
+        return await self._db.read(work)
 
     async def _mutate(self, target: str, entity_key: str, mutation: Mutation[T]) -> T:
         def work(connection: sqlite3.Connection) -> T:
@@ -186,4 +243,97 @@ class SqliteLedger(Ledger):
                     )
             return result
 
-        return await asyncio.to_thread(self._in_transaction, work)
+        return await self._db.transaction(work)
+
+
+class SqliteCatalog:
+    """A :class:`~cayg_publish.domain.Catalog` in the ledger's SQLite database."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    def __repr__(self) -> str:
+        return f"SqliteCatalog(path={self._db.path!r})"
+
+    async def remember(self, change: Change) -> None:
+        """Store what ``change`` says, unless a newer snapshot is already stored."""
+        rows = catalog_rows(change)
+        key = change.entity_key
+
+        def work(connection: sqlite3.Connection) -> None:
+            for incoming in rows:
+                found = connection.execute(
+                    _CATALOG_SQL.select_one,
+                    (
+                        incoming.tenant,
+                        incoming.entity_type.value,
+                        incoming.source_id,
+                        incoming.part,
+                    ),
+                ).fetchone()
+                existing = None if found is None else _catalog_from_sql(found)
+                self._write(connection, existing, catalog_transition(existing, incoming))
+            if not rows:  # a record-level revoke
+                record = connection.execute(
+                    _CATALOG_SQL.select_record,
+                    (change.tenant, key.entity_type.value, key.source_id),
+                ).fetchall()
+                for found in record:
+                    existing = _catalog_from_sql(found)
+                    self._write(connection, existing, revoke_transition(existing, change))
+
+        await self._db.transaction(work)
+
+    @staticmethod
+    def _write(
+        connection: sqlite3.Connection, existing: CatalogRow | None, new: CatalogRow | None
+    ) -> None:
+        if new is None:
+            return
+        if existing is None:
+            connection.execute(_CATALOG_SQL.insert, _catalog_params(new, CATALOG_COLUMNS))
+        else:
+            connection.execute(
+                _CATALOG_SQL.update,
+                _catalog_params(new, CATALOG_VALUES) + _catalog_params(new, CATALOG_KEY),
+            )
+
+    async def _one(self, sql: str, params: tuple[Any, ...]) -> CatalogRow | None:
+        def work(connection: sqlite3.Connection) -> CatalogRow | None:
+            found = connection.execute(sql, params).fetchone()
+            return None if found is None else _catalog_from_sql(found)
+
+        return await self._db.read(work)
+
+    async def definition(self, tenant: str, ctid: str) -> CredentialDefinition | None:
+        """The last known definition with ``ctid``."""
+        row = await self._one(_CATALOG_SQL.definition_by_ctid, (tenant, ctid))
+        entity = None if row is None else row.entity
+        return entity if isinstance(entity, CredentialDefinition) else None
+
+    async def definition_by_source(
+        self, tenant: str, source_id: str
+    ) -> CredentialDefinition | None:
+        """The last known definition with SIS id ``source_id``."""
+        params = (tenant, EntityType.CREDENTIAL_DEFINITION.value, source_id, "")
+        row = await self._one(_CATALOG_SQL.select_one, params)
+        entity = None if row is None else row.entity
+        return entity if isinstance(entity, CredentialDefinition) else None
+
+    async def learner(self, tenant: str, person_ref: str) -> LearnerIdentity | None:
+        """The current identity of a learner."""
+        params = (tenant, EntityType.LEARNER_IDENTITY.value, person_ref, "")
+        row = await self._one(_CATALOG_SQL.select_one, params)
+        if row is None or row.status is not CatalogStatus.CURRENT:
+            return None
+        return row.entity if isinstance(row.entity, LearnerIdentity) else None
+
+    async def awards_of(self, tenant: str, learner: str) -> tuple[CredentialAward, ...]:
+        """The current awards of a learner."""
+
+        def work(connection: sqlite3.Connection) -> tuple[CredentialAward, ...]:
+            found = connection.execute(_CATALOG_SQL.awards_of, (tenant, learner)).fetchall()
+            rows = [_catalog_from_sql(r) for r in found]
+            return tuple(r.entity for r in rows if isinstance(r.entity, CredentialAward))
+
+        return await self._db.read(work)
