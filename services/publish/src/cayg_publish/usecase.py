@@ -151,6 +151,7 @@ async def deliver(
     target takes no such change), ``retry-later`` (with ``not_before`` when the target or
     a competing delivery says when), ``permanent`` (reason and the target's response).
 
+    The change is first recorded in the ledger's catalog (reference data for rendering).
     Raises :class:`~cayg_publish.ledger.LedgerError` if the ledger fails (after every
     target's delivery has finished, so nothing is left half-done in the background).
     """
@@ -160,6 +161,9 @@ async def deliver(
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
         raise ValueError(f"target names must be unique, got {names}")
+    # Renderers read reference data (an award's definition, a learner's other awards, the
+    # last state of a deleted definition): record what this change says first.
+    await ledger.catalog.remember(change)
 
     deliveries = [
         _Delivery(

@@ -1,0 +1,285 @@
+"""CTDL rendering held against the Registry Assistant samples and the registry schema."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cayg_publish.domain import Operation as RenderOperation
+from cayg_publish.ledger import InMemoryCatalog
+from cayg_publish.render.ctdl import (
+    PUBLISH_CREDENTIAL,
+    PUBLISH_TRANSFER_VALUE,
+    RegistryOptions,
+    RegistryRenderer,
+    credential_request,
+    organization_request,
+    transfer_value_request,
+)
+from cayg_shared.schema import (
+    AudienceLevel,
+    CredentialRef,
+    CredentialStatus,
+    CreditUnit,
+    CreditValue,
+    EntityType,
+    Operation,
+    OrganizationRef,
+    TransferValue,
+)
+from unit.publish.publish_factories import (
+    ORG_CTID,
+    TENANT,
+    award,
+    change,
+    definition,
+    organization,
+)
+
+pytestmark = pytest.mark.unit
+
+OPTIONS = RegistryOptions(publish_for_organization=ORG_CTID)
+PARTNER = OrganizationRef(name="Midwest Health Partners", webpage="https://mhp.example/")
+ACCREDITOR = OrganizationRef(name="Nursing Accreditation Board", webpage="https://nab.example/")
+OTHER_CTID = "ce-5c2a9e17-8b4d-4f03-a6e2-1d9b7c3f5e80"
+STACK_CTID = "ce-0b1f7c52-3e8d-4a96-b2c1-7d5e9f0a4b63"
+
+
+def rich_definition() -> Any:
+    return definition(
+        audience_level=AudienceLevel.LOWER_DIVISION,
+        offered_by=(OrganizationRef(ctid=ORG_CTID),),
+        is_part_of=(CredentialRef(ctid=STACK_CTID),),
+        has_part=(CredentialRef(ctid=OTHER_CTID),),
+        is_preparation_for=(CredentialRef(ctid=STACK_CTID),),
+        is_advanced_standing_for=(CredentialRef(ctid=STACK_CTID),),
+        partner_organizations=(PARTNER,),
+        approved_by=(OrganizationRef(ctid=OTHER_CTID),),
+        accredited_by=(ACCREDITOR,),
+        transfer_values=(
+            TransferValue(
+                name="Transfer credit toward AAS Nursing",
+                credit_value=CreditValue(value=3, unit=CreditUnit.SEMESTER_HOUR),
+                accepted_by=OrganizationRef(ctid=OTHER_CTID),
+                counts_towards=CredentialRef(ctid=STACK_CTID),
+                start_date=date(2026, 1, 1),
+            ),
+        ),
+    )
+
+
+def shape(value: Any) -> Any:
+    """The structure of a JSON value: key names and value kinds, not values."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
+def assert_same_shapes(ours: Any, sample: Any, path: str = "$") -> None:
+    """Every property present in both has the same shape, recursively."""
+    if isinstance(sample, dict):
+        assert isinstance(ours, dict), f"{path}: expected an object"
+        for key in ours.keys() & sample.keys():
+            assert_same_shapes(ours[key], sample[key], f"{path}.{key}")
+    elif isinstance(sample, list):
+        assert isinstance(ours, list), f"{path}: expected a list"
+        if ours and sample:
+            assert_same_shapes(ours[0], sample[0], f"{path}[0]")
+    else:
+        assert shape(ours) == shape(sample), f"{path}: {shape(ours)} vs {shape(sample)}"
+
+
+def load(conformance_dir: Path, name: str) -> Any:
+    path = conformance_dir / "credential-engine" / "samples" / name
+    return json.loads(path.read_text(encoding="utf-8-sig"))
+
+
+#: Assistant credential properties we render that this sample happens not to use; each is
+#: a documented property of the Assistant's Credential input class.
+DOCUMENTED_ELSEWHERE = {
+    "CredentialStatusType",
+    "OfferedBy",
+    "AudienceLevelType",
+    "HasPart",
+    "IsPartOf",
+    "IsPreparationFor",
+    "IsAdvancedStandingFor",
+    "ApprovedBy",
+    "RecognizedBy",
+}
+
+
+def test_credential_request_matches_the_sample(conformance_dir: Path) -> None:
+    sample = load(conformance_dir, "assistant_credential_publish_request.json")
+
+    ours = credential_request(rich_definition(), OPTIONS)
+
+    assert set(ours) == set(sample)
+    unknown = set(ours["Credential"]) - set(sample["Credential"]) - DOCUMENTED_ELSEWHERE
+    assert unknown == set()
+    assert_same_shapes(ours, sample)
+    # The sample's own shapes of the parts we mirror most closely:
+    assert shape(ours["Credential"]["OwnedBy"]) == shape(sample["Credential"]["OwnedBy"])
+    credit = ours["Credential"]["Requires"][0]["CreditValue"][0]
+    assert set(credit) <= {"CreditUnitType", "ceterms:description", "Value"}
+    assert credit == {"CreditUnitType": ["SemesterHour"], "Value": 3.0}
+    accredited = ours["Credential"]["AccreditedBy"][0]
+    assert set(accredited) == set(sample["Credential"]["AccreditedBy"][0])
+
+
+def test_credential_request_has_the_registrys_required_properties(conformance_dir: Path) -> None:
+    schema = json.loads(
+        (conformance_dir / "credential-engine" / "schemas" / "credential.json").read_text()
+    )
+    required = set(schema["definitions"]["ceterms:MicroCredential"]["required"])
+    # Assistant property carrying each required CTDL term (@id is the registry's to mint).
+    carried_by = {
+        "@type": "CredentialType",
+        "ceterms:ctid": "CTID",
+        "ceterms:name": "ceterms:name",
+        "ceterms:description": "ceterms:description",
+        "ceterms:subjectWebpage": "SubjectWebpage",
+        "ceterms:credentialStatusType": "CredentialStatusType",
+    }
+    assert required - {"@id"} == set(carried_by)
+
+    credential = credential_request(definition(), OPTIONS)["Credential"]
+
+    for term, prop in carried_by.items():
+        assert credential.get(prop), f"{prop} ({term}) missing"
+    assert credential["CredentialType"] == "ceterms:MicroCredential"
+    assert credential["CredentialStatusType"] == "credentialStat:Active"
+    assert credential["ceterms:name"] == {"en-US": "Microcredential in SQL Databases"}
+    assert credential["InLanguage"] == ["en-US"]
+    assert credential["OwnedBy"] == [{"CTID": ORG_CTID}]
+
+
+def test_links_partners_and_connections() -> None:
+    credential = credential_request(rich_definition(), OPTIONS)["Credential"]
+
+    assert credential["HasPart"] == [{"CTID": OTHER_CTID}]
+    assert credential["IsPartOf"] == [{"CTID": STACK_CTID}]
+    assert credential["IsPreparationFor"][0]["TargetCredential"] == [{"CTID": STACK_CTID}]
+    assert credential["IsAdvancedStandingFor"][0]["TargetCredential"] == [{"CTID": STACK_CTID}]
+    assert credential["RecognizedBy"] == [
+        {
+            "Type": "CredentialOrganization",
+            "ceterms:name": {"en-US": "Midwest Health Partners"},
+            "SubjectWebpage": "https://mhp.example/",
+        }
+    ]
+    assert credential["AccreditedBy"][0]["Type"] == "QACredentialOrganization"
+    assert credential["ApprovedBy"] == [{"CTID": OTHER_CTID}]
+    assert credential["AudienceLevelType"] == ["audLevel:LowerDivisionLevel"]
+
+
+def test_statuses_map_to_ctdl_terms() -> None:
+    for status, term in [
+        (CredentialStatus.ACTIVE, "credentialStat:Active"),
+        (CredentialStatus.DEPRECATED, "credentialStat:Deprecated"),
+        (CredentialStatus.SUSPENDED, "credentialStat:Suspended"),
+    ]:
+        request = credential_request(definition(status=status), OPTIONS)
+        assert request["Credential"]["CredentialStatusType"] == term
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"webpage": None}, "SubjectWebpage"), ({"description": "Too short"}, "15 characters")],
+)
+def test_what_the_registry_would_refuse_is_refused_up_front(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        credential_request(definition(**changes), OPTIONS)
+
+
+def test_transfer_value_request_matches_the_sample(conformance_dir: Path) -> None:
+    sample = load(conformance_dir, "assistant_transfervalueprofile.json")
+    defined = rich_definition()
+
+    ours = transfer_value_request(TENANT, defined, defined.transfer_values[0], OPTIONS)
+
+    profile = ours["TransferValueProfile"]
+    # The sample has no Description and no target credential; both are documented
+    # TransferValueProfile properties (the registry requires a description).
+    assert set(profile) - set(sample) == {"Description", "TransferValueFor"}
+    assert_same_shapes({k: v for k, v in profile.items() if k != "TransferValueFrom"}, sample)
+    assert profile["OwnedBy"] == [OTHER_CTID]
+    assert profile["TransferValue"] == [
+        {"Type": "ceterms:ValueProfile", "CreditUnitType": ["creditUnit:SemesterHour"], "Value": 3}
+    ]
+    assert profile["TransferValueFrom"] == [{"CTID": defined.ctid}]
+    assert profile["CTID"].startswith("ce-")
+    assert ours["PublishForOrganizationIdentifier"] == ORG_CTID
+
+
+def test_organization_request() -> None:
+    request = organization_request(organization(), OPTIONS)
+
+    assert request["Organization"]["Type"] == "ceterms:CredentialOrganization"
+    assert request["Organization"]["CTID"] == ORG_CTID
+    assert request["Organization"]["ceterms:name"] == {"en-US": "Northfield Community College"}
+
+
+async def test_renderer_publishes_a_definition_and_its_transfer_values() -> None:
+    renderer = RegistryRenderer(OPTIONS, InMemoryCatalog())
+
+    renderings = await renderer(change(rich_definition()))
+
+    assert [r.action for r in renderings] == [PUBLISH_CREDENTIAL, PUBLISH_TRANSFER_VALUE]
+    assert renderings[0].part is None
+    assert renderings[1].part is not None
+    assert renderings[1].part.startswith("transfer-value:ce-")
+    again = await renderer(change(rich_definition(), seq=2))
+    assert [r.content_hash for r in again] == [r.content_hash for r in renderings]
+
+
+async def test_a_deleted_definition_is_deprecated_or_deleted() -> None:
+    catalog = InMemoryCatalog()
+    defined = definition()
+    await catalog.remember(change(defined, seq=1))
+    deleted = change(
+        None,
+        seq=2,
+        operation=Operation.DELETE,
+        entity_type=EntityType.CREDENTIAL_DEFINITION,
+        source_id=defined.source_id,
+    )
+
+    [deprecated] = await RegistryRenderer(OPTIONS, catalog)(deleted)
+    delete_options = RegistryOptions(publish_for_organization=ORG_CTID, on_delete="delete")
+    [removed] = await RegistryRenderer(delete_options, catalog)(deleted)
+    never_seen = await RegistryRenderer(OPTIONS, InMemoryCatalog())(deleted)
+
+    assert deprecated.action == PUBLISH_CREDENTIAL
+    assert deprecated.body["Credential"]["CredentialStatusType"] == "credentialStat:Deprecated"
+    assert removed.operation is RenderOperation.DELETE
+    assert removed.body == {"CTID": defined.ctid, "PublishForOrganizationIdentifier": ORG_CTID}
+    assert never_seen == ()
+
+
+async def test_only_the_accounts_own_organization_is_published() -> None:
+    renderer = RegistryRenderer(OPTIONS, InMemoryCatalog())
+
+    own = await renderer(change(organization()))
+    other = await renderer(
+        change(organization(ctid=OTHER_CTID, source_id="partner", name="Partner"))
+    )
+
+    assert [r.action for r in own] == ["organization/publish"]
+    assert other == ()
+
+
+async def test_awards_are_not_for_the_registry() -> None:
+    assert await RegistryRenderer(OPTIONS, InMemoryCatalog())(change(award())) == ()
