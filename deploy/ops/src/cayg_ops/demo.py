@@ -1,0 +1,424 @@
+"""``cayg demo``: the whole pipeline on one machine, on embedded defaults.
+
+``up`` starts a local Kafka broker (Maven Central jars), the Credential Registry and CLR
+host stand-ins, and the three services; feeds the sample SIS stream; waits until the
+pipeline is idle; prints what the registry and the CLR host now hold, what sits in the
+DLQs, and where logs, metrics and dashboards are. Everything keeps running until ``down``.
+
+Secrets (API keys, OAuth client secrets, the identity salt, issuers' signing keys) are
+generated into the demo directory with mode 0600 and referenced by file, as a production
+deployment would mount them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from cayg_ops import kafka_view
+from cayg_ops.feed import FeedMessage, sample_feed
+from cayg_ops.stack import Component, Stack, StackError
+from cayg_publish.signing import SigningKey
+from cayg_shared.tenants import TenantRegistry
+from cayg_shared.topics import Topics
+
+REPO_ROOT: Final = Path(__file__).resolve().parents[4]
+KAFKA_SH: Final = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
+TENANTS_FILE: Final = REPO_ROOT / "deploy" / "config" / "tenants.json"
+KAFKA_PORT: Final = 19092
+REGISTRY_PORT: Final = 18001
+CLR_PORT: Final = 18002
+SERVICE_PORTS: Final = {"ingest": 8081, "normalize": 8082, "publish": 8083}
+BOOTSTRAP: Final = f"127.0.0.1:{KAFKA_PORT}"
+
+
+def demo_dir() -> Path:
+    """Where the demo keeps state, logs and generated secrets."""
+    return Path(os.environ.get("CAYG_DEMO_DIR", REPO_ROOT / ".cayg" / "demo")).resolve()
+
+
+def conformance_dir() -> Path:
+    """The reference conformance data the stand-ins and signing read."""
+    configured = os.environ.get("CAYG_CONFORMANCE_DIR")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "conformance"
+
+
+def _say(text: str) -> None:
+    print(f"[demo] {text}", file=sys.stderr, flush=True)
+
+
+def _secret_file(path: Path, value: str) -> Path:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value)
+    return path
+
+
+@dataclass(frozen=True)
+class TenantSecrets:
+    """One tenant's generated credentials for the stand-ins."""
+
+    tenant: str
+    org_ctid: str
+    api_key_file: Path
+    client_id: str
+    client_secret_file: Path
+    signing_key_file: Path
+    issuer_did: str
+
+
+def _tenant_secrets(base: Path, registry: TenantRegistry) -> list[TenantSecrets]:
+    out: list[TenantSecrets] = []
+    for profile in registry.profiles():
+        tenant = profile.tenant_id
+        key_file = base / "secrets" / f"{tenant}-issuer-key.json"
+        if not key_file.exists():
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            SigningKey.generate().write(key_file)
+        key = SigningKey.from_file(key_file)
+        out.append(
+            TenantSecrets(
+                tenant=tenant,
+                org_ctid=profile.org_ctid,
+                api_key_file=_secret_file(
+                    base / "secrets" / f"{tenant}-ce-api-key", str(uuid.uuid4())
+                ),
+                client_id=f"cayg-{tenant}",
+                client_secret_file=_secret_file(
+                    base / "secrets" / f"{tenant}-clr-secret", secrets.token_urlsafe(24)
+                ),
+                signing_key_file=key_file,
+                issuer_did=key.did_key.split("#", 1)[0],
+            )
+        )
+    return out
+
+
+def _publish_config(base: Path, tenants: Sequence[TenantSecrets], registry: TenantRegistry) -> Path:
+    salt = _secret_file(base / "secrets" / "identity-salt", secrets.token_hex(32))
+    config: dict[str, Any] = {
+        "ledger": {"kind": "sqlite", "path": str(base / "publish-ledger.sqlite3")},
+        "tenants": {},
+    }
+    for t in tenants:
+        profile = registry.get(t.tenant)
+        name = profile.display_name if profile else t.tenant
+        config["tenants"][t.tenant] = {
+            "targets": [
+                {
+                    "kind": "credential-engine",
+                    "name": f"{t.tenant}-registry",
+                    "base_url": f"http://127.0.0.1:{REGISTRY_PORT}/assistant/",
+                    "api_key": {"file": str(t.api_key_file)},
+                    "publish_for_organization": t.org_ctid,
+                },
+                {
+                    "kind": "clr",
+                    "name": f"{t.tenant}-clr",
+                    "base_url": f"http://127.0.0.1:{CLR_PORT}/ims/clr/v2p0",
+                    "client_id": t.client_id,
+                    "client_secret": {"file": str(t.client_secret_file)},
+                    "identity_salt": {"file": str(salt)},
+                    "signing_key_file": str(t.signing_key_file),
+                    "contexts_dir": str(conformance_dir() / "1edtech" / "contexts"),
+                    "issuer": {
+                        "id": t.issuer_did,
+                        "name": name,
+                        "url": profile.webpage if profile and profile.webpage else None,
+                    },
+                    "achievement_id_base": f"http://127.0.0.1:{REGISTRY_PORT}/resources/",
+                },
+            ]
+        }
+    path = base / "publish.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def _service_env(service: str, publish_config: Path) -> dict[str, str]:
+    prefix = f"CAYG_{service.upper()}_"
+    env = {
+        f"{prefix}KAFKA__BOOTSTRAP_SERVERS": BOOTSTRAP,
+        f"{prefix}KAFKA__METADATA_MAX_AGE_MS": "5000",
+        f"{prefix}TENANTS_FILE": str(TENANTS_FILE),
+        f"{prefix}HTTP_PORT": str(SERVICE_PORTS[service]),
+    }
+    if service == "publish":
+        env[f"{prefix}TARGETS_FILE"] = str(publish_config)
+        env[f"{prefix}RETRY_TIERS_S"] = "[5, 20, 60]"
+    return env
+
+
+def _components(
+    base: Path, tenants: Sequence[TenantSecrets], publish_config: Path
+) -> list[Component]:
+    python = sys.executable
+    admin = base / "secrets" / "admin-token"
+    registry_argv = [
+        python,
+        "-m",
+        "cayg_standins",
+        "registry",
+        "--port",
+        str(REGISTRY_PORT),
+        "--data-dir",
+        str(base / "registry"),
+        "--admin-token-file",
+        str(admin),
+        "--conformance-dir",
+        str(conformance_dir()),
+        "--public-base-url",
+        f"http://127.0.0.1:{REGISTRY_PORT}",
+    ]
+    clr_argv = [
+        python,
+        "-m",
+        "cayg_standins",
+        "clr",
+        "--port",
+        str(CLR_PORT),
+        "--data-dir",
+        str(base / "clr"),
+        "--admin-token-file",
+        str(admin),
+        "--conformance-dir",
+        str(conformance_dir()),
+    ]
+    api_keys = ";".join(f"{t.api_key_file.read_text()}={t.org_ctid}" for t in tenants)
+    clients = ";".join(f"{t.client_id}:{t.client_secret_file.read_text()}" for t in tenants)
+    components = [
+        Component(
+            "registry",
+            registry_argv,
+            f"http://127.0.0.1:{REGISTRY_PORT}/resources/none",
+            env={"CAYG_STANDINS_API_KEYS": api_keys},
+        ),
+        Component(
+            "clr",
+            clr_argv,
+            f"http://127.0.0.1:{CLR_PORT}/ims/clr/v2p0/discovery",
+            env={"CAYG_STANDINS_CLIENTS": clients},
+        ),
+    ]
+    for service in ("ingest", "normalize", "publish"):
+        components.append(
+            Component(
+                service,
+                [python, "-m", f"cayg_{service}"],
+                f"http://127.0.0.1:{SERVICE_PORTS[service]}/readyz",
+                env=_service_env(service, publish_config),
+            )
+        )
+    return components
+
+
+def _start_kafka(base: Path) -> None:
+    result = subprocess.run(
+        ["bash", str(KAFKA_SH), "start", "--port", str(KAFKA_PORT), "--dir", str(base / "kafka")],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise StackError(f"Kafka did not start: {result.stderr.strip()}")
+
+
+async def _feed(messages: Sequence[FeedMessage], topics: Topics) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=BOOTSTRAP,
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=4 * 1024 * 1024,
+    )
+    await producer.start()
+    try:
+        for message in messages:
+            await producer.send_and_wait(
+                topics.sis(message.tenant),
+                message.value,
+                key=message.key,
+                headers=[(k, v.encode()) for k, v in message.headers.items()],
+            )
+    finally:
+        await producer.stop()
+
+
+async def _wait_idle(timeout_s: float, settle_s: float = 6.0) -> bool:
+    """True once every service group has no lag for ``settle_s`` seconds in a row."""
+    deadline = time.monotonic() + timeout_s
+    idle_since: float | None = None
+    last_report = 0.0
+    while time.monotonic() < deadline:
+        lags = await kafka_view.consumer_lag(BOOTSTRAP)
+        behind = sum(lag.lag for lag in lags)
+        now = time.monotonic()
+        if now - last_report > 5:
+            detail = ", ".join(f"{lag.group.removeprefix('cayg-')} {lag.lag}" for lag in lags)
+            _say(f"waiting for the pipeline: messages behind — {detail}")
+            last_report = now
+        if behind == 0 and all(lag.partitions for lag in lags):
+            idle_since = idle_since or now
+            if now - idle_since >= settle_s:
+                return True
+        else:
+            idle_since = None
+        await asyncio.sleep(1)
+    return False
+
+
+def _admin_get(url: str, base: Path) -> Any:
+    token = (base / "secrets" / "admin-token").read_text().strip()
+    response = httpx.get(url, headers={"X-Admin-Token": token}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def _summary(base: Path, tenants: Sequence[TenantSecrets], topics: Topics) -> str:
+    lines = ["", "=== cayg-sync demo: what happened ==="]
+    lines.append(f"Credential Registry stand-in (http://127.0.0.1:{REGISTRY_PORT}):")
+    for t in tenants:
+        listing = httpx.get(
+            f"http://127.0.0.1:{REGISTRY_PORT}/organizations/{t.org_ctid}/credentials", timeout=10
+        )
+        items = listing.json() if listing.status_code == 200 else []
+        entries = items.get("credentials", items) if isinstance(items, dict) else items
+        lines.append(f"  {t.tenant}: {len(entries)} credential(s) published")
+        for entry in entries[:8]:
+            if isinstance(entry, dict):
+                label = entry.get("name") or entry.get("Name") or entry.get("ctid") or entry
+                kind = entry.get("type") or entry.get("@type") or ""
+                lines.append(f"    - {kind} {label}")
+    lines.append(f"CLR host stand-in (http://127.0.0.1:{CLR_PORT}):")
+    try:
+        stats = _admin_get(f"http://127.0.0.1:{CLR_PORT}/_admin/stats", base)
+        lines.append(f"  {json.dumps(stats)[:600]}")
+    except httpx.HTTPError as error:
+        lines.append(f"  (stats unavailable: {error})")
+    lines.append("Dead-letter queues:")
+    for stage, topic in (
+        ("ingest", topics.ingest_dlq),
+        ("normalize", topics.normalize_dlq),
+        ("publish", topics.publish_dlq),
+    ):
+        parked = asyncio.run(kafka_view.read_parked(BOOTSTRAP, topic, limit=200))
+        lines.append(f"  {stage}: {len(parked)}")
+        for item in parked[:10]:
+            if item.letter:
+                lines.append(f"    - {item.letter.reason}: {item.letter.detail[:110]}")
+    lines += [
+        "Where to look:",
+        f"  logs (JSON lines):  {base / 'logs'}/<component>.log",
+        "  metrics:            "
+        + ", ".join(f"http://127.0.0.1:{port}/metrics" for port in SERVICE_PORTS.values()),
+        "  health:             http://127.0.0.1:8083/readyz (likewise 8081, 8082)",
+        "  dashboards/alerts:  deploy/grafana/dashboards/cayg-pipeline.json, "
+        "deploy/prometheus/ (prometheus --config.file=deploy/prometheus/prometheus.yml)",
+        "  operator CLI:       uv run cayg status | uv run cayg dlq list",
+        "  break the registry: uv run cayg demo fault --outage 30   (then watch it recover)",
+        "  stop everything:    bash deploy/demo.sh stop",
+    ]
+    return "\n".join(lines)
+
+
+def up(*, learners_per_tenant: int = 40, idle_timeout_s: float = 240.0) -> int:
+    """Start everything, feed the sample stream, wait, summarise."""
+    base = demo_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    if not (conformance_dir() / "1edtech").is_dir():
+        _say(f"conformance data not found at {conformance_dir()} (set CAYG_CONFORMANCE_DIR)")
+        return 2
+    registry = TenantRegistry.load(TENANTS_FILE)
+    _secret_file(base / "secrets" / "admin-token", secrets.token_urlsafe(24))
+    tenants = _tenant_secrets(base, registry)
+    publish_config = _publish_config(base, tenants, registry)
+    stack = Stack(base)
+    _say(f"starting Kafka on {BOOTSTRAP} (state in {base / 'kafka'})")
+    _start_kafka(base)
+    for component in _components(base, tenants, publish_config):
+        started = stack.start(component)
+        _say(f"{component.name}: {'started' if started else 'already running'}")
+    messages = sample_feed(learners_per_tenant=learners_per_tenant)
+    _say(f"feeding {len(messages)} SIS events from {len(tenants)} institutions")
+    asyncio.run(_feed(messages, Topics()))
+    idle = asyncio.run(_wait_idle(idle_timeout_s))
+    if not idle:
+        _say("the pipeline is still busy (retries may be pending); summary so far:")
+    print(_summary(base, tenants, Topics()))
+    return 0 if idle else 1
+
+
+def down() -> int:
+    """Stop the services, the stand-ins and Kafka."""
+    base = demo_dir()
+    stack = Stack(base)
+    for name in ("publish", "normalize", "ingest", "clr", "registry"):
+        if stack.stop(name):
+            _say(f"{name}: stopped")
+    subprocess.run(["bash", str(KAFKA_SH), "stop", "--dir", str(base / "kafka")], check=False)
+    _say("kafka: stopped")
+    return 0
+
+
+def fault(*, target: str, outage_s: float | None, error_rate: float | None) -> int:
+    """Break a stand-in on purpose (an outage window or an error rate) to watch recovery."""
+    base = demo_dir()
+    port = REGISTRY_PORT if target == "registry" else CLR_PORT
+    plan: dict[str, Any] = {"seed": 7}
+    if outage_s:
+        plan["outage_s"] = outage_s
+    if error_rate:
+        plan["error_rates"] = {"503": error_rate}
+    token = (base / "secrets" / "admin-token").read_text().strip()
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/_admin/faults",
+        json=plan,
+        headers={"X-Admin-Token": token},
+        timeout=10,
+    )
+    print(response.text)
+    return 0 if response.status_code < 300 else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cayg_ops.demo up|down|fault`` (also ``cayg demo …``)."""
+    import argparse  # noqa: PLC0415 - only the entry point needs it
+
+    parser = argparse.ArgumentParser(prog="cayg demo", description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+    start = sub.add_parser("up", help="start everything, feed the sample, summarise")
+    start.add_argument("--learners", type=int, default=40, help="learners per institution")
+    start.add_argument("--idle-timeout", type=float, default=240.0)
+    sub.add_parser("down", help="stop everything the demo started")
+    breaker = sub.add_parser("fault", help="break a stand-in on purpose")
+    breaker.add_argument("--target", choices=("registry", "clr"), default="registry")
+    breaker.add_argument("--outage", type=float, help="seconds of full outage from now")
+    breaker.add_argument("--error-rate", type=float, help="share of requests answered 503")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "up":
+            return up(learners_per_tenant=args.learners, idle_timeout_s=args.idle_timeout)
+        if args.action == "down":
+            return down()
+        return fault(target=args.target, outage_s=args.outage, error_rate=args.error_rate)
+    except StackError as error:
+        _say(str(error))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
