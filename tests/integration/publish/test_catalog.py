@@ -77,12 +77,17 @@ async def test_awards_of_a_learner_exclude_revoked_ones(ledger: Ledger) -> None:
     for item in (first, second, other):
         await ledger.catalog.remember(change(item, seq=1))
 
-    assert await ledger.catalog.awards_of(TENANT, LEARNER) == (first, second)
+    held = await ledger.catalog.awards_of(TENANT, LEARNER)
+    assert [h.award for h in held] == [first, second]
+    assert [h.key for h in held] == [
+        f"{TENANT}/credential-award/AW-1",
+        f"{TENANT}/credential-award/AW-2",
+    ]
 
     revoked = first.model_copy(update={"status": AwardStatus.REVOKED})
     await ledger.catalog.remember(change(revoked, seq=2, operation=Operation.REVOKE))
 
-    assert await ledger.catalog.awards_of(TENANT, LEARNER) == (second,)
+    assert [h.award for h in await ledger.catalog.awards_of(TENANT, LEARNER)] == [second]
 
 
 async def test_record_level_revoke_keeps_retained_parts(ledger: Ledger) -> None:
@@ -103,7 +108,8 @@ async def test_record_level_revoke_keeps_retained_parts(ledger: Ledger) -> None:
     await ledger.catalog.remember(record_revoke)
 
     remaining = await ledger.catalog.awards_of(TENANT, LEARNER)
-    assert [a.definition.source_id for a in remaining] == ["CERT"]
+    assert [h.award.definition.source_id for h in remaining] == ["CERT"]
+    assert [h.key for h in remaining] == [f"{TENANT}/credential-award/REC-1#CERT"]
 
 
 async def test_concurrent_writers_keep_the_newest(

@@ -20,6 +20,7 @@ from cayg_shared.schema import (
     CredentialAward,
     CredentialDefinition,
     Entity,
+    EntityKey,
     EntityType,
     LearnerIdentity,
     LearnerRef,
@@ -596,6 +597,27 @@ def revoke_transition(existing: CatalogRow, change: Change) -> CatalogRow | None
     return replace(existing, status=CatalogStatus.REVOKED, version=change.source_version)
 
 
+@dataclass(frozen=True, slots=True)
+class HeldAward:
+    """A current award of a learner, with the entity key it was delivered under."""
+
+    key: str
+    award: CredentialAward
+
+    @staticmethod
+    def of(row: CatalogRow) -> HeldAward | None:
+        """The held award of a catalog row (None if the row is not a stored award)."""
+        if not isinstance(row.entity, CredentialAward):
+            return None
+        key = EntityKey(
+            tenant=row.tenant,
+            entity_type=row.entity_type,
+            source_id=row.source_id,
+            part=row.part or None,
+        )
+        return HeldAward(key=str(key), award=row.entity)
+
+
 class Catalog(Protocol):
     """Reference data: the newest definitions, organizations, learner identities and
     awards publish has seen, so an award can be rendered with its definition and its
@@ -619,6 +641,6 @@ class Catalog(Protocol):
         """The current identity of the learner with SIS person id ``person_ref``."""
         ...
 
-    async def awards_of(self, tenant: str, learner: str) -> tuple[CredentialAward, ...]:
+    async def awards_of(self, tenant: str, learner: str) -> tuple[HeldAward, ...]:
         """The current (not revoked, not deleted) awards of the learner with key ``learner``."""
         ...

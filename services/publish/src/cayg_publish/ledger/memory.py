@@ -11,6 +11,7 @@ from cayg_publish.domain import (
     IN_FLIGHT,
     CatalogRow,
     CatalogStatus,
+    HeldAward,
     LedgerEntry,
     LedgerTotals,
     catalog_rows,
@@ -20,7 +21,6 @@ from cayg_publish.domain import (
 from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError, Mutation, utc_now
 from cayg_shared.schema import (
     Change,
-    CredentialAward,
     CredentialDefinition,
     EntityType,
     LearnerIdentity,
@@ -145,7 +145,7 @@ class InMemoryCatalog:
             return None
         return row.entity if isinstance(row.entity, LearnerIdentity) else None
 
-    async def awards_of(self, tenant: str, learner: str) -> tuple[CredentialAward, ...]:
+    async def awards_of(self, tenant: str, learner: str) -> tuple[HeldAward, ...]:
         """The current awards of a learner."""
         rows = sorted(
             (
@@ -158,4 +158,4 @@ class InMemoryCatalog:
             ),
             key=lambda row: (row.source_id, row.part),
         )
-        return tuple(row.entity for row in rows if isinstance(row.entity, CredentialAward))
+        return tuple(h for h in map(HeldAward.of, rows) if h is not None)

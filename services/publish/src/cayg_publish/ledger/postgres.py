@@ -26,6 +26,7 @@ from cayg_publish.domain import (
     IN_FLIGHT,
     CatalogRow,
     CatalogStatus,
+    HeldAward,
     LedgerEntry,
     LedgerTotals,
     catalog_rows,
@@ -52,7 +53,6 @@ from cayg_publish.ledger._rows import (
 from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError, Mutation, utc_now
 from cayg_shared.schema import (
     Change,
-    CredentialAward,
     CredentialDefinition,
     EntityType,
     LearnerIdentity,
@@ -309,13 +309,13 @@ class PostgresCatalog:
             return None
         return row.entity if isinstance(row.entity, LearnerIdentity) else None
 
-    async def awards_of(self, tenant: str, learner: str) -> tuple[CredentialAward, ...]:
+    async def awards_of(self, tenant: str, learner: str) -> tuple[HeldAward, ...]:
         """The current awards of a learner."""
         async with self._db.connection() as connection:
             cursor = await connection.execute(_CATALOG_SQL.awards_of, (tenant, learner))
             found = await cursor.fetchall()
         rows = [_catalog_row(r) for r in found]
-        return tuple(r.entity for r in rows if isinstance(r.entity, CredentialAward))
+        return tuple(h for h in map(HeldAward.of, rows) if h is not None)
 
 
 def _catalog_row(found: Sequence[Any]) -> CatalogRow:

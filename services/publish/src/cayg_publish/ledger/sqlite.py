@@ -21,6 +21,7 @@ from cayg_publish.domain import (
     IN_FLIGHT,
     CatalogRow,
     CatalogStatus,
+    HeldAward,
     LedgerEntry,
     LedgerTotals,
     catalog_rows,
@@ -48,7 +49,6 @@ from cayg_publish.ledger._rows import (
 from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError, Mutation, utc_now
 from cayg_shared.schema import (
     Change,
-    CredentialAward,
     CredentialDefinition,
     EntityType,
     LearnerIdentity,
@@ -328,12 +328,12 @@ class SqliteCatalog:
             return None
         return row.entity if isinstance(row.entity, LearnerIdentity) else None
 
-    async def awards_of(self, tenant: str, learner: str) -> tuple[CredentialAward, ...]:
+    async def awards_of(self, tenant: str, learner: str) -> tuple[HeldAward, ...]:
         """The current awards of a learner."""
 
-        def work(connection: sqlite3.Connection) -> tuple[CredentialAward, ...]:
+        def work(connection: sqlite3.Connection) -> tuple[HeldAward, ...]:
             found = connection.execute(_CATALOG_SQL.awards_of, (tenant, learner)).fetchall()
             rows = [_catalog_from_sql(r) for r in found]
-            return tuple(r.entity for r in rows if isinstance(r.entity, CredentialAward))
+            return tuple(h for h in map(HeldAward.of, rows) if h is not None)
 
         return await self._db.read(work)

@@ -1,0 +1,473 @@
+"""Render awards as Open Badges 3.0 ``AchievementCredential``s and a learner's awards as a
+CLR 2.0 ``ClrCredential`` (unsigned; :func:`sign_for_upload` signs them for a host).
+
+Learners are identified only by salted sha256 hashes (OB ``IdentityObject`` with
+``hashed: true``): ``identityHash = "sha256$" + hex(sha256(value + salt))``. Salts are
+derived with HMAC-SHA256 from a per-tenant secret and the credential id, so a rendering is
+deterministic (same content → same hash → the ledger can skip it) while the same learner
+gets different hashes in different credentials.
+
+Ids are stable: an award's credential id is a UUIDv5 of tenant and award key, a learner's
+CLR id a UUIDv5 of tenant and learner key, so every upload replaces the previous one
+(1EdTech: same ``issuer.id`` and ``id`` = the same credential).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any, Final, Literal
+
+from pydantic import SecretStr
+
+from cayg_publish.domain import Catalog, Rendering, TargetFailure, learner_key
+from cayg_publish.domain import Operation as RenderOperation
+from cayg_publish.idempotency import content_hash
+from cayg_publish.retry import Failure, FailureKind, permanent_failure
+from cayg_shared.ids import derived_id
+from cayg_shared.schema import (
+    AwardStatus,
+    Change,
+    CredentialAward,
+    CredentialDefinition,
+    EntityType,
+    LearnerIdentity,
+    LearnerRef,
+    Operation,
+)
+
+VC_CONTEXT: Final = "https://www.w3.org/ns/credentials/v2"
+OB_CONTEXT: Final = "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"
+CLR_CONTEXT: Final = "https://purl.imsglobal.org/spec/clr/v2p0/context-2.0.1.json"
+#: Defines ``1EdTechJsonSchemaValidator2019`` (the ``credentialSchema`` type), which the
+#: OB and CLR contexts do not: without it that value would not be covered by the proof.
+EXTENSIONS_CONTEXT: Final = "https://purl.imsglobal.org/spec/ob/v3p0/extensions.json"
+OB_SCHEMA: Final = (
+    "https://purl.imsglobal.org/spec/ob/v3p0/schema/json/ob_v3p0_achievementcredential_schema.json"
+)
+CLR_SCHEMA: Final = (
+    "https://purl.imsglobal.org/spec/clr/v2p0/schema/json/clr_v2p0_clrcredential_schema.json"
+)
+SCHEMA_VALIDATOR: Final = "1EdTechJsonSchemaValidator2019"
+UPSERT_CREDENTIAL: Final = "credentials"
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    """The issuing organization's OB ``Profile``."""
+
+    id: str
+    name: str
+    url: str | None = None
+    email: str | None = None
+
+    def profile(self) -> JsonObject:
+        """The ``Profile`` object."""
+        profile: JsonObject = {"id": self.id, "type": ["Profile"], "name": self.name}
+        if self.url:
+            profile["url"] = self.url
+        if self.email:
+            profile["email"] = self.email
+        return profile
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBadgesOptions:
+    """What the renderers need besides the data: who issues, how learners are hashed."""
+
+    issuer: Issuer
+    #: Secret the per-credential salts are derived from. Never rendered.
+    identity_salt: SecretStr
+    #: ``Achievement.id`` = this + CTID when set, else a ``urn:uuid`` derived from the CTID.
+    achievement_id_base: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerIdentifierValue:
+    """One identifier of a learner, in the OB identity type vocabulary."""
+
+    identity_type: str
+    value: SecretStr
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _start_of(day: date) -> str:
+    return _timestamp(datetime.combine(day, time(0, 0), tzinfo=UTC))
+
+
+def _end_of(day: date) -> str:
+    return _timestamp(datetime.combine(day, time(23, 59, 59), tzinfo=UTC))
+
+
+def credential_id(tenant: str, award_key: str) -> str:
+    """The stable id of an award's ``AchievementCredential``."""
+    return f"urn:uuid:{derived_id('achievement-credential', tenant, award_key)}"
+
+
+def clr_id(tenant: str, learner: str) -> str:
+    """The stable id of a learner's ``ClrCredential``."""
+    return f"urn:uuid:{derived_id('clr-credential', tenant, learner)}"
+
+
+def achievement_id(definition: CredentialDefinition, options: OpenBadgesOptions) -> str:
+    """The ``Achievement.id`` of a definition."""
+    if options.achievement_id_base:
+        return f"{options.achievement_id_base}{definition.ctid}"
+    return f"urn:uuid:{derived_id('achievement', definition.ctid)}"
+
+
+def learner_identifiers(
+    learner: LearnerRef, identity: LearnerIdentity | None
+) -> tuple[LearnerIdentifierValue, ...]:
+    """Every identifier known for a learner: inline ones first, then the SIS identity's."""
+    found: list[LearnerIdentifierValue] = []
+    if learner.institution_id is not None:
+        found.append(LearnerIdentifierValue("sisSourcedId", learner.institution_id))
+    if learner.email is not None:
+        found.append(LearnerIdentifierValue("emailAddress", learner.email))
+    if identity is not None:
+        found.extend(
+            LearnerIdentifierValue("sisSourcedId", i.value) for i in identity.institution_ids
+        )
+        found.extend(LearnerIdentifierValue("emailAddress", e) for e in identity.emails)
+    unique: dict[tuple[str, str], LearnerIdentifierValue] = {}
+    for item in found:
+        unique.setdefault((item.identity_type, item.value.get_secret_value()), item)
+    return tuple(unique.values())
+
+
+def hashed_identities(
+    identifiers: Sequence[LearnerIdentifierValue], credential: str, secret: SecretStr
+) -> list[JsonObject]:
+    """OB ``IdentityObject``s with salted sha256 hashes; raw values never leave here."""
+    objects: list[JsonObject] = []
+    key = secret.get_secret_value().encode("utf-8")
+    for index, item in enumerate(identifiers):
+        material = f"{credential}\x1f{item.identity_type}\x1f{index}".encode()
+        salt = hmac.new(key, material, hashlib.sha256).hexdigest()[:32]
+        digest = hashlib.sha256((item.value.get_secret_value() + salt).encode("utf-8")).hexdigest()
+        objects.append(
+            {
+                "type": "IdentityObject",
+                "identityHash": f"sha256${digest}",
+                "identityType": item.identity_type,
+                "hashed": True,
+                "salt": salt,
+            }
+        )
+    return objects
+
+
+def achievement(definition: CredentialDefinition, options: OpenBadgesOptions) -> JsonObject:
+    """The OB ``Achievement`` of a definition."""
+    criteria: JsonObject = (
+        {"id": definition.webpage}
+        if definition.webpage
+        else {
+            "narrative": f"Awarded by {options.issuer.name} to learners who complete "
+            f"the requirements of {definition.name}."
+        }
+    )
+    body: JsonObject = {
+        "id": achievement_id(definition, options),
+        "type": ["Achievement"],
+        "achievementType": definition.achievement_type,
+        "name": definition.name,
+        "description": definition.description or definition.name,
+        "criteria": criteria,
+        "creator": options.issuer.profile(),
+        "inLanguage": definition.language,
+    }
+    if definition.code:
+        body["humanCode"] = definition.code
+    if definition.credit_value is not None and definition.credit_value.value is not None:
+        body["creditsAvailable"] = definition.credit_value.value
+    alignments = [
+        {
+            "type": ["Alignment"],
+            "targetName": c.name,
+            "targetUrl": c.url or f"https://credentialengineregistry.org/resources/{c.ctid}",
+            "targetType": "ceasn:Competency",
+            **({"targetDescription": c.description} if c.description else {}),
+            **({"targetFramework": c.framework_name} if c.framework_name else {}),
+            **({"targetCode": c.code} if c.code else {}),
+        }
+        for c in definition.competencies
+        if c.url or c.ctid
+    ]
+    if alignments:
+        body["alignment"] = alignments
+    return body
+
+
+def achievement_credential(
+    tenant: str,
+    award_key: str,
+    award: CredentialAward,
+    *,
+    definition: CredentialDefinition,
+    identifiers: Sequence[LearnerIdentifierValue],
+    options: OpenBadgesOptions,
+    revoked_at: datetime | None = None,
+) -> JsonObject:
+    """The unsigned OB 3.0 ``AchievementCredential`` of one award.
+
+    A revoked award (``revoked_at``) is rendered valid only until its revocation: without
+    a status list, expiry is how a host and its verifiers learn that it no longer holds.
+    """
+    if not identifiers:
+        raise ValueError("the award's learner has no identifier to address a CLR with")
+    credential = credential_id(tenant, award_key)
+    subject: JsonObject = {
+        "type": ["AchievementSubject"],
+        "identifier": hashed_identities(identifiers, credential, options.identity_salt),
+        "achievement": achievement(definition, options),
+    }
+    if award.credits_earned is not None and award.credits_earned.value is not None:
+        subject["creditsEarned"] = award.credits_earned.value
+    if award.results:
+        subject["result"] = [{"type": ["Result"], "value": r.value} for r in award.results]
+    valid_from = _timestamp(award.valid_from) if award.valid_from else _start_of(award.awarded_on)
+    body: JsonObject = {
+        "@context": [VC_CONTEXT, OB_CONTEXT, EXTENSIONS_CONTEXT],
+        "id": credential,
+        "type": ["VerifiableCredential", "AchievementCredential"],
+        "name": definition.name,
+        "issuer": options.issuer.profile(),
+        "validFrom": valid_from,
+        "awardedDate": _start_of(award.awarded_on),
+        "credentialSubject": subject,
+        "credentialSchema": [{"id": OB_SCHEMA, "type": SCHEMA_VALIDATOR}],
+    }
+    if revoked_at is not None:
+        body["validUntil"] = _timestamp(revoked_at)
+    elif award.valid_until is not None:
+        body["validUntil"] = _end_of(award.valid_until)
+    evidence = [_evidence(e) for e in award.evidence]
+    if evidence:
+        body["evidence"] = evidence
+    return body
+
+
+def _evidence(item: Any) -> JsonObject:
+    out: JsonObject = {"type": ["Evidence"]}
+    for source, target in (
+        ("url", "id"),
+        ("name", "name"),
+        ("description", "description"),
+        ("narrative", "narrative"),
+        ("genre", "genre"),
+    ):
+        value = getattr(item, source)
+        if value:
+            out[target] = value
+    return out
+
+
+def stacking_associations(
+    definitions: Sequence[CredentialDefinition], options: OpenBadgesOptions
+) -> list[JsonObject]:
+    """``isParentOf``/``isChildOf`` associations between the learner's achievements.
+
+    A stacking link counts when either side declares it (``hasPart`` on the parent or
+    ``isPartOf`` on the child) and both achievements are in the record.
+    """
+    by_ctid = {d.ctid: d for d in definitions}
+    pairs: set[tuple[str, str]] = set()
+    for d in definitions:
+        pairs.update((d.ctid, part.ctid) for part in d.has_part if part.ctid in by_ctid)
+        pairs.update((whole.ctid, d.ctid) for whole in d.is_part_of if whole.ctid in by_ctid)
+    associations: list[JsonObject] = []
+    for parent, child in sorted(pairs):
+        parent_id = achievement_id(by_ctid[parent], options)
+        child_id = achievement_id(by_ctid[child], options)
+        associations.append(
+            {
+                "type": "Association",
+                "associationType": "isParentOf",
+                "sourceId": parent_id,
+                "targetId": child_id,
+            }
+        )
+        associations.append(
+            {
+                "type": "Association",
+                "associationType": "isChildOf",
+                "sourceId": child_id,
+                "targetId": parent_id,
+            }
+        )
+    return associations
+
+
+def clr_credential(
+    tenant: str,
+    learner: str,
+    credentials: Sequence[tuple[JsonObject, CredentialDefinition]],
+    identifiers: Sequence[LearnerIdentifierValue],
+    options: OpenBadgesOptions,
+) -> JsonObject:
+    """The learner's ``ClrCredential`` holding ``credentials`` (AchievementCredentials with
+    their definitions), their achievements and the stacking associations between them.
+
+    The embedded credentials may be unsigned here; :func:`sign_for_upload` signs them
+    before the CLR itself.
+    """
+    if not credentials:
+        raise ValueError("a ClrCredential holds at least one credential")
+    identifier = clr_id(tenant, learner)
+    definitions = [d for _, d in credentials]
+    valid_from = max(c["validFrom"] for c, _ in credentials)
+    subject: JsonObject = {
+        "type": ["ClrSubject"],
+        "identifier": hashed_identities(identifiers, identifier, options.identity_salt),
+        "verifiableCredential": [c for c, _ in credentials],
+        "achievement": [achievement(d, options) for d in definitions],
+    }
+    associations = stacking_associations(definitions, options)
+    if associations:
+        subject["association"] = associations
+    return {
+        "@context": [VC_CONTEXT, CLR_CONTEXT, OB_CONTEXT, EXTENSIONS_CONTEXT],
+        "id": identifier,
+        "type": ["VerifiableCredential", "ClrCredential"],
+        "name": f"{options.issuer.name} Comprehensive Learner Record",
+        "issuer": options.issuer.profile(),
+        "validFrom": valid_from,
+        "credentialSubject": subject,
+        "credentialSchema": [{"id": CLR_SCHEMA, "type": SCHEMA_VALIDATOR}],
+    }
+
+
+#: Signs one credential document (``sign_credential`` bound to a key and contexts).
+SignOne = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+def sign_for_upload(body: Mapping[str, Any], sign: SignOne) -> dict[str, Any]:
+    """Sign an AchievementCredential, or a ClrCredential after each credential inside it."""
+    types = body.get("type") or []
+    if "ClrCredential" not in types:
+        return sign(body)
+    subject = dict(body["credentialSubject"])
+    subject["verifiableCredential"] = [
+        c if "proof" in c else sign(c) for c in subject["verifiableCredential"]
+    ]
+    return sign({**body, "credentialSubject": subject})
+
+
+def _unknown(reason: str, detail: str) -> TargetFailure:
+    # Reference data arrives on other partitions and may simply not be here yet.
+    return TargetFailure(Failure(kind=FailureKind.RETRYABLE, reason=reason, detail=detail))
+
+
+class OpenBadgesRenderer:
+    """Renders award changes for one CLR 2.0 (``api="clr"``) or OB 3.0 (``api="ob"``) host.
+
+    * ``ob``: the award's ``AchievementCredential`` (a revoked award: valid until revoked);
+    * ``clr``: the learner's whole ``ClrCredential`` — every current award, revoked ones
+      left out — so the host's copy is replaced by the complete, current record.
+
+    Definitions and learner identities come from the catalog; one that has not arrived yet
+    is a retryable failure. Other changes are not for CLR hosts.
+    """
+
+    def __init__(
+        self,
+        options: OpenBadgesOptions,
+        catalog: Catalog,
+        *,
+        api: Literal["clr", "ob"] = "clr",
+    ) -> None:
+        self._options = options
+        self._catalog = catalog
+        self._api = api
+
+    async def __call__(self, change: Change) -> tuple[Rendering, ...]:
+        """The credential upload ``change`` needs (none for non-award changes)."""
+        key = change.entity_key
+        award = change.entity
+        if key.entity_type is not EntityType.CREDENTIAL_AWARD or not isinstance(
+            award, CredentialAward
+        ):
+            # Deletes and record-level revokes carry no award: without it the learner
+            # cannot be told; the CLR is brought up to date by the learner's next award.
+            return ()
+        revoked = (
+            change.operation is not Operation.UPSERT or award.status is not AwardStatus.AWARDED
+        )
+        identity = await self._identity(change.tenant, award.learner)
+        identifiers = learner_identifiers(award.learner, identity)
+        if self._api == "ob":
+            definition = await self._definition(change.tenant, award.definition.ctid)
+            body = achievement_credential(
+                change.tenant,
+                str(key),
+                award,
+                definition=definition,
+                identifiers=identifiers,
+                options=self._options,
+                revoked_at=change.source_version.time if revoked else None,
+            )
+            return (_rendering(body),)
+        learner = learner_key(award.learner)
+        awards = await self._catalog.awards_of(change.tenant, learner)
+        if not awards:
+            raise TargetFailure(
+                permanent_failure(
+                    "clr-empty",
+                    "the learner has no current award left; a ClrCredential needs at least "
+                    "one, so the host's record must be withdrawn by other means",
+                )
+            )
+        entries = []
+        for held in awards:
+            definition = await self._definition(change.tenant, held.award.definition.ctid)
+            entries.append(
+                (
+                    achievement_credential(
+                        change.tenant,
+                        held.key,
+                        held.award,
+                        definition=definition,
+                        identifiers=identifiers,
+                        options=self._options,
+                    ),
+                    definition,
+                )
+            )
+        body = clr_credential(change.tenant, learner, entries, identifiers, self._options)
+        return (_rendering(body),)
+
+    async def _definition(self, tenant: str, ctid: str) -> CredentialDefinition:
+        definition = await self._catalog.definition(tenant, ctid)
+        if definition is None:
+            raise _unknown("definition-unknown", f"the awarded definition {ctid} has not arrived")
+        return definition
+
+    async def _identity(self, tenant: str, learner: LearnerRef) -> LearnerIdentity | None:
+        if learner.person_ref is None:
+            return None
+        identity = await self._catalog.learner(tenant, learner.person_ref)
+        if identity is None and learner.institution_id is None and learner.email is None:
+            raise _unknown(
+                "learner-unknown", "the learner's identity (persons record) has not arrived"
+            )
+        return identity
+
+
+def _rendering(body: JsonObject) -> Rendering:
+    return Rendering(
+        action=UPSERT_CREDENTIAL,
+        operation=RenderOperation.UPSERT,
+        body=body,
+        remote_id=body["id"],
+        content_hash=content_hash({"action": UPSERT_CREDENTIAL, "body": body}),
+    )
