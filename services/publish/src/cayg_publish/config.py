@@ -26,6 +26,7 @@ Example (TOML)::
     client_secret = { file = "/run/secrets/acme-clr-secret" }
     identity_salt = { file = "/run/secrets/acme-identity-salt" }
     signing_key_file = "/run/secrets/acme-issuer-key.json"
+    contexts_dir = "/etc/cayg/contexts"
     issuer = { id = "https://acme.edu/issuers/1", name = "Acme College", url = "https://acme.edu" }
 """
 
@@ -183,8 +184,8 @@ class ClrTargetConfig(_Model):
     issuer: IssuerProfile
     signing_key_file: Path
     """The issuer's Ed25519 key (see ``cayg_publish.signing.SigningKey.from_file``)."""
-    contexts_dir: Path | None = None
-    """Pinned JSON-LD contexts for signing; default: the ones shipped with publish."""
+    contexts_dir: Path
+    """The pinned JSON-LD contexts used for signing (``ContextLoader.from_directory``)."""
     identity_salt: SecretRef
     """Secret from which per-credential salts of hashed learner identities are derived."""
     achievement_id_base: HttpUrl | None = None
