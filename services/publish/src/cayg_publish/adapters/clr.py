@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,8 @@ from cayg_publish.retry import (
 )
 
 CREDENTIALS_PATH: Final = "credentials"
+#: Signed bodies kept for retries (one per delivery in flight is enough).
+_SIGNED_CACHE: Final = 256
 DISCOVERY_PATH: Final = "discovery"
 #: OAuth error codes that a retry with the same client cannot fix (RFC 6749 §5.2).
 _PERMANENT_OAUTH_ERRORS: Final = frozenset(
@@ -377,6 +380,9 @@ class ClrTarget:
         self._renderer = renderer
         self._signer = signer
         self._limits = limits or TargetLimits()
+        # Signed bodies by idempotency key: the retries of one delivery resend the very
+        # same bytes (a host compares bodies; a fresh proof timestamp would differ).
+        self._signed: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"ClrTarget(name={self._name!r})"
@@ -397,11 +403,16 @@ class ClrTarget:
 
     async def apply(self, rendering: Rendering, idempotency_key: str) -> Applied:
         """Sign the rendering and upsert it; raises :class:`TargetFailure`."""
-        try:
-            signed = await asyncio.to_thread(self._signer, rendering.body)
-        except ValueError as exc:
-            # Signing refuses undefined terms or bad input: retrying cannot help.
-            raise TargetFailure(permanent_failure("signing", str(exc)[:500])) from exc
+        signed = self._signed.get(idempotency_key)
+        if signed is None:
+            try:
+                signed = await asyncio.to_thread(self._signer, rendering.body)
+            except ValueError as exc:
+                # Signing refuses undefined terms or bad input: retrying cannot help.
+                raise TargetFailure(permanent_failure("signing", str(exc)[:500])) from exc
+            self._signed[idempotency_key] = signed
+            while len(self._signed) > _SIGNED_CACHE:
+                self._signed.popitem(last=False)
         result = await self._client.upsert_credential(signed, idempotency_key)
         return Applied(
             remote_id=rendering.remote_id,

@@ -314,10 +314,15 @@ def clr_credential(
     credentials: Sequence[tuple[JsonObject, CredentialDefinition]],
     identifiers: Sequence[LearnerIdentifierValue],
     options: OpenBadgesOptions,
+    *,
+    changed_at: datetime | None = None,
 ) -> JsonObject:
     """The learner's ``ClrCredential`` holding ``credentials`` (AchievementCredentials with
     their definitions), their achievements and the stacking associations between them.
 
+    ``validFrom`` is the latest of the credentials' and of ``changed_at`` (the time of the
+    change that made this record): a host keeps the newer ``validFrom`` of two credentials
+    with the same id, so a record that lost a revoked award must still be the newer one.
     The embedded credentials may be unsigned here; :func:`sign_for_upload` signs them
     before the CLR itself.
     """
@@ -325,7 +330,10 @@ def clr_credential(
         raise ValueError("a ClrCredential holds at least one credential")
     identifier = clr_id(tenant, learner)
     definitions = [d for _, d in credentials]
-    valid_from = max(c["validFrom"] for c, _ in credentials)
+    starts = [c["validFrom"] for c, _ in credentials]
+    if changed_at is not None:
+        starts.append(_timestamp(changed_at))
+    valid_from = max(starts)
     subject: JsonObject = {
         "type": ["ClrSubject"],
         "identifier": hashed_identities(identifiers, identifier, options.identity_salt),
@@ -443,7 +451,14 @@ class OpenBadgesRenderer:
                     definition,
                 )
             )
-        body = clr_credential(change.tenant, learner, entries, identifiers, self._options)
+        body = clr_credential(
+            change.tenant,
+            learner,
+            entries,
+            identifiers,
+            self._options,
+            changed_at=change.source_version.time,
+        )
         return (_rendering(body),)
 
     async def _definition(self, tenant: str, ctid: str) -> CredentialDefinition:
