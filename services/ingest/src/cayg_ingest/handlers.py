@@ -9,6 +9,7 @@ handler raises, FastStream seeks back, and the record is read again after a paus
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Final
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -30,6 +31,12 @@ from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
 
 log = get_logger("cayg.ingest")
+
+#: Most bytes of an original value a dead letter keeps. The letter is one Kafka record
+#: (1 MiB by default) and base64 adds a third, so an oversized record cannot be parked
+#: whole: without a cap its letter could never be written, and the record would be read
+#: again forever, blocking its partition. Longer values are cut (``value_truncated``).
+MAX_PARKED_VALUE_BYTES: Final = 600 * 1024
 
 
 class IngestMetrics:
@@ -73,8 +80,10 @@ def output_headers(envelope: IngestEnvelope, inbound: dict[str, str]) -> dict[st
 
 
 def dead_letter_for(record: InboundRecord, rejection: Rejection, now: datetime) -> DeadLetter:
-    """The DLQ entry for a rejected record: the reason and everything needed to replay it."""
+    """The DLQ entry for a rejected record: the reason and everything needed to replay it
+    (except the tail of a value over :data:`MAX_PARKED_VALUE_BYTES`)."""
     value = record.value or b""
+    kept = value[:MAX_PARKED_VALUE_BYTES]
     return DeadLetter(
         stage=Stage.INGEST,
         reason=rejection.reason,
@@ -89,7 +98,8 @@ def dead_letter_for(record: InboundRecord, rejection: Rejection, now: datetime) 
         ),
         failed_at=now,
         key_b64=DeadLetter.encode(record.key),
-        value_b64=DeadLetter.encode(value) or "",
+        value_b64=DeadLetter.encode(kept) or "",
+        value_truncated=len(kept) < len(value),
         original_headers=record.text_headers(),
     )
 

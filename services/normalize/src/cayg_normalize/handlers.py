@@ -9,6 +9,7 @@ dedups them).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Final
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -31,6 +32,12 @@ from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
 
 log = get_logger("cayg.normalize")
+
+#: Most bytes of an envelope a dead letter keeps. The letter is one Kafka record (1 MiB by
+#: default) and base64 adds a third, so a large envelope cannot be parked whole: without a
+#: cap its letter could never be written, and the envelope would be read again forever,
+#: blocking its partition. Longer values are cut (``value_truncated``).
+MAX_PARKED_VALUE_BYTES: Final = 600 * 1024
 
 
 class NormalizeMetrics:
@@ -163,6 +170,8 @@ async def _park(
     problem: _Unmappable,
     envelope: IngestEnvelope | None,
 ) -> None:
+    value = record.value or b""
+    kept = value[:MAX_PARKED_VALUE_BYTES]
     letter = DeadLetter(
         stage=Stage.NORMALIZE,
         reason=problem.reason,
@@ -178,7 +187,8 @@ async def _park(
         ),
         failed_at=datetime.now(UTC),
         key_b64=DeadLetter.encode(record.key),
-        value_b64=DeadLetter.encode(record.value or b"") or "",
+        value_b64=DeadLetter.encode(kept) or "",
+        value_truncated=len(kept) < len(value),
         original_headers=record.text_headers(),
     )
     await broker.publish(
