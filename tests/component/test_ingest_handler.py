@@ -304,6 +304,10 @@ async def test_an_oversized_record_is_parked_without_being_parsed(ingest: Harnes
     [(letter, _key, _headers)] = _letters(ingest)
     assert letter.reason == "too-large"
     assert "over the 1048576 limit" in letter.detail
+    # The letter must fit one Kafka record, so it keeps the head of the value only.
+    assert letter.value_truncated
+    assert value.startswith(letter.original_value())
+    assert len(ingest.outbox.on(ingest.topics.ingest_dlq)[0].value) < 1_000_000
 
 
 async def test_a_tenant_limit_replaces_the_service_limit(ingest: Harness) -> None:

@@ -293,6 +293,18 @@ async def test_an_award_without_a_learner_is_parked_with_the_path(normalize: Har
     assert letter.event_id == envelope.event_id
 
 
+async def test_a_large_unmappable_envelope_is_parked_in_one_record(normalize: Harness) -> None:
+    event = harbor_award(25)
+    event["data"]["portfolio"] = ["z" * 90_000] * 10  # not a field of awards
+    sent = await _send(normalize, _cloudevent(HARBOR, event))
+
+    [(letter, _key, _headers)] = _letters(normalize)
+    assert (letter.reason, letter.field_path) == ("invalid-field", "$.data.portfolio")
+    assert letter.value_truncated
+    assert sent.startswith(letter.original_value())
+    assert len(normalize.outbox.on(normalize.topics.normalize_dlq)[0].value) < 1_000_000
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [

@@ -108,3 +108,25 @@ class ServiceProcess:
         return (
             self.log_path.read_text(errors="replace").splitlines() if self.log_path.exists() else []
         )
+
+
+def service_env(
+    service: str,
+    bootstrap: str,
+    prefix: str,
+    tenants_file: Path,
+    **settings: str,
+) -> dict[str, str]:
+    """The environment of one service of a test: its own topics (``prefix``) and consumer
+    group, the tenant registry, quick metadata refresh and redelivery; ``settings`` add
+    more (``MAX_MESSAGE_BYTES="65536"`` → ``CAYG_<SERVICE>_MAX_MESSAGE_BYTES``)."""
+    p = f"CAYG_{service.upper()}_"
+    return {
+        f"{p}KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        f"{p}KAFKA__METADATA_MAX_AGE_MS": "1000",
+        f"{p}TOPIC_PREFIX": prefix,
+        f"{p}GROUP_ID": f"{prefix}cayg-{service}",
+        f"{p}TENANTS_FILE": str(tenants_file),
+        f"{p}REDELIVERY_BACKOFF_S": "0.2",
+        **{f"{p}{name}": value for name, value in settings.items()},
+    }

@@ -584,3 +584,384 @@ def sample_feed(*, seed: int = 2025, learners_per_tenant: int = 40) -> list[Feed
 def topic_for(message: FeedMessage, topics: Topics) -> str:
     """The SIS topic a feed message goes to."""
     return topics.sis(message.tenant)
+
+
+# --------------------------------------------------------------------------- mixed feed
+#
+# ``sample_feed`` shows each kind of message once or twice. ``mixed_feed`` is the same
+# institutions at volume, plus what a shared cluster really sees: SIS retries (exact
+# duplicates), deletions, neighbours writing another institution's publisher or source,
+# garbage, formats nobody registered, oversized and malformed events, and events that
+# pass the trust boundary but cannot be mapped. Labels say what each message is meant to
+# show: ``bad:<kind>`` should be refused by ingest, ``unmappable:<kind>`` admitted by
+# ingest and parked by normalize, ``duplicate:<label>`` repeats an earlier message byte for
+# byte, and everything else should become changes.
+
+#: Size of the oversized messages: over the 1 MiB default limit of Northfield and
+#: Lakeshore (Harbor's own 2 MiB limit is exceeded by ``sample_feed``'s ``bad:too-large``).
+OVERSIZED_BYTES = 1_100_000
+_OTHER_ETHOS_TENANT = {"id": "0d6e2f41-9b7a-4c35-8e12-6a5f3c9d0b27", "name": "Somewhere Else"}
+
+
+def _ethos_of(tenant: str) -> dict[str, Any]:
+    return _COLLEAGUE if tenant == NORTHFIELD else _BANNER
+
+
+def _spoofs(rng: random.Random, count: int) -> Iterator[FeedMessage]:
+    """Payloads naming another institution's Ethos publisher or CloudEvent source."""
+    for n in range(count):
+        kind = n % 6
+        guid = _guid("spoof", str(n))
+        if kind in (0, 1):
+            # An Ethos publisher of one Ethos tenant on the other's topic.
+            victim, owner = (LAKESHORE, NORTHFIELD) if kind == 0 else (NORTHFIELD, LAKESHORE)
+            ethos = _Ethos(victim, _ethos_of(owner), 900_000 + n, datetime(2025, 6, 5, tzinfo=UTC))
+            message = ethos.notify(
+                "academic-credentials",
+                _V6,
+                guid,
+                "created",
+                {"id": guid, "abbreviation": f"FAKE{n}", "title": "Fake Degree", "type": "degree"},
+                label="bad:spoofed-publisher",
+            )
+            yield message
+        elif kind == 2:
+            # Lakeshore's own Banner publisher, but naming another Ethos tenant.
+            publisher = {**_BANNER, "tenant": _OTHER_ETHOS_TENANT}
+            ethos = _Ethos(LAKESHORE, publisher, 910_000 + n, datetime(2025, 6, 5, tzinfo=UTC))
+            yield ethos.notify(
+                "academic-credentials",
+                _V6,
+                guid,
+                "created",
+                {"id": guid, "abbreviation": "MC-X", "title": "Microcredential: X"},
+                label="bad:spoofed-ethos-tenant",
+            )
+        elif kind in (3, 4):
+            # Harbor's CloudEvent source on Lakeshore's topic, Lakeshore's on Harbor's.
+            source = (
+                f"{_HARBOR_SOURCE}/awards"
+                if kind == 3
+                else "https://badges.lakeshore.example/events"
+            )
+            victim = LAKESHORE if kind == 3 else HARBOR
+            event = _cloudevent(
+                "award.issued",
+                "awards",
+                f"SPOOF-{n}",
+                {
+                    "awardId": f"SPOOF-{n}",
+                    "learner": {"institutionId": f"S{n:08d}"},
+                    "definition": {"sourceId": "WELD-MC1"},
+                    "awardedOn": "2025-05-02",
+                },
+                datetime(2025, 6, 5, tzinfo=UTC),
+                binary=rng.random() < 0.5,
+                label="bad:spoofed-source",
+            )
+            body = event.value
+            headers = dict(event.headers)
+            if "ce_source" in headers:
+                headers["ce_source"] = source
+            else:
+                document = json.loads(body)
+                document["source"] = source
+                body = json.dumps(document).encode()
+            yield FeedMessage(victim, event.key, body, headers, event.label)
+        else:
+            # A backfill file exported for Harbor, fed to Northfield's topic.
+            record = {
+                "caygBackfill": "1.0",
+                "batchId": "wrong-file",
+                "recordId": f"row:{n}",
+                "type": "org.caygsync.definition.upserted.v1",
+                "recordedAt": "2024-12-01T00:00:00Z",
+                "tenant": HARBOR,
+                "data": {"sourceId": f"X-{n}", "name": "Not ours", "credentialType": "Badge"},
+            }
+            yield FeedMessage(
+                NORTHFIELD, None, json.dumps(record).encode(), {}, "bad:spoofed-backfill"
+            )
+
+
+def _junk(rng: random.Random, count: int) -> Iterator[FeedMessage]:
+    """Garbage bytes and formats nobody registered, spread over the three topics."""
+    tenants = (NORTHFIELD, LAKESHORE, HARBOR)
+    for n in range(count):
+        tenant = tenants[n % 3]
+        kind = n % 5
+        if kind == 0:
+            # Never valid UTF-8: a lone continuation byte first.
+            value = b"\x80" + rng.randbytes(rng.randrange(8, 400))
+            yield FeedMessage(tenant, None, value, {}, "bad:garbage")
+        elif kind == 1:
+            value = json.dumps({"student": f"{n}", "grade": "A", "term": "2025SP"}).encode()
+            yield FeedMessage(tenant, None, value, {}, "bad:unknown-format")
+        elif kind == 2:
+            value = json.dumps([{"id": str(n)}, {"id": str(n + 1)}]).encode()
+            yield FeedMessage(tenant, None, value, {}, "bad:not-object")
+        elif kind == 3:
+            value = f"<transcript><row n='{n}'/></transcript>".encode()
+            yield FeedMessage(tenant, None, value, {"content-type": "text/xml"}, "bad:xml")
+        else:
+            value = b"%PDF-1.7 " + rng.randbytes(64)
+            headers = {"content-type": "application/pdf"}
+            yield FeedMessage(tenant, None, value, headers, "bad:unsupported-content-type")
+
+
+def _oversized() -> Iterator[FeedMessage]:
+    """Valid notifications, padded past Northfield's and Lakeshore's 1 MiB limit."""
+    for tenant in (NORTHFIELD, LAKESHORE):
+        guid = _guid(tenant, "oversized")
+        ethos = _Ethos(tenant, _ethos_of(tenant), 990_000, datetime(2025, 6, 6, tzinfo=UTC))
+        message = ethos.notify(
+            "academic-credentials",
+            _V6,
+            guid,
+            "created",
+            {
+                "id": guid,
+                "title": "Microcredential: Padding",
+                "abbreviation": "MC-PAD",
+                "description": "x" * 90_000,
+                "extensions": ["y" * 90_000] * (OVERSIZED_BYTES // 90_000),
+            },
+            label="bad:too-large",
+        )
+        yield message
+
+
+def _malformed_cloudevents(rng: random.Random, count: int) -> Iterator[FeedMessage]:
+    """Harbor events that break the CloudEvents contract in the ways SIS vendors do."""
+    for n in range(count):
+        award_id = f"AWD-BAD-{n:04d}"
+        good = _cloudevent(
+            "award.issued",
+            "awards",
+            award_id,
+            {
+                "awardId": award_id,
+                "learner": {"institutionId": f"B{n:08d}"},
+                "definition": {"sourceId": "WELD-MC2"},
+                "awardedOn": "2025-05-20",
+            },
+            datetime(2025, 6, 6, 8, 0, tzinfo=UTC) + timedelta(seconds=n),
+            binary=False,
+            label="",
+        )
+        event = json.loads(good.value)
+        headers = dict(good.headers)
+        kind = n % 8
+        if kind == 0:
+            event["specversion"] = "0.3"
+            label = "bad:cloudevent-specversion"
+        elif kind == 1:
+            del event["id"]
+            label = "bad:cloudevent-no-id"
+        elif kind == 2:
+            event["type"] = "com.example.grade.posted"
+            label = "bad:cloudevent-type"
+        elif kind == 3:
+            event["data"] = "awarded"
+            label = "bad:cloudevent-data"
+        elif kind == 4:
+            event["data_base64"] = "eyJ4IjoxfQ=="
+            del event["data"]
+            label = "bad:cloudevent-data-base64"
+        elif kind == 5:
+            event["time"] = "yesterday at noon"
+            label = "bad:cloudevent-time"
+        elif kind == 6:
+            # Binary mode whose data is XML.
+            headers = {f"ce_{k}": str(v) for k, v in event.items() if k not in ("data",)}
+            headers.pop("ce_datacontenttype", None)
+            headers["content-type"] = "application/xml"
+            value = f"<award id='{award_id}'/>".encode()
+            yield FeedMessage(HARBOR, good.key, value, headers, "bad:cloudevent-binary-xml")
+            continue
+        else:
+            headers = {"content-type": "application/cloudevents-batch+json"}
+            event = {"batch": [event]}
+            label = "bad:cloudevent-batch"
+        if rng.random() < 0.1:
+            headers["traceparent"] = f"00-{rng.randbytes(16).hex()}-{rng.randbytes(8).hex()}-01"
+        yield FeedMessage(HARBOR, good.key, json.dumps(event).encode(), headers, label)
+
+
+def _unmappable(count: int) -> Iterator[FeedMessage]:
+    """Messages ingest admits (their envelope is sound) that normalize cannot map."""
+    when = datetime(2025, 6, 7, 9, 0, tzinfo=UTC)
+    for n in range(count):
+        kind = n % 4
+        if kind == 0:
+            yield _cloudevent(
+                "award.issued",
+                "awards",
+                f"AWD-NOLEARNER-{n}",
+                {
+                    "awardId": f"AWD-NOLEARNER-{n}",
+                    "definition": {"sourceId": "WELD-MC1"},
+                    "awardedOn": "2025-05-21",
+                },
+                when + timedelta(seconds=n),
+                binary=n % 2 == 0,
+                label="unmappable:missing-field",
+            )
+        elif kind == 1:
+            yield _cloudevent(
+                "definition.upserted",
+                "catalog",
+                f"SHOP-{n}",
+                {"sourceId": f"SHOP-{n}", "code": f"SHOP-{n}", "name": "Shop Safety Orientation"},
+                when + timedelta(seconds=n),
+                binary=False,
+                label="unmappable:unknown-credential-type",
+            )
+        elif kind == 2:
+            # A Colleague person with only a national id: no usable learner identifier.
+            guid = _guid(NORTHFIELD, "person-ssn-only", str(n))
+            ethos = _Ethos(NORTHFIELD, _COLLEAGUE, 980_000 + n, when)
+            yield ethos.notify(
+                "persons",
+                _V12,
+                guid,
+                "created",
+                {"id": guid, "credentials": [{"type": "ssn", "value": f"000-00-{n:04d}"}]},
+                label="unmappable:no-learner-identifier",
+            )
+        else:
+            guid = _guid(LAKESHORE, "credential-v5", str(n))
+            ethos = _Ethos(LAKESHORE, _BANNER, 985_000 + n, when)
+            yield ethos.notify(
+                "academic-credentials",
+                "application/vnd.hedtech.integration.v5+json",
+                guid,
+                "created",
+                {"id": guid, "title": "Certificate in Old Versions", "type": "certificate"},
+                label="unmappable:unsupported-version",
+            )
+
+
+def _large_unmappable() -> FeedMessage:
+    """A 900 kB Harbor event: within Harbor's own 2 MiB limit, so ingest admits it, but
+    its data carries a field the award schema does not have."""
+    return _cloudevent(
+        "award.issued",
+        "awards",
+        "AWD-LARGE-0001",
+        {
+            "awardId": "AWD-LARGE-0001",
+            "learner": {"institutionId": "H00777001"},
+            "definition": {"sourceId": "WELD-MC1"},
+            "awardedOn": "2025-05-22",
+            "portfolio": ["z" * 90_000] * 10,
+        },
+        datetime(2025, 6, 7, 10, 0, tzinfo=UTC),
+        binary=False,
+        label="unmappable:invalid-field",
+    )
+
+
+def _deletions(rng: random.Random, learners: int, count: int) -> Iterator[FeedMessage]:
+    """What SIS delete: learners, award records, a definition, an institution record."""
+    ethos = {
+        NORTHFIELD: _Ethos(NORTHFIELD, _COLLEAGUE, 970_000, datetime(2025, 6, 8, tzinfo=UTC)),
+        LAKESHORE: _Ethos(LAKESHORE, _BANNER, 975_000, datetime(2025, 6, 8, tzinfo=UTC)),
+    }
+    yield ethos[NORTHFIELD].notify(
+        "educational-institutions", _V6_1, _NORTHFIELD_HOME, "deleted", None, label="delete"
+    )
+    yield ethos[LAKESHORE].notify(
+        "academic-credentials",
+        _V6,
+        _guid(LAKESHORE, "credential", "BS-DS"),
+        "deleted",
+        None,
+        label="delete",
+    )
+    yield _cloudevent(
+        "definition.deleted",
+        "catalog",
+        "WELD-MC3",
+        {"sourceId": "WELD-MC3", "sourceVersion": 2},
+        datetime(2025, 6, 8, 12, 0, tzinfo=UTC),
+        binary=True,
+        label="delete",
+    )
+    for n in range(count):
+        learner = rng.randrange(learners)
+        kind = n % 3
+        if kind == 2:
+            award_id = f"AWD-2025-{learner:04d}-WELD-MC2"
+            yield _cloudevent(
+                "award.revoked",
+                "awards",
+                award_id,
+                {"awardId": award_id, "sourceVersion": 3 + n},
+                datetime(2025, 6, 8, 12, 0, tzinfo=UTC) + timedelta(seconds=n),
+                binary=n % 2 == 0,
+                label="revocation",
+            )
+            continue
+        tenant = NORTHFIELD if n % 2 == 0 else LAKESHORE
+        resource, guid = (
+            ("persons", _guid(tenant, "person", str(learner)))
+            if kind == 0
+            else ("student-academic-credentials", _guid(tenant, "award", str(learner)))
+        )
+        version = _V12 if kind == 0 else _AWARD_V
+        label = "delete" if kind == 0 else "revocation"
+        yield ethos[tenant].notify(resource, version, guid, "deleted", None, label=label)
+
+
+def _other_mode(messages: list[FeedMessage], rng: random.Random, count: int) -> list[FeedMessage]:
+    """Structured CloudEvents re-sent in binary mode: other bytes, the same event."""
+    structured = [
+        m
+        for m in messages
+        if m.tenant == HARBOR
+        and m.headers.get("content-type") == "application/cloudevents+json"
+        and not m.label.startswith("bad:")
+    ]
+    out: list[FeedMessage] = []
+    for message in rng.sample(structured, k=min(count, len(structured))):
+        event = json.loads(message.value)
+        headers = {
+            f"ce_{k}": str(v) for k, v in event.items() if k not in ("data", "datacontenttype")
+        }
+        headers["content-type"] = "application/json"
+        value = json.dumps(event["data"]).encode()
+        out.append(FeedMessage(HARBOR, message.key, value, headers, f"other-mode:{message.label}"))
+    return out
+
+
+def mixed_feed(
+    *, seed: int = 2025, learners_per_tenant: int = 450, duplicate_every: int = 25
+) -> list[FeedMessage]:
+    """``sample_feed`` at volume, mixed with hostile and broken traffic (see above).
+
+    With the defaults about 3,100 messages. Deterministic for a seed. Every ``duplicate_every``-th
+    message (on average) is sent again, unchanged, after the rest.
+    """
+    rng = random.Random(seed + 1)  # noqa: S311 - reproducible test data, not security
+    stream = sample_feed(seed=seed, learners_per_tenant=learners_per_tenant)
+    scale = max(1, learners_per_tenant // 15)
+    extras = [
+        *_spoofs(rng, 2 * scale),
+        *_junk(rng, 2 * scale),
+        *_oversized(),
+        *_malformed_cloudevents(rng, 2 * scale),
+        *_unmappable(scale),
+        _large_unmappable(),
+    ]
+    for message in extras:
+        stream.insert(rng.randrange(len(stream) + 1), message)
+    stream.extend(_deletions(rng, learners_per_tenant, 2 * scale))
+    stream.extend(_other_mode(stream, rng, scale))
+    originals = [m for m in stream if len(m.value) < 100_000]
+    repeats = rng.sample(originals, k=len(stream) // duplicate_every)
+    stream.extend(
+        FeedMessage(m.tenant, m.key, m.value, dict(m.headers), f"duplicate:{m.label}")
+        for m in repeats
+    )
+    return stream
