@@ -82,6 +82,9 @@ class IdempotentRegistry:
     resources: dict[str, Any] = field(default_factory=dict)
     applied_keys: dict[str, Any] = field(default_factory=dict)
     applies: int = 0
+    #: Most requests handled at the same time.
+    peak_in_flight: int = 0
+    _in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _released: threading.Event = field(default_factory=threading.Event)
 
@@ -108,6 +111,17 @@ class IdempotentRegistry:
                 self.hold_after_apply -= 1
             return 200, answer, hold
 
+    def enter(self) -> None:
+        """A request arrived."""
+        with self._lock:
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+
+    def leave(self) -> None:
+        """A request was answered."""
+        with self._lock:
+            self._in_flight -= 1
+
     def release(self) -> None:
         """Let held responses go (the client has long given up on them)."""
         self._released.set()
@@ -123,6 +137,13 @@ def serve_registry(registry: IdempotentRegistry) -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def _respond(self) -> None:
+            registry.enter()
+            try:
+                self._answer()
+            finally:
+                registry.leave()
+
+        def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             status, answer, hold = registry.handle(
                 self.command, self.path, self.headers, self.rfile.read(length)
