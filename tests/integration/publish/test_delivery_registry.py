@@ -21,7 +21,7 @@ from cayg_publish.domain import DeliveryReport, DeliveryStatus, Outcome, Target
 from cayg_publish.ledger import Ledger, LedgerError, SqliteLedger
 from cayg_publish.retry import RetryPolicy
 from cayg_publish.usecase import ThrottleBook, deliver
-from cayg_shared.schema import Change
+from cayg_shared.schema import Change, EntityType, Operation
 from cayg_standins import FaultPlan, RegistryConfig, create_registry_app
 from integration.publish.publish_support import SleepRecorder, serve_asgi
 from unit.publish.publish_factories import ORG_CTID, change, definition
@@ -276,8 +276,6 @@ async def test_an_older_version_never_overwrites_a_newer_one(
 async def test_deprecation_republishes_the_last_known_definition(
     start_registry: Any, ledger: Ledger
 ) -> None:
-    from cayg_shared.schema import EntityType, Operation
-
     registry = start_registry()
     target = registry_target(registry, ledger)
     await send(change(definition(), seq=1), target, ledger)

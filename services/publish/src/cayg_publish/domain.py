@@ -398,7 +398,7 @@ class Target(Protocol):
         """Concurrency and rate limits to hold this target to."""
         ...
 
-    async def render(self, change: Any) -> Sequence[Rendering]:
+    async def render(self, change: Change) -> Sequence[Rendering]:
         """The requests ``change`` renders to for this target, in the order to send them;
         empty when the change is not for this target.
 

@@ -44,6 +44,7 @@ from cayg_publish.retry import (
     permanent_failure,
     transport_failure,
 )
+from cayg_shared.schema import Change
 
 CREDENTIALS_PATH: Final = "credentials"
 #: Signed bodies kept for retries (one per delivery in flight is enough).
@@ -358,7 +359,7 @@ def _oauth_messages(body: Any) -> tuple[str, ...]:
 
 
 #: Renders a change for a CLR host (empty: the change is not for this host).
-ClrRenderer = Callable[[Any], Awaitable[Sequence[Rendering]]]
+ClrRenderer = Callable[[Change], Awaitable[Sequence[Rendering]]]
 #: Signs an unsigned rendering body (CPU-bound; run in a worker thread).
 Signer = Callable[[Mapping[str, Any]], dict[str, Any]]
 
@@ -397,7 +398,7 @@ class ClrTarget:
         """Concurrency and rate limits."""
         return self._limits
 
-    async def render(self, change: Any) -> Sequence[Rendering]:
+    async def render(self, change: Change) -> Sequence[Rendering]:
         """The unsigned credential(s) for ``change`` (none if it is not for a CLR host)."""
         return await self._renderer(change)
 

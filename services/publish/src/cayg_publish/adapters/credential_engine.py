@@ -47,6 +47,7 @@ from cayg_publish.retry import (
     permanent_failure,
     transport_failure,
 )
+from cayg_shared.schema import Change
 
 #: Lower-cased fragments of Assistant messages that describe a passing server problem
 #: rather than a problem with our data. Only when *every* message of a failed answer
@@ -279,7 +280,7 @@ class CredentialEngineClient:
 
 
 #: Renders a change for the registry (empty: the change is not for the registry).
-RegistryRenderer = Callable[[Any], Awaitable[Sequence[Rendering]]]
+RegistryRenderer = Callable[[Change], Awaitable[Sequence[Rendering]]]
 
 
 class CredentialEngineTarget:
@@ -311,7 +312,7 @@ class CredentialEngineTarget:
         """Concurrency and rate limits."""
         return self._limits
 
-    async def render(self, change: Any) -> Sequence[Rendering]:
+    async def render(self, change: Change) -> Sequence[Rendering]:
         """The Assistant requests for ``change`` (none if the registry does not take it)."""
         return await self._renderer(change)
 
