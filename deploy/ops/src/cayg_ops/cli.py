@@ -18,12 +18,17 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from cayg_ops import kafka_view
-from cayg_shared.topics import Topics
+from pydantic import ValidationError
+
+from cayg_ops import backfill, kafka_view
+from cayg_shared.tenants import TenantRegistry
+from cayg_shared.topics import TopicError, Topics
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
 STAGES = ("ingest", "normalize", "publish")
+DEFAULT_TENANTS_FILE = "deploy/config/tenants.json"
 
 
 def _dlq_topic(topics: Topics, stage: str) -> str:
@@ -85,6 +90,95 @@ async def _dlq_replay(
     return 0
 
 
+def _backfill(args: argparse.Namespace, topics: Topics) -> int:
+    try:
+        registry = TenantRegistry.load(args.tenants)
+    except OSError as error:
+        print(
+            f"cayg backfill: cannot read the tenant registry {args.tenants}: {error.strerror}",
+            file=sys.stderr,
+        )
+        return 2
+    except ValidationError as error:
+        print(
+            f"cayg backfill: {args.tenants} is not a valid tenant registry: "
+            f"{error.error_count()} problem(s)",
+            file=sys.stderr,
+        )
+        return 2
+    profile = registry.get(args.tenant)
+    if profile is None:
+        known = ", ".join(registry.tenants) or "none"
+        print(
+            f"cayg backfill: tenant {args.tenant!r} is not in {args.tenants} (known: {known})",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        topic = topics.sis(profile.tenant_id)
+    except TopicError as error:
+        print(f"cayg backfill: {error}", file=sys.stderr)
+        return 2
+    options = backfill.Options(
+        file=args.file,
+        tenant=args.tenant,
+        fmt=args.fmt,
+        dry_run=args.dry_run,
+        skip_invalid=args.skip_invalid,
+        batch_id=args.batch_id,
+        recorded_at=args.recorded_at,
+        max_message_bytes=args.max_message_bytes,
+        batch_size=args.batch_size,
+    )
+    return backfill.run(options, profile=profile, bootstrap=args.bootstrap, topic=topic)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _add_backfill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "backfill",
+        help="feed historic awards/definitions (CSV or JSONL) through ingest",
+        description="Check every row of FILE, then produce them as backfill records to "
+        "sis.events.<tenant>. Re-running the same file sends the same event ids.",
+    )
+    parser.add_argument("file", type=Path, help="CSV or JSONL file (see deploy/ops/README.md)")
+    parser.add_argument("--tenant", required=True, help="the tenant the rows belong to")
+    parser.add_argument(
+        "--format", dest="fmt", choices=("csv", "jsonl"), help="default: from the file name"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="check the rows, send nothing")
+    parser.add_argument(
+        "--skip-invalid", action="store_true", help="send the valid rows even if some are not"
+    )
+    parser.add_argument(
+        "--batch-id", help="the run's id (default: from the file's content); a new one re-keys"
+    )
+    parser.add_argument(
+        "--recorded-at", help="recordedAt for rows without one (ISO 8601 date-time)"
+    )
+    parser.add_argument(
+        "--tenants",
+        type=Path,
+        default=Path(os.environ.get("CAYG_TENANTS_FILE", DEFAULT_TENANTS_FILE)),
+        help="tenant registry (default $CAYG_TENANTS_FILE or deploy/config/tenants.json)",
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=_positive,
+        default=backfill.SERVICE_MAX_MESSAGE_BYTES,
+        help="ingest's message limit, for tenants without their own",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive, default=500, help="records confirmed per batch"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and --help)."""
     parser = argparse.ArgumentParser(prog="cayg", description="cayg-sync operator CLI")
@@ -106,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--stage", choices=STAGES, action="append")
     replay.add_argument("--reason", help="only entries with this reason code")
     replay.add_argument("--yes", action="store_true", help="really send")
+    _add_backfill(sub)
     return parser
 
 
@@ -121,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_dlq_list(args.bootstrap, topics, stages, args.limit))
         if args.command == "dlq" and args.dlq_command == "replay":
             return asyncio.run(_dlq_replay(args.bootstrap, topics, stages, args.reason, args.yes))
+        if args.command == "backfill":
+            return _backfill(args, topics)
     except KeyboardInterrupt:
         return 130
     print(f"cayg: unknown command {args.command}", file=sys.stderr)
