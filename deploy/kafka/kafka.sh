@@ -83,6 +83,8 @@ default.replication.factor=1
 min.insync.replicas=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
+message.max.bytes=4194304
+replica.fetch.max.bytes=4194304
 log.retention.hours=24
 EOF
   local jvm=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true

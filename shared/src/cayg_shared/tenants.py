@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -113,6 +114,13 @@ class MappingDefaults(_Config):
     retro_award_after_days: int | None = Field(default=365, ge=1)
     """An Ethos award published this many days or more after ``earnedOn`` is tagged
     ``retro-award``; None disables the inference."""
+    credential_webpage_template: (
+        Annotated[str, StringConstraints(pattern=r"^https?://\S+\{code\}\S*$", max_length=512)]
+        | None
+    ) = None
+    """The registry needs a webpage per credential and Ethos sends none: with a template
+    such as ``https://college.example/credentials/{code}``, a definition without one gets
+    it from its SIS code (URL-quoted, lowercase). None leaves the webpage empty."""
     learner_id_types: tuple[_Label, ...] = (
         "bannerId",
         "colleaguePersonId",
@@ -123,6 +131,14 @@ class MappingDefaults(_Config):
     )
     """Ethos ``persons.credentials`` types kept as learner identifiers, in preference
     order. National ids (SSN, SIN, tax ids) are never accepted here."""
+
+    def credential_webpage(self, code: str | None) -> str | None:
+        """The templated webpage of a credential with SIS code ``code``, if configured."""
+        if self.credential_webpage_template is None or not code:
+            return None
+        return self.credential_webpage_template.replace(
+            "{code}", quote(code.strip().lower(), safe="")
+        )
 
     @field_validator("credential_type_overrides")
     @classmethod
@@ -177,6 +193,11 @@ class TenantProfile(_Config):
     """The institution's name, for operators and as a fallback organization name."""
     webpage: WebUrl
     """The institution's home page (the organization's ``subjectWebpage``)."""
+    description: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=15, max_length=4000)]
+        | None
+    ) = None
+    """What the institution is, for its registry entry when the SIS sends no description."""
     organization_ctid: Ctid | None = None
     """The institution's existing registry CTID, imported; None derives one."""
     ethos_publishers: tuple[EthosPublisher, ...] = ()

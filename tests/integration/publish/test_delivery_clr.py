@@ -364,3 +364,27 @@ async def test_a_revoked_award_leaves_the_record(
 
     assert report.for_target(TARGET).status is DeliveryStatus.APPLIED
     assert_holds_once(host, ["Microcredential in Python"])
+
+
+async def test_revoking_the_last_award_withdraws_the_record_by_expiry(
+    start_host: Any, ledger: Ledger, paths: Any
+) -> None:
+    host = start_host()
+    target = paths(host, ledger)
+    await prepare(target, ledger)
+    await send(change(award("AW-1"), seq=1), target, ledger)
+
+    revoked = award("AW-1").model_copy(update={"status": AwardStatus.REVOKED})
+    report = await send(change(revoked, seq=2, operation=Operation.REVOKE), target, ledger)
+
+    assert report.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert host.upserts() == {"created": 1, "replaced": 1}
+    held = host.credentials()
+    assert len(held) == 1
+    record = held[0]
+    inner = record["credentialSubject"]["verifiableCredential"]
+    assert len(inner) == 1
+    # The host accepted it (schema + proofs), and a verifier sees it expired at revocation.
+    assert "validUntil" in record
+    assert inner[0]["validUntil"] <= record["validUntil"]
+    assert record["validFrom"] <= record["validUntil"]

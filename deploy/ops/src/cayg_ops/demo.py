@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from cayg_ops import kafka_view
 from cayg_ops.feed import FeedMessage, sample_feed
@@ -43,6 +44,7 @@ REGISTRY_PORT: Final = 18001
 CLR_PORT: Final = 18002
 SERVICE_PORTS: Final = {"ingest": 8081, "normalize": 8082, "publish": 8083}
 BOOTSTRAP: Final = f"127.0.0.1:{KAFKA_PORT}"
+RETRY_TIERS: Final = 3
 
 
 def demo_dir() -> Path:
@@ -160,7 +162,7 @@ def _service_env(service: str, publish_config: Path) -> dict[str, str]:
     }
     if service == "publish":
         env[f"{prefix}TARGETS_FILE"] = str(publish_config)
-        env[f"{prefix}RETRY_TIERS_S"] = "[5, 20, 60]"
+        env[f"{prefix}RETRY_TIERS_S"] = json.dumps([5, 20, 60][:RETRY_TIERS])
     return env
 
 
@@ -236,6 +238,29 @@ def _start_kafka(base: Path) -> None:
     )
     if result.returncode != 0:
         raise StackError(f"Kafka did not start: {result.stderr.strip()}")
+
+
+async def _create_topics(topics: Topics, tenants: Sequence[str], retry_tiers: int) -> None:
+    """Create every topic up front (3 partitions), as an operator would in production."""
+    names = [topics.sis(t) for t in tenants] + [
+        topics.ingested,
+        topics.normalized,
+        topics.ingest_dlq,
+        topics.normalize_dlq,
+        topics.publish_dlq,
+        *(topics.publish_retry(n) for n in range(1, retry_tiers + 1)),
+    ]
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(n, num_partitions=3, replication_factor=1) for n in names if n not in existing
+        ]
+        if missing:
+            await admin.create_topics(missing)
+    finally:
+        await admin.close()
 
 
 async def _feed(messages: Sequence[FeedMessage], topics: Topics) -> None:
@@ -349,6 +374,7 @@ def up(*, learners_per_tenant: int = 40, idle_timeout_s: float = 240.0) -> int:
     stack = Stack(base)
     _say(f"starting Kafka on {BOOTSTRAP} (state in {base / 'kafka'})")
     _start_kafka(base)
+    asyncio.run(_create_topics(Topics(), [t.tenant for t in tenants], RETRY_TIERS))
     for component in _components(base, tenants, publish_config):
         started = stack.start(component)
         _say(f"{component.name}: {'started' if started else 'already running'}")

@@ -61,17 +61,30 @@ async def consumer_lag(bootstrap: str, groups: Sequence[str] = SERVICE_GROUPS) -
         await admin.close()
 
 
+async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic`` (none if it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return [
+        TopicPartition(topic, int(p["partition"]))
+        for entry in described
+        if entry.get("error_code") == 0
+        for p in entry.get("partitions", [])
+    ]
+
+
 async def topic_depth(bootstrap: str, topic: str) -> int:
     """Messages currently held by ``topic`` (end minus beginning offsets); 0 if absent."""
+    tps = await _partitions(bootstrap, topic)
+    if not tps:
+        return 0
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        if topic not in await consumer.topics():  # also refreshes metadata
-            return 0
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            return 0
-        tps = [TopicPartition(topic, p) for p in partitions]
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)
         return sum(ends[tp] - starts[tp] for tp in tps)

@@ -316,9 +316,15 @@ def clr_credential(
     options: OpenBadgesOptions,
     *,
     changed_at: datetime | None = None,
+    withdrawn_at: datetime | None = None,
 ) -> JsonObject:
     """The learner's ``ClrCredential`` holding ``credentials`` (AchievementCredentials with
     their definitions), their achievements and the stacking associations between them.
+
+    ``withdrawn_at`` marks a record whose every award has been revoked: CLR 2.0 needs at
+    least one credential, so the record keeps the revoked ones (each valid only until its
+    revocation) and is itself valid only until ``withdrawn_at``. The host replaces its copy
+    with this one (newer ``validFrom``) and any verifier sees an expired record.
 
     ``validFrom`` is the latest of the credentials' and of ``changed_at`` (the time of the
     change that made this record): a host keeps the newer ``validFrom`` of two credentials
@@ -343,7 +349,7 @@ def clr_credential(
     associations = stacking_associations(definitions, options)
     if associations:
         subject["association"] = associations
-    return {
+    record: JsonObject = {
         "@context": [VC_CONTEXT, CLR_CONTEXT, OB_CONTEXT, EXTENSIONS_CONTEXT],
         "id": identifier,
         "type": ["VerifiableCredential", "ClrCredential"],
@@ -353,6 +359,9 @@ def clr_credential(
         "credentialSubject": subject,
         "credentialSchema": [{"id": CLR_SCHEMA, "type": SCHEMA_VALIDATOR}],
     }
+    if withdrawn_at is not None:
+        record["validUntil"] = max(valid_from, _timestamp(withdrawn_at))
+    return record
 
 
 #: Signs one credential document (``sign_credential`` bound to a key and contexts).
@@ -381,7 +390,8 @@ class OpenBadgesRenderer:
 
     * ``ob``: the award's ``AchievementCredential`` (a revoked award: valid until revoked);
     * ``clr``: the learner's whole ``ClrCredential`` — every current award, revoked ones
-      left out — so the host's copy is replaced by the complete, current record.
+      left out — so the host's copy is replaced by the complete, current record; when the
+      last award is revoked, the record is withdrawn by expiry (see :func:`clr_credential`).
 
     Definitions and learner identities come from the catalog; one that has not arrived yet
     is a retryable failure. Other changes are not for CLR hosts.
@@ -427,14 +437,7 @@ class OpenBadgesRenderer:
             return (_rendering(body),)
         learner = learner_key(award.learner)
         awards = await self._catalog.awards_of(change.tenant, learner)
-        if not awards:
-            raise TargetFailure(
-                permanent_failure(
-                    "clr-empty",
-                    "the learner has no current award left; a ClrCredential needs at least "
-                    "one, so the host's record must be withdrawn by other means",
-                )
-            )
+        withdrawn_at: datetime | None = None
         entries = []
         for held in awards:
             definition = await self._definition(change.tenant, held.award.definition.ctid)
@@ -451,6 +454,31 @@ class OpenBadgesRenderer:
                     definition,
                 )
             )
+        if not entries:
+            if not revoked:
+                raise TargetFailure(
+                    permanent_failure(
+                        "clr-empty", "the learner has no award in the catalog to put in a CLR"
+                    )
+                )
+            # The learner's last award was revoked: withdraw the record by expiring it,
+            # keeping the revoked award (valid until its revocation) as its one entry.
+            withdrawn_at = change.source_version.time
+            definition = await self._definition(change.tenant, award.definition.ctid)
+            entries.append(
+                (
+                    achievement_credential(
+                        change.tenant,
+                        str(key),
+                        award,
+                        definition=definition,
+                        identifiers=identifiers,
+                        options=self._options,
+                        revoked_at=withdrawn_at,
+                    ),
+                    definition,
+                )
+            )
         body = clr_credential(
             change.tenant,
             learner,
@@ -458,6 +486,7 @@ class OpenBadgesRenderer:
             identifiers,
             self._options,
             changed_at=change.source_version.time,
+            withdrawn_at=withdrawn_at,
         )
         return (_rendering(body),)
 

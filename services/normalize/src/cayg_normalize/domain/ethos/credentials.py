@@ -64,6 +64,7 @@ def upserted(ctx: MappingContext, resource_id: str, content: dict[str, Any]) -> 
         achievement_type=ob_achievement_type(credential_type),
         name=credential.title,
         description=credential.description,
+        webpage=ctx.tenant.mapping.credential_webpage(credential.abbreviation),
         language=ctx.tenant.mapping.default_language,
         status=CredentialStatus.ACTIVE,
         owned_by=(organization,),

@@ -47,7 +47,7 @@ def upserted(ctx: MappingContext, resource_id: str, content: dict[str, Any]) -> 
         ctid=ctx.tenant.org_ctid,
         ctid_imported=ctx.tenant.organization_ctid is not None,
         webpage=ctx.tenant.webpage,
-        description=institution.description,
+        description=institution.description or ctx.tenant.description,
         roles=(OrganizationRole.ISSUER,),
     )
     key = ctx.key(EntityType.ORGANIZATION, source_id)
