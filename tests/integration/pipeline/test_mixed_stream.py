@@ -30,6 +30,7 @@ from cayg_ops.feed import HARBOR, LAKESHORE, NORTHFIELD, FeedMessage, mixed_feed
 from cayg_shared.envelope import DeadLetter, IngestEnvelope, Stage
 from cayg_shared.schema import Change
 from cayg_shared.topics import Topics
+from support.mixed import INGEST_REASONS, MAPPED, NORMALIZE_REASONS, kind_of
 from support.processes import ServiceProcess, service_env
 from support.topics import create_topics, produce_batch, read_to_end, wait_until_consumed
 
@@ -40,49 +41,7 @@ TENANTS = Path(__file__).resolve().parents[3] / "deploy" / "config" / "tenants.j
 #: default, 2 MiB for Harbor) reach ingest and are refused there, not by the broker.
 SIS_TOPIC_MAX_BYTES = 4 * 1_048_576
 
-#: Where each kind of bad input must be parked, and why.
-INGEST_REASONS = {
-    "bad:not-json": "not-json",
-    "bad:garbage": "not-json",
-    "bad:not-object": "not-object",
-    "bad:xml": "xml-not-supported",
-    "bad:unknown-format": "unknown-format",
-    "bad:unsupported-content-type": "unsupported-content-type",
-    "bad:too-large": "too-large",
-    "bad:spoofed-tenant": "tenant-mismatch",
-    "bad:spoofed-publisher": "tenant-mismatch",
-    "bad:spoofed-ethos-tenant": "tenant-mismatch",
-    "bad:spoofed-source": "tenant-mismatch",
-    "bad:spoofed-backfill": "tenant-mismatch",
-    "bad:cloudevent-specversion": "unsupported-specversion",
-    "bad:cloudevent-no-id": "missing-field",
-    "bad:cloudevent-type": "unsupported-type",
-    "bad:cloudevent-data": "invalid-field",
-    "bad:cloudevent-data-base64": "unsupported-content-type",
-    "bad:cloudevent-time": "invalid-field",
-    "bad:cloudevent-binary-xml": "unsupported-content-type",
-    "bad:cloudevent-batch": "unsupported-content-type",
-}
-NORMALIZE_REASONS = {
-    "unmappable:missing-field": "missing-field",
-    "unmappable:unknown-credential-type": "unknown-credential-type",
-    "unmappable:no-learner-identifier": "no-learner-identifier",
-    "unmappable:unsupported-version": "unsupported-version",
-    "unmappable:invalid-field": "invalid-field",
-}
-MAPPED = frozenset(
-    {"organization", "definition", "program", "learner", "award", "retro-award"}
-    | {"revocation", "delete"}
-)
-
 Coordinates = tuple[str, int, int]
-
-
-def _kind(label: str) -> str:
-    """The label of the original message (re-sends are labelled after what they repeat)."""
-    for prefix in ("duplicate:", "other-mode:"):
-        label = label.removeprefix(prefix)
-    return label
 
 
 @dataclass(frozen=True)
@@ -225,6 +184,7 @@ async def test_every_record_of_a_mixed_stream_is_accounted_for_exactly_once(
 
     outcomes = _account_for_inputs(sent, out)
     mapped = _account_for_envelopes(out, services["normalize"].log_lines(), topics)
+    parked = _check_normalize_reasons(sent, out, topics)
     _check_duplicates(sent, out)
     _check_no_learner_identifiers_logged(feed, services)
 
@@ -237,7 +197,7 @@ async def test_every_record_of_a_mixed_stream_is_accounted_for_exactly_once(
         f"({len(out.envelope_positions) / pipeline_s:.0f} envelopes/s end to end);"
         f"\n  outcomes: {dict(sorted(outcomes.items()))};"
         f"\n  {len(out.envelope_positions)} envelopes → {mapped} mapped into {changes} changes, "
-        f"{sum(len(v) for v in out.normalize_letters.values())} parked by normalize"
+        f"{sum(parked.values())} parked by normalize {dict(sorted(parked.items()))}"
     )
 
 
@@ -251,7 +211,7 @@ def _account_for_inputs(sent: list[Sent], out: Outputs) -> Counter[str]:
     outcomes: Counter[str] = Counter()
     for at, item in inputs.items():
         envelopes, letters = out.envelopes.get(at, []), out.ingest_letters.get(at, [])
-        kind = _kind(item.message.label)
+        kind = kind_of(item.message.label)
         assert len(envelopes) + len(letters) == 1, (
             f"{item.message.label} at {at}: {len(envelopes)} envelopes, {len(letters)} letters"
         )
@@ -316,6 +276,25 @@ def _account_for_envelopes(out: Outputs, normalize_log: list[str], topics: Topic
             assert change.correlation_id == kind_of_first.correlation_id
     assert sum(mapped_lines.values()) == mapped, "no envelope was mapped that is not on the topic"
     return mapped
+
+
+def _check_normalize_reasons(sent: list[Sent], out: Outputs, topics: Topics) -> Counter[str]:
+    """Envelopes of unmappable kinds are parked for the reason their kind deserves; no
+    envelope of a good kind is parked."""
+    inputs = {s.at: s for s in sent}
+    reasons: Counter[str] = Counter()
+    for position, envelope in out.envelope_positions.items():
+        source = (topics.unprefixed(envelope.source.topic), *_at(envelope.source))
+        kind = kind_of(inputs[source].message.label)
+        letters = out.normalize_letters.get(position, [])
+        if kind in NORMALIZE_REASONS:
+            [letter] = letters
+            assert letter.reason == NORMALIZE_REASONS[kind], f"{kind} at {source}"
+            assert letter.tenant == envelope.tenant
+            reasons[letter.reason] += 1
+        else:
+            assert letters == [], f"{kind} at {source}: {[x.reason for x in letters]}"
+    return reasons
 
 
 def _check_duplicates(sent: list[Sent], out: Outputs) -> None:
