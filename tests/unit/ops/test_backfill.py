@@ -435,3 +435,17 @@ def test_unusable_input_exits_2(
 def test_a_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli(str(tmp_path / "missing.csv"), "--tenant", "northfield-cc") == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_skip_invalid_goes_on_with_the_valid_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "awards.jsonl"
+    file.write_bytes(_jsonl(_award(1), {**_award(2), "type": "nope"}, _award(3)))
+    args = (str(file), "--tenant", "northfield-cc", "--skip-invalid", "--dry-run")
+    assert _cli(*args) == 0
+
+    out, err = capsys.readouterr()
+    assert "rows: 3, valid: 2, invalid: 1" in out
+    assert "would send 2 to sis.events.northfield-cc" in out
+    assert "line 2:" in err
