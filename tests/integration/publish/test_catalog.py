@@ -129,3 +129,19 @@ async def test_concurrent_writers_keep_the_newest(
     found = await first.catalog.definition_by_source(TENANT, "MC-SQL")
     assert found is not None
     assert found.name == "SQL Databases v20"
+
+
+async def test_last_award_change_counts_revoked_awards_too(ledger: Ledger) -> None:
+    assert await ledger.catalog.last_award_change(TENANT, LEARNER) is None
+    first, second = award("AW-1"), award("AW-2", of=definition("MC-PY", name="Python"))
+    await ledger.catalog.remember(change(first, seq=1))
+    await ledger.catalog.remember(change(second, seq=2))
+    after_two = await ledger.catalog.last_award_change(TENANT, LEARNER)
+    revoked = first.model_copy(update={"status": AwardStatus.REVOKED})
+    await ledger.catalog.remember(change(revoked, seq=5, operation=Operation.REVOKE))
+    after_revoke = await ledger.catalog.last_award_change(TENANT, LEARNER)
+
+    assert after_two is not None
+    assert after_revoke is not None
+    assert after_revoke > after_two
+    assert await ledger.catalog.last_award_change(TENANT, "person:someone-else") is None

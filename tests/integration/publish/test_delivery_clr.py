@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -388,3 +389,24 @@ async def test_revoking_the_last_award_withdraws_the_record_by_expiry(
     assert "validUntil" in record
     assert inner[0]["validUntil"] <= record["validUntil"]
     assert record["validFrom"] <= record["validUntil"]
+
+
+async def test_awards_arriving_out_of_order_still_end_in_the_full_record(
+    start_host: Any, ledger: Ledger, paths: Any
+) -> None:
+    # Two awards of one learner travel on different partitions: the later one may be
+    # delivered first. The record built second must still be the newer one at the host.
+    host = start_host()
+    target = paths(host, ledger)
+    await prepare(target, ledger)
+    python = definition("MC-PY", name="Microcredential in Python")
+
+    # Awarded well before the SIS reported them, so the change times decide validFrom.
+    earned = {"awarded_on": date(2025, 5, 2)}
+    later = await send(change(award("AW-2", of=python, **earned), seq=9), target, ledger)
+    earlier = await send(change(award("AW-1", **earned), seq=4), target, ledger)
+
+    assert later.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert earlier.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert host.upserts() == {"created": 1, "replaced": 1}
+    assert_holds_once(host, ["Microcredential in SQL Databases", "Microcredential in Python"])

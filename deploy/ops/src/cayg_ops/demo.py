@@ -331,9 +331,24 @@ def _summary(base: Path, tenants: Sequence[TenantSecrets], topics: Topics) -> st
     lines.append(f"CLR host stand-in (http://127.0.0.1:{CLR_PORT}):")
     try:
         stats = _admin_get(f"http://127.0.0.1:{CLR_PORT}/_admin/stats", base)
-        lines.append(f"  {json.dumps(stats)[:600]}")
     except httpx.HTTPError as error:
         lines.append(f"  (stats unavailable: {error})")
+        stats = {}
+    issuers = {t.issuer_did: t.tenant for t in tenants}
+    per_tenant: dict[str, dict[str, int]] = {}
+    for row in stats.get("upserts", []):
+        tenant = issuers.get(str(row.get("issuer_id")), str(row.get("issuer_id")))
+        counts = per_tenant.setdefault(tenant, {"records": 0})
+        counts["records"] += 1
+        for field in ("created", "replaced", "unchanged", "stale_ignored", "rejected"):
+            counts[field] = counts.get(field, 0) + int(row.get(field, 0))
+    for tenant, counts in sorted(per_tenant.items()):
+        lines.append(
+            f"  {tenant}: {counts['records']} learner record(s) (signed ClrCredentials); "
+            f"upserts: {counts['created']} created, {counts['replaced']} replaced, "
+            f"{counts['unchanged']} unchanged, {counts['stale_ignored']} stale ignored, "
+            f"{counts['rejected']} rejected"
+        )
     lines.append("Dead-letter queues:")
     for stage, topic in (
         ("ingest", topics.ingest_dlq),

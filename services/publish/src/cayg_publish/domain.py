@@ -644,3 +644,9 @@ class Catalog(Protocol):
     async def awards_of(self, tenant: str, learner: str) -> tuple[HeldAward, ...]:
         """The current (not revoked, not deleted) awards of the learner with key ``learner``."""
         ...
+
+    async def last_award_change(self, tenant: str, learner: str) -> datetime | None:
+        """The source time of the newest change to any award of the learner, revoked and
+        deleted ones included (None if there is none): a learner's record rendered now must
+        be newer than every record rendered before it, whatever order changes arrived in."""
+        ...

@@ -275,6 +275,7 @@ class CatalogStatements:
     update: str
     definition_by_ctid: str
     awards_of: str
+    award_history_of: str
 
 
 def catalog_statements(placeholder: str, *, for_update: bool) -> CatalogStatements:
@@ -308,6 +309,10 @@ def catalog_statements(placeholder: str, *, for_update: bool) -> CatalogStatemen
             f"SELECT {columns} FROM {CATALOG_TABLE} WHERE tenant = {p} AND entity_type = "
             f"'credential-award' AND learner_key = {p} AND status = 'current' "
             "ORDER BY source_id, part"
+        ),
+        award_history_of=(
+            f"SELECT {columns} FROM {CATALOG_TABLE} WHERE tenant = {p} AND entity_type = "
+            f"'credential-award' AND learner_key = {p}"
         ),
     )
 

@@ -159,3 +159,16 @@ class InMemoryCatalog:
             key=lambda row: (row.source_id, row.part),
         )
         return tuple(h for h in map(HeldAward.of, rows) if h is not None)
+
+    async def last_award_change(self, tenant: str, learner: str) -> datetime | None:
+        """The newest source time of any award row of the learner."""
+        return max(
+            (
+                row.version.time
+                for row in self._rows.values()
+                if row.tenant == tenant
+                and row.entity_type is EntityType.CREDENTIAL_AWARD
+                and row.learner_key == learner
+            ),
+            default=None,
+        )

@@ -317,6 +317,13 @@ class PostgresCatalog:
         rows = [_catalog_row(r) for r in found]
         return tuple(h for h in map(HeldAward.of, rows) if h is not None)
 
+    async def last_award_change(self, tenant: str, learner: str) -> datetime | None:
+        """The newest source time of any award row of the learner."""
+        async with self._db.connection() as connection:
+            cursor = await connection.execute(_CATALOG_SQL.award_history_of, (tenant, learner))
+            found = await cursor.fetchall()
+        return max((_catalog_row(r).version.time for r in found), default=None)
+
 
 def _catalog_row(found: Sequence[Any]) -> CatalogRow:
     return catalog_row_from_sql(dict(zip(CATALOG_COLUMNS, found, strict=True)))

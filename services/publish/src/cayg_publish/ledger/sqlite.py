@@ -337,3 +337,12 @@ class SqliteCatalog:
             return tuple(h for h in map(HeldAward.of, rows) if h is not None)
 
         return await self._db.read(work)
+
+    async def last_award_change(self, tenant: str, learner: str) -> datetime | None:
+        """The newest source time of any award row of the learner."""
+
+        def work(connection: sqlite3.Connection) -> datetime | None:
+            found = connection.execute(_CATALOG_SQL.award_history_of, (tenant, learner)).fetchall()
+            return max((_catalog_from_sql(r).version.time for r in found), default=None)
+
+        return await self._db.read(work)

@@ -479,13 +479,18 @@ class OpenBadgesRenderer:
                     definition,
                 )
             )
+        # Changes of one learner's awards arrive on different partitions, in any order:
+        # the record must be newer than every record rendered before it, or the host keeps
+        # an older one (newer validFrom wins). The catalog already holds this change.
+        last_change = await self._catalog.last_award_change(change.tenant, learner)
+        changed_at = max(filter(None, (change.source_version.time, last_change)))
         body = clr_credential(
             change.tenant,
             learner,
             entries,
             identifiers,
             self._options,
-            changed_at=change.source_version.time,
+            changed_at=changed_at,
             withdrawn_at=withdrawn_at,
         )
         return (_rendering(body),)
