@@ -402,9 +402,9 @@ async def test_awards_arriving_out_of_order_still_end_in_the_full_record(
     python = definition("MC-PY", name="Microcredential in Python")
 
     # Awarded well before the SIS reported them, so the change times decide validFrom.
-    earned = {"awarded_on": date(2025, 5, 2)}
-    later = await send(change(award("AW-2", of=python, **earned), seq=9), target, ledger)
-    earlier = await send(change(award("AW-1", **earned), seq=4), target, ledger)
+    earned = date(2025, 5, 2)
+    later = await send(change(award("AW-2", of=python, awarded_on=earned), seq=9), target, ledger)
+    earlier = await send(change(award("AW-1", awarded_on=earned), seq=4), target, ledger)
 
     assert later.for_target(TARGET).status is DeliveryStatus.APPLIED
     assert earlier.for_target(TARGET).status is DeliveryStatus.APPLIED
