@@ -92,7 +92,7 @@ async def test_an_ethos_notification_becomes_one_keyed_envelope_with_trace_heade
     assert envelope.source.topic == f"sis.events.{NORTHFIELD}"
     assert (envelope.source.partition, envelope.source.offset) == (0, 0)
 
-    assert key == f"{NORTHFIELD}:academic-credentials:{guid}".encode()
+    assert key == f"{NORTHFIELD}:{guid}".encode()
     assert headers[h.EVENT_ID] == str(expected_id)
     assert headers[h.TENANT] == NORTHFIELD
     assert headers[h.CORRELATION_ID] == sent_headers[h.CORRELATION_ID]
@@ -125,7 +125,7 @@ async def test_a_cloudevent_in_either_mode_is_the_same_event(ingest: Harness) ->
     assert binary.format is InputFormat.CLOUDEVENT_BINARY
     assert structured.event_id == binary.event_id
     assert binary.payload == structured.payload == event, "binary mode is rebuilt whole"
-    assert s_key == b_key == f"{HARBOR}:org.caygsync.award.issued.v1:AWD-T-00003".encode()
+    assert s_key == b_key == f"{HARBOR}:AWD-T-00003".encode()
     assert h.CE_ID not in s_headers
     assert b_headers[h.CE_ID] == event["id"], "the CloudEvent id travels on"
     assert structured.content_type == "application/cloudevents+json"
@@ -158,7 +158,7 @@ async def test_a_backfill_record_is_admitted_with_batch_and_record_as_its_identi
     assert envelope.subject_id == "RA-2016-0005"
     assert envelope.occurred_at is not None
     assert envelope.occurred_at.isoformat() == "2025-01-15T09:30:00+00:00"
-    assert key == f"{NORTHFIELD}:org.caygsync.award.issued.v1:RA-2016-0005".encode()
+    assert key == f"{NORTHFIELD}:RA-2016-0005".encode()
 
 
 def _spoofed_ethos() -> bytes:
@@ -360,3 +360,29 @@ async def test_when_the_output_cannot_be_written_the_record_is_not_settled(
     assert any(
         entry["event"] == "output not durable; message will be redelivered" for entry in logs
     )
+
+
+def test_issue_and_revoke_of_one_award_share_a_partition_key() -> None:
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from cayg_ingest.handlers import envelope_key
+    from cayg_shared.envelope import IngestEnvelope, InputFormat, SourceCoordinates
+
+    def envelope(subject_type: str) -> IngestEnvelope:
+        return IngestEnvelope(
+            event_id=uuid4(),
+            tenant=HARBOR,
+            format=InputFormat.CLOUDEVENT_BINARY,
+            source_message_id=str(uuid4()),
+            subject_type=subject_type,
+            subject_id="AWD-7",
+            received_at=datetime.now(UTC),
+            source=SourceCoordinates(topic="sis.events.harbor-tech", partition=0, offset=1),
+            correlation_id="c",
+            payload={},
+        )
+
+    issued = envelope_key(envelope("org.caygsync.award.issued.v1"))
+    revoked = envelope_key(envelope("org.caygsync.award.revoked.v1"))
+    assert issued == revoked == f"{HARBOR}:AWD-7".encode()

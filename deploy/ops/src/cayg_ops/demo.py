@@ -44,6 +44,24 @@ REGISTRY_PORT: Final = 18001
 CLR_PORT: Final = 18002
 SERVICE_PORTS: Final = {"ingest": 8081, "normalize": 8082, "publish": 8083}
 BOOTSTRAP: Final = f"127.0.0.1:{KAFKA_PORT}"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where the stand-ins listen (the demo's fixed ports by default; tests pick free ones)."""
+
+    registry: int = REGISTRY_PORT
+    clr: int = CLR_PORT
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://127.0.0.1:{self.registry}"
+
+    @property
+    def clr_url(self) -> str:
+        return f"http://127.0.0.1:{self.clr}"
+
+
 RETRY_TIERS: Final = 3
 
 
@@ -84,7 +102,10 @@ class TenantSecrets:
     issuer_did: str
 
 
-def _tenant_secrets(base: Path, registry: TenantRegistry) -> list[TenantSecrets]:
+def tenant_secrets(base: Path, registry: TenantRegistry) -> list[TenantSecrets]:
+    """Generate (once) and return every tenant's stand-in credentials and signing key,
+    and the stand-ins' admin token."""
+    _secret_file(base / "secrets" / "admin-token", secrets.token_urlsafe(24))
     out: list[TenantSecrets] = []
     for profile in registry.profiles():
         tenant = profile.tenant_id
@@ -111,10 +132,18 @@ def _tenant_secrets(base: Path, registry: TenantRegistry) -> list[TenantSecrets]
     return out
 
 
-def _publish_config(base: Path, tenants: Sequence[TenantSecrets], registry: TenantRegistry) -> Path:
+def publish_config(
+    base: Path,
+    tenants: Sequence[TenantSecrets],
+    registry: TenantRegistry,
+    ports: Ports = Ports(),
+    *,
+    ledger: dict[str, Any] | None = None,
+) -> Path:
+    """Write publish's targets file: each tenant publishes to both stand-ins."""
     salt = _secret_file(base / "secrets" / "identity-salt", secrets.token_hex(32))
     config: dict[str, Any] = {
-        "ledger": {"kind": "sqlite", "path": str(base / "publish-ledger.sqlite3")},
+        "ledger": ledger or {"kind": "sqlite", "path": str(base / "publish-ledger.sqlite3")},
         "tenants": {},
     }
     for t in tenants:
@@ -125,14 +154,14 @@ def _publish_config(base: Path, tenants: Sequence[TenantSecrets], registry: Tena
                 {
                     "kind": "credential-engine",
                     "name": f"{t.tenant}-registry",
-                    "base_url": f"http://127.0.0.1:{REGISTRY_PORT}/assistant/",
+                    "base_url": f"{ports.registry_url}/assistant/",
                     "api_key": {"file": str(t.api_key_file)},
                     "publish_for_organization": t.org_ctid,
                 },
                 {
                     "kind": "clr",
                     "name": f"{t.tenant}-clr",
-                    "base_url": f"http://127.0.0.1:{CLR_PORT}/ims/clr/v2p0",
+                    "base_url": f"{ports.clr_url}/ims/clr/v2p0",
                     "client_id": t.client_id,
                     "client_secret": {"file": str(t.client_secret_file)},
                     "identity_salt": {"file": str(salt)},
@@ -143,7 +172,7 @@ def _publish_config(base: Path, tenants: Sequence[TenantSecrets], registry: Tena
                         "name": name,
                         "url": profile.webpage if profile and profile.webpage else None,
                     },
-                    "achievement_id_base": f"http://127.0.0.1:{REGISTRY_PORT}/resources/",
+                    "achievement_id_base": f"{ports.registry_url}/resources/",
                 },
             ]
         }
@@ -166,64 +195,64 @@ def _service_env(service: str, publish_config: Path) -> dict[str, str]:
     return env
 
 
-def _components(
-    base: Path, tenants: Sequence[TenantSecrets], publish_config: Path
+def standin_components(
+    base: Path, tenants: Sequence[TenantSecrets], ports: Ports = Ports()
 ) -> list[Component]:
+    """The registry and CLR host stand-ins, configured with every tenant's credentials."""
     python = sys.executable
-    admin = base / "secrets" / "admin-token"
-    registry_argv = [
-        python,
-        "-m",
-        "cayg_standins",
-        "registry",
-        "--port",
-        str(REGISTRY_PORT),
-        "--data-dir",
-        str(base / "registry"),
-        "--admin-token-file",
-        str(admin),
-        "--conformance-dir",
-        str(conformance_dir()),
-        "--public-base-url",
-        f"http://127.0.0.1:{REGISTRY_PORT}",
-    ]
-    clr_argv = [
-        python,
-        "-m",
-        "cayg_standins",
-        "clr",
-        "--port",
-        str(CLR_PORT),
-        "--data-dir",
-        str(base / "clr"),
-        "--admin-token-file",
-        str(admin),
-        "--conformance-dir",
-        str(conformance_dir()),
-    ]
+    admin = str(base / "secrets" / "admin-token")
+    common = ["--admin-token-file", admin, "--conformance-dir", str(conformance_dir())]
     api_keys = ";".join(f"{t.api_key_file.read_text()}={t.org_ctid}" for t in tenants)
     clients = ";".join(f"{t.client_id}:{t.client_secret_file.read_text()}" for t in tenants)
-    components = [
+    return [
         Component(
             "registry",
-            registry_argv,
-            f"http://127.0.0.1:{REGISTRY_PORT}/resources/none",
+            [
+                python,
+                "-m",
+                "cayg_standins",
+                "registry",
+                "--port",
+                str(ports.registry),
+                "--data-dir",
+                str(base / "registry"),
+                "--public-base-url",
+                ports.registry_url,
+                *common,
+            ],
+            f"{ports.registry_url}/resources/none",
             env={"CAYG_STANDINS_API_KEYS": api_keys},
         ),
         Component(
             "clr",
-            clr_argv,
-            f"http://127.0.0.1:{CLR_PORT}/ims/clr/v2p0/discovery",
+            [
+                python,
+                "-m",
+                "cayg_standins",
+                "clr",
+                "--port",
+                str(ports.clr),
+                "--data-dir",
+                str(base / "clr"),
+                *common,
+            ],
+            f"{ports.clr_url}/ims/clr/v2p0/discovery",
             env={"CAYG_STANDINS_CLIENTS": clients},
         ),
     ]
+
+
+def _components(
+    base: Path, tenants: Sequence[TenantSecrets], publish_config_file: Path
+) -> list[Component]:
+    components = standin_components(base, tenants)
     for service in ("ingest", "normalize", "publish"):
         components.append(
             Component(
                 service,
-                [python, "-m", f"cayg_{service}"],
+                [sys.executable, "-m", f"cayg_{service}"],
                 f"http://127.0.0.1:{SERVICE_PORTS[service]}/readyz",
-                env=_service_env(service, publish_config),
+                env=_service_env(service, publish_config_file),
             )
         )
     return components
@@ -383,14 +412,13 @@ def up(*, learners_per_tenant: int = 40, idle_timeout_s: float = 240.0) -> int:
         _say(f"conformance data not found at {conformance_dir()} (set CAYG_CONFORMANCE_DIR)")
         return 2
     registry = TenantRegistry.load(TENANTS_FILE)
-    _secret_file(base / "secrets" / "admin-token", secrets.token_urlsafe(24))
-    tenants = _tenant_secrets(base, registry)
-    publish_config = _publish_config(base, tenants, registry)
+    tenants = tenant_secrets(base, registry)
+    publish_config_file = publish_config(base, tenants, registry)
     stack = Stack(base)
     _say(f"starting Kafka on {BOOTSTRAP} (state in {base / 'kafka'})")
     _start_kafka(base)
     asyncio.run(_create_topics(Topics(), [t.tenant for t in tenants], RETRY_TIERS))
-    for component in _components(base, tenants, publish_config):
+    for component in _components(base, tenants, publish_config_file):
         started = stack.start(component)
         _say(f"{component.name}: {'started' if started else 'already running'}")
     messages = sample_feed(learners_per_tenant=learners_per_tenant)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Final
 
+from aiokafka.errors import MessageSizeTooLargeError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import CollectorRegistry, Counter
@@ -59,9 +60,14 @@ class IngestMetrics:
 
 
 def envelope_key(envelope: IngestEnvelope) -> bytes:
-    """Partition key: one SIS entity's messages stay in one partition, in order."""
+    """Partition key: every message about one SIS record stays in one partition, in order.
+
+    Tenant + the SIS's id of the record, without the event type: an award's ``issued`` and
+    ``revoked`` events (or a definition's ``upserted`` and ``deleted``) must not overtake
+    each other. Records of different kinds that share an SIS id merely share a partition.
+    """
     subject = envelope.subject_id or envelope.source_message_id
-    return f"{envelope.tenant}:{envelope.subject_type}:{subject}".encode()
+    return f"{envelope.tenant}:{subject}".encode()
 
 
 def output_headers(envelope: IngestEnvelope, inbound: dict[str, str]) -> dict[str, str]:
@@ -162,6 +168,22 @@ async def _ingest_one(
             limits,
             received_at=now,
         )
+        try:
+            await broker.publish(
+                envelope.model_dump_json().encode(),
+                topic=topics.ingested,
+                key=envelope_key(envelope),
+                headers=output_headers(envelope, inbound_headers),
+            )
+        except MessageSizeTooLargeError as error:
+            # Within the tenant's limit but over what the cluster takes: parking it beats
+            # retrying it forever and blocking its partition.
+            raise Rejection(
+                "too-large-to-forward",
+                f"the envelope is over the Kafka cluster's message size limit ({error})",
+                "$",
+                tenant=envelope.tenant,
+            ) from error
     except Rejection as rejection:
         letter = dead_letter_for(record, rejection, now)
         await broker.publish(
@@ -179,12 +201,6 @@ async def _ingest_one(
             detail=rejection.detail,
         )
         return
-    await broker.publish(
-        envelope.model_dump_json().encode(),
-        topic=topics.ingested,
-        key=envelope_key(envelope),
-        headers=output_headers(envelope, inbound_headers),
-    )
     metrics.accepted.labels(tenant=envelope.tenant, format=envelope.format.value).inc()
     log.info(
         "sis message ingested",

@@ -333,9 +333,17 @@ class Rendering:
     content_hash: str
     #: None for the change's own entity; a stable name for a sub-entity.
     part: str | None = None
+    #: When the request is about something other than the change's entity — a learner's
+    #: whole CLR, which every award change of that learner re-renders — the ledger keys and
+    #: versions it by that thing instead, so re-rendering the same record from another
+    #: award's change is recognised as unchanged.
+    subject: str | None = None
+    subject_version: Version | None = None
 
     def ledger_key(self, entity_key: str) -> str:
         """The ledger's entity key of this request."""
+        if self.subject is not None:
+            return self.subject
         return entity_key if self.part is None else f"{entity_key}|{self.part}"
 
 

@@ -212,14 +212,18 @@ class _Delivery:
         try:
             renderings = await self.target.render(self.change)
         except TargetFailure as exc:
-            return await self._failed(self.entity_key, exc.failure, "", attempts=0, key=None)
+            return await self._failed(
+                self.entity_key, self.version, exc.failure, "", attempts=0, key=None
+            )
         except _RENDER_ERRORS as exc:
             failure = Failure(
                 kind=FailureKind.PERMANENT,
                 reason="render",
                 detail=f"cannot render for {self.name}: {type(exc).__name__}: {exc}"[:1000],
             )
-            return await self._failed(self.entity_key, failure, "", attempts=0, key=None)
+            return await self._failed(
+                self.entity_key, self.version, failure, "", attempts=0, key=None
+            )
         if not renderings:
             return TargetOutcome(target=self.name, status=DeliveryStatus.NOT_APPLICABLE)
         outcomes: list[TargetOutcome] = []
@@ -235,10 +239,9 @@ class _Delivery:
 
     async def _deliver_part(self, rendering: Rendering) -> TargetOutcome:
         ledger_key = rendering.ledger_key(self.entity_key)
-        key = idempotency_key(self.name, ledger_key, self.version, rendering.content_hash)
-        decision = await self.ledger.decide(
-            self.name, ledger_key, self.version, rendering.content_hash
-        )
+        version = rendering.subject_version or self.version
+        key = idempotency_key(self.name, ledger_key, version, rendering.content_hash)
+        decision = await self.ledger.decide(self.name, ledger_key, version, rendering.content_hash)
         if decision.kind is DecisionKind.SKIP_UNCHANGED:
             return self._skipped(DeliveryStatus.UNCHANGED, decision.entry, key)
         if decision.kind is DecisionKind.SKIP_STALE:
@@ -252,9 +255,11 @@ class _Delivery:
                 not_before=decision.not_before,
                 idempotency_key=key,
             )
-        return await self._call(ledger_key, rendering, key)
+        return await self._call(ledger_key, version, rendering, key)
 
-    async def _call(self, ledger_key: str, rendering: Rendering, key: str) -> TargetOutcome:
+    async def _call(
+        self, ledger_key: str, version: Version, rendering: Rendering, key: str
+    ) -> TargetOutcome:
         attempt = 0
         while True:
             attempt += 1
@@ -264,11 +269,18 @@ class _Delivery:
             except TargetFailure as exc:
                 failure = exc.failure
             else:
-                return await self._succeeded(ledger_key, rendering, applied, attempt, key)
+                return await self._succeeded(
+                    ledger_key, version, rendering, applied, attempts=attempt, key=key
+                )
             delay = in_process_delay(self.policy, attempt, failure, self.random)
             if delay is None:
                 return await self._failed(
-                    ledger_key, failure, rendering.content_hash, attempts=attempt, key=key
+                    ledger_key,
+                    version,
+                    failure,
+                    rendering.content_hash,
+                    attempts=attempt,
+                    key=key,
                 )
             # Sleep outside the throttle: a backing-off delivery holds no slot.
             await self.sleep(delay)
@@ -283,12 +295,19 @@ class _Delivery:
         )
 
     async def _succeeded(
-        self, ledger_key: str, rendering: Rendering, applied: Applied, attempts: int, key: str
+        self,
+        ledger_key: str,
+        version: Version,
+        rendering: Rendering,
+        applied: Applied,
+        *,
+        attempts: int,
+        key: str,
     ) -> TargetOutcome:
         entry = await self.ledger.record_success(
             self.name,
             ledger_key,
-            self.version,
+            version,
             rendering.content_hash,
             remote_id=applied.remote_id or rendering.remote_id,
             remote_url=applied.remote_url,
@@ -306,6 +325,7 @@ class _Delivery:
     async def _failed(
         self,
         ledger_key: str,
+        version: Version,
         failure: Failure,
         content_hash: str,
         *,
@@ -316,7 +336,7 @@ class _Delivery:
         await self.ledger.record_failure(
             self.name,
             ledger_key,
-            self.version,
+            version,
             content_hash,
             outcome=outcome,
             error=f"{failure.reason}: {failure.detail}",

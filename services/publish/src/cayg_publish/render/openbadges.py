@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from typing import Any, Final, Literal
 
@@ -37,6 +37,7 @@ from cayg_shared.schema import (
     LearnerIdentity,
     LearnerRef,
     Operation,
+    SourceVersion,
 )
 
 VC_CONTEXT: Final = "https://www.w3.org/ns/credentials/v2"
@@ -493,7 +494,15 @@ class OpenBadgesRenderer:
             changed_at=changed_at,
             withdrawn_at=withdrawn_at,
         )
-        return (_rendering(body),)
+        # The ledger tracks the learner's record itself, versioned by its change time, so
+        # another award's change that renders the same record is recognised as unchanged.
+        return (
+            replace(
+                _rendering(body),
+                subject=f"clr-record|{change.tenant}|{learner}",
+                subject_version=SourceVersion(stream="clr-record", time=changed_at),
+            ),
+        )
 
     async def _definition(self, tenant: str, ctid: str) -> CredentialDefinition:
         definition = await self._catalog.definition(tenant, ctid)

@@ -1,0 +1,202 @@
+"""The whole pipeline, for real: a Kafka broker, the registry and CLR host stand-ins as
+HTTP servers, and ingest, normalize and publish as OS processes.
+
+The registry is broken on purpose (a full outage) while the sample feed flows. cayg-sync
+must park the registry deliveries on its retry tiers without holding up the CLR host, and
+once the registry is back every credential definition must be applied there exactly once.
+Feeding the same stream again after a publish restart must change nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cayg_ops import kafka_view
+from cayg_ops.demo import (
+    TENANTS_FILE,
+    Ports,
+    TenantSecrets,
+    publish_config,
+    standin_components,
+    tenant_secrets,
+)
+from cayg_ops.feed import sample_feed
+from cayg_ops.stack import Stack
+from cayg_shared.tenants import TenantRegistry
+from cayg_shared.topics import Topics
+from support.kafka import free_port
+from support.processes import ServiceProcess
+
+pytestmark = pytest.mark.e2e
+
+LEARNERS = 4
+BAD_MESSAGES = 5  # sample_feed's deliberately broken messages
+
+
+class Pipeline:
+    """Everything one e2e test runs, with helpers to look at it."""
+
+    def __init__(self, base: Path, bootstrap: str, prefix: str) -> None:
+        self.base = base
+        self.bootstrap = bootstrap
+        self.topics = Topics(prefix)
+        self.registry = TenantRegistry.load(TENANTS_FILE)
+        self.tenants: list[TenantSecrets] = tenant_secrets(base, self.registry)
+        self.ports = Ports(registry=free_port(), clr=free_port())
+        config = publish_config(base, self.tenants, self.registry, self.ports)
+        self.stack = Stack(base)
+        for component in standin_components(base, self.tenants, self.ports):
+            self.stack.start(component)
+        self.groups = {s: f"{prefix}cayg-{s}" for s in ("ingest", "normalize", "publish")}
+        self.services: dict[str, ServiceProcess] = {}
+        for service, group in self.groups.items():
+            p = f"CAYG_{service.upper()}_"
+            env = {
+                f"{p}KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+                f"{p}KAFKA__METADATA_MAX_AGE_MS": "1000",
+                f"{p}TOPIC_PREFIX": prefix,
+                f"{p}GROUP_ID": group,
+                f"{p}TENANTS_FILE": str(TENANTS_FILE),
+                f"{p}REDELIVERY_BACKOFF_S": "0.2",
+            }
+            if service == "publish":
+                env |= {
+                    f"{p}TARGETS_FILE": str(config),
+                    f"{p}RETRY_TIERS_S": "[1, 2, 4, 8]",
+                    f"{p}IN_PROCESS_ATTEMPTS": "2",
+                    f"{p}RETRY_POLL_S": "0.5",
+                }
+            self.services[service] = ServiceProcess(service, env=env, log_dir=base)
+
+    def admin(self, method: str, url: str, **kwargs: Any) -> Any:
+        token = (self.base / "secrets" / "admin-token").read_text().strip()
+        response = httpx.request(
+            method, url, headers={"X-Admin-Token": token}, timeout=10, **kwargs
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def registry_requests(self) -> dict[str, Any]:
+        body = self.admin("GET", f"{self.ports.registry_url}/_admin/stats")
+        requests: dict[str, Any] = body["requests"]
+        return requests
+
+    def clr_upserts(self) -> list[dict[str, Any]]:
+        body = self.admin("GET", f"{self.ports.clr_url}/_admin/stats")
+        upserts: list[dict[str, Any]] = body["upserts"]
+        return upserts
+
+    async def feed(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=4 * 1024 * 1024,
+        )
+        await producer.start()
+        try:
+            for message in sample_feed(learners_per_tenant=LEARNERS):
+                await producer.send_and_wait(
+                    self.topics.sis(message.tenant),
+                    message.value,
+                    key=message.key,
+                    headers=[(k, v.encode()) for k, v in message.headers.items()],
+                )
+        finally:
+            await producer.stop()
+
+    async def wait_idle(self, timeout_s: float = 150.0, settle_s: float = 4.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        idle_since: float | None = None
+        while time.monotonic() < deadline:
+            lags = await kafka_view.consumer_lag(self.bootstrap, list(self.groups.values()))
+            if all(lag.partitions for lag in lags) and sum(lag.lag for lag in lags) == 0:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= settle_s:
+                    return
+            else:
+                idle_since = None
+            await asyncio.sleep(0.5)
+        lags = await kafka_view.consumer_lag(self.bootstrap, list(self.groups.values()))
+        raise AssertionError(f"pipeline not idle in {timeout_s} s: {lags}")
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = httpx.get(f"{self.services['publish'].url}/metrics", timeout=5).text
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(name + "{"):
+                continue
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def close(self) -> None:
+        for service in self.services.values():
+            service.kill()
+        for name in ("registry", "clr"):
+            self.stack.stop(name)
+
+
+@pytest.fixture
+def pipeline(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[Pipeline]:
+    running = Pipeline(tmp_path, kafka_bootstrap, topic_prefix)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+async def test_registry_outage_is_ridden_out_and_replays_change_nothing(
+    pipeline: Pipeline,
+) -> None:
+    # Break the registry for a while, then start everything and feed the stream.
+    pipeline.admin(
+        "POST", f"{pipeline.ports.registry_url}/_admin/faults", json={"seed": 3, "outage_s": 12}
+    )
+    for service in pipeline.services.values():
+        await asyncio.to_thread(service.start)
+    await pipeline.feed()
+    await pipeline.wait_idle()
+
+    # Every definition reached the registry exactly once, after the outage.
+    requests = pipeline.registry_requests()
+    definitions = {ctid: entry for ctid, entry in requests.items() if "credential/publish" in entry}
+    assert len(definitions) == 11  # 3 Northfield + 4 Lakeshore + 4 Harbor Tech
+    assert all(e["credential/publish"].get("applied") == 1 for e in definitions.values())
+    assert pipeline.metric("cayg_publish_outcomes_total", outcome="retry_scheduled") > 0
+
+    # The CLR host was not held up by the broken registry, and nothing was rejected.
+    upserts = pipeline.clr_upserts()
+    assert len(upserts) >= 3 * LEARNERS - 2  # revoked-only learners may be withdrawn
+    assert all(row["rejected"] == 0 for row in upserts)
+
+    # Only the deliberately broken input is parked; nothing failed in publish.
+    ingest_dlq = await kafka_view.read_parked(pipeline.bootstrap, pipeline.topics.ingest_dlq)
+    publish_dlq = await kafka_view.read_parked(pipeline.bootstrap, pipeline.topics.publish_dlq)
+    assert len(ingest_dlq) == BAD_MESSAGES
+    assert publish_dlq == []
+
+    # Restart publish and feed the very same stream again: nothing changes anywhere.
+    assert pipeline.services["publish"].stop() == 0
+    await asyncio.to_thread(pipeline.services["publish"].start)
+    await pipeline.feed()
+    await pipeline.wait_idle()
+
+    again = pipeline.registry_requests()
+    assert {
+        c: e["credential/publish"].get("applied") for c, e in again.items() if c in definitions
+    } == {c: 1 for c in definitions}
+    totals_before = {(r["issuer_id"], r["credential_id"]): r["total"] for r in upserts}
+    totals_after = {
+        (r["issuer_id"], r["credential_id"]): r["total"] for r in pipeline.clr_upserts()
+    }
+    assert totals_after == totals_before, "a replayed stream must not touch the CLR host"
