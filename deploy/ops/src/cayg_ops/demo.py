@@ -269,6 +269,18 @@ def _start_kafka(base: Path) -> None:
         raise StackError(f"Kafka did not start: {result.stderr.strip()}")
 
 
+def group_topics(topics: Topics, retry_tiers: int, group_prefix: str = "") -> dict[str, list[str]]:
+    """What each service's consumer group reads (SIS topics are found by pattern, so
+    ingest is judged by its commits alone)."""
+    return {
+        f"{group_prefix}cayg-normalize": [topics.ingested],
+        f"{group_prefix}cayg-publish": [
+            topics.normalized,
+            *(topics.publish_retry(n) for n in range(1, retry_tiers + 1)),
+        ],
+    }
+
+
 async def _create_topics(topics: Topics, tenants: Sequence[str], retry_tiers: int) -> None:
     """Create every topic up front (3 partitions), as an operator would in production."""
     names = [topics.sis(t) for t in tenants] + [
@@ -318,7 +330,7 @@ async def _wait_idle(timeout_s: float, settle_s: float = 6.0) -> bool:
     idle_since: float | None = None
     last_report = 0.0
     while time.monotonic() < deadline:
-        lags = await kafka_view.consumer_lag(BOOTSTRAP)
+        lags = await kafka_view.consumer_lag(BOOTSTRAP, topics=group_topics(Topics(), RETRY_TIERS))
         behind = sum(lag.lag for lag in lags)
         now = time.monotonic()
         if now - last_report > 5:

@@ -6,7 +6,7 @@ Read-only, except :func:`replay`, which re-sends parked messages to where they c
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -39,8 +39,18 @@ class ParkedMessage:
     raw: bytes
 
 
-async def consumer_lag(bootstrap: str, groups: Sequence[str] = SERVICE_GROUPS) -> list[GroupLag]:
-    """Committed offset vs log end for every partition each group has committed on."""
+async def consumer_lag(
+    bootstrap: str,
+    groups: Sequence[str] = SERVICE_GROUPS,
+    *,
+    topics: Mapping[str, Sequence[str]] | None = None,
+) -> list[GroupLag]:
+    """Committed offset vs log end for every partition each group has committed on.
+
+    ``topics`` (group → topics it reads) adds partitions the group has not committed on
+    yet, counted from their beginning: a retry topic whose first message still waits for
+    its not-before time is behind, not idle.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await admin.start()
@@ -48,12 +58,20 @@ async def consumer_lag(bootstrap: str, groups: Sequence[str] = SERVICE_GROUPS) -
     try:
         result: list[GroupLag] = []
         for group in groups:
-            committed = await admin.list_consumer_group_offsets(group)
+            committed = {
+                tp: meta.offset
+                for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
+            }
+            extra: list[TopicPartition] = []
+            for topic in (topics or {}).get(group, ()):
+                extra += [tp for tp in await _partitions(bootstrap, topic) if tp not in committed]
+            if extra:
+                committed.update(await consumer.beginning_offsets(extra))
             if not committed:
                 result.append(GroupLag(group, 0, 0))
                 continue
             ends = await consumer.end_offsets(list(committed))
-            lag = sum(max(0, ends[tp] - meta.offset) for tp, meta in committed.items())
+            lag = sum(max(0, ends[tp] - offset) for tp, offset in committed.items())
             result.append(GroupLag(group, lag, len(committed)))
         return result
     finally:

@@ -33,6 +33,7 @@ from cayg_shared.schema import (
     Change,
     CredentialAward,
     CredentialDefinition,
+    CredentialRef,
     EntityType,
     LearnerIdentity,
     LearnerRef,
@@ -425,7 +426,7 @@ class OpenBadgesRenderer:
         identity = await self._identity(change.tenant, award.learner)
         identifiers = learner_identifiers(award.learner, identity)
         if self._api == "ob":
-            definition = await self._definition(change.tenant, award.definition.ctid)
+            definition = await self._definition(change.tenant, award.definition)
             body = achievement_credential(
                 change.tenant,
                 str(key),
@@ -441,7 +442,7 @@ class OpenBadgesRenderer:
         withdrawn_at: datetime | None = None
         entries = []
         for held in awards:
-            definition = await self._definition(change.tenant, held.award.definition.ctid)
+            definition = await self._definition(change.tenant, held.award.definition)
             entries.append(
                 (
                     achievement_credential(
@@ -465,7 +466,7 @@ class OpenBadgesRenderer:
             # The learner's last award was revoked: withdraw the record by expiring it,
             # keeping the revoked award (valid until its revocation) as its one entry.
             withdrawn_at = change.source_version.time
-            definition = await self._definition(change.tenant, award.definition.ctid)
+            definition = await self._definition(change.tenant, award.definition)
             entries.append(
                 (
                     achievement_credential(
@@ -504,10 +505,16 @@ class OpenBadgesRenderer:
             ),
         )
 
-    async def _definition(self, tenant: str, ctid: str) -> CredentialDefinition:
-        definition = await self._catalog.definition(tenant, ctid)
+    async def _definition(self, tenant: str, ref: CredentialRef) -> CredentialDefinition:
+        definition = await self._catalog.definition(tenant, ref.ctid)
+        if definition is None and ref.source_id is not None:
+            # An award names its credential by SIS id; the CTID it derived may differ from
+            # the definition's when the tenant imported that CTID by SIS code.
+            definition = await self._catalog.definition_by_source(tenant, ref.source_id)
         if definition is None:
-            raise _unknown("definition-unknown", f"the awarded definition {ctid} has not arrived")
+            raise _unknown(
+                "definition-unknown", f"the awarded definition {ref.ctid} has not arrived"
+            )
         return definition
 
     async def _identity(self, tenant: str, learner: LearnerRef) -> LearnerIdentity | None:
