@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--topic-prefix", default=os.environ.get("CAYG_TOPIC_PREFIX", ""))
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="consumer lag and DLQ depth")
+    sub.add_parser("demo", help="the local demo stack: cayg demo up|down|fault (see --help)")
 
     dlq = sub.add_parser("dlq", help="inspect or replay dead letters")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -206,7 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cayg``."""
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["demo"]:
+        # The demo has its own sub-commands (up, down, fault) and options.
+        from cayg_ops import demo  # noqa: PLC0415 - heavy imports only when asked for
+
+        return demo.main(arguments[1:])
+    args = build_parser().parse_args(arguments)
     topics = Topics(args.topic_prefix)
     stages: list[str] = list(getattr(args, "stage", None) or STAGES)
     try:

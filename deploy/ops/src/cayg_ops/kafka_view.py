@@ -170,7 +170,8 @@ async def replay(
     sent: list[tuple[ParkedMessage, str]] = []
     try:
         for item in parked:
-            if item.letter is None:
+            if item.letter is None or item.letter.value_truncated:
+                # A truncated copy would only be parked again; it needs the SIS to resend.
                 continue
             target = replay_target(item.letter, topics)
             key = None if item.letter.key_b64 is None else _b64(item.letter.key_b64)
