@@ -181,8 +181,10 @@ async def test_registry_outage_is_ridden_out_and_replays_change_nothing(
 
     # The CLR host was not held up by the broken registry, and nothing was rejected.
     upserts = pipeline.clr_upserts()
-    # One record per learner with any award (plus the retro-award learner), withdrawn ones too.
-    assert len(upserts) == 3 * LEARNERS + 1
+    # One record per learner with an award (plus the retro-award learner), withdrawn ones
+    # too; the one Lakeshore award rescinded in the feed may be revoked before its first
+    # delivery (it waits for its learner), and then no record is ever made for it.
+    assert 3 * LEARNERS <= len(upserts) <= 3 * LEARNERS + 1
     assert all(row["rejected"] == 0 for row in upserts)
 
     # Only the deliberately broken input is parked; nothing failed in publish.

@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from cayg_publish.domain import Catalog, Rendering, TargetFailure, learner_key
 from cayg_publish.domain import Operation as RenderOperation
 from cayg_publish.idempotency import content_hash
-from cayg_publish.retry import Failure, FailureKind, permanent_failure
+from cayg_publish.retry import Failure, FailureKind
 from cayg_shared.ids import derived_id
 from cayg_shared.schema import (
     AwardStatus,
@@ -458,11 +458,9 @@ class OpenBadgesRenderer:
             )
         if not entries:
             if not revoked:
-                raise TargetFailure(
-                    permanent_failure(
-                        "clr-empty", "the learner has no award in the catalog to put in a CLR"
-                    )
-                )
+                # The award was revoked in the catalog after this change was rendered the
+                # first time (a retry overtaken by the revocation): nothing to send.
+                return ()
             # The learner's last award was revoked: withdraw the record by expiring it,
             # keeping the revoked award (valid until its revocation) as its one entry.
             withdrawn_at = change.source_version.time
