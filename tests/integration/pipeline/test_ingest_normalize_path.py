@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cayg_shared import headers as h
@@ -93,6 +94,18 @@ async def test_event_flows_once_with_key_headers_and_trace(
         assert change.correlation_id == sent[h.CORRELATION_ID]
         assert change.entity is not None
         assert change.tenant == NORTHFIELD
+
+    async with httpx.AsyncClient(timeout=5) as http:
+        health = await http.get(f"{services['ingest'].url}/healthz")
+        ready = await http.get(f"{services['normalize'].url}/readyz")
+        metrics = (await http.get(f"{services['ingest'].url}/metrics")).text
+    assert health.status_code == 200
+    assert ready.json()["checks"]["kafka"] is True
+    accepted = (
+        'cayg_ingest_accepted_total{format="ethos-change-notification",tenant="northfield-cc"}'
+    )
+    assert f"{accepted} 20.0" in metrics
+    assert "faststream_received_messages_total" in metrics
 
     for proc in services.values():
         assert proc.stop() == 0
