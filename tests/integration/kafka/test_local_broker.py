@@ -50,12 +50,12 @@ async def test_transactions_are_supported(kafka_bootstrap: str) -> None:
     await producer.start()
     try:
         async with producer.transaction():
-            await producer.send(topic, b"committed")
+            await producer.send(topic, b"committed", partition=0)
         await producer.begin_transaction()
-        await producer.send(topic, b"aborted")
+        await producer.send(topic, b"aborted", partition=0)
         await producer.abort_transaction()
         async with producer.transaction():
-            await producer.send(topic, b"after")
+            await producer.send(topic, b"after", partition=0)
     finally:
         await producer.stop()
 
