@@ -8,6 +8,19 @@ cd "$repo"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
+# Debian packages: as root directly, else through sudo, else say what to install.
+apt_updated=""
+apt_install() {
+  local run=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then run=(sudo); else
+      say "please install these Debian packages (as root): $*"; exit 1
+    fi
+  fi
+  if [ -z "$apt_updated" ]; then "${run[@]}" apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive "${run[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 if ! command -v uv >/dev/null 2>&1; then
   say "installing uv (from PyPI)"
   python3 -m pip install --quiet --disable-pip-version-check uv
@@ -19,16 +32,16 @@ uv sync --frozen --quiet
 say "fetching Apache Kafka jars (Maven Central) if not cached"
 if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
   say "installing Java 17 and Maven (Debian)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
+  apt_install openjdk-17-jdk-headless maven
 fi
 bash deploy/kafka/kafka.sh fetch
 
 if [ "${CAYG_SKIP_POSTGRES:-}" != "1" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   say "installing PostgreSQL server (Debian) for the ledger tests"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  apt_install postgresql
 fi
 if [ "${CAYG_SKIP_PROMETHEUS:-}" != "1" ] && ! command -v promtool >/dev/null 2>&1; then
   say "installing Prometheus and promtool (Debian) for the alert and dashboard tests"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  apt_install prometheus
 fi
 say "ready"
