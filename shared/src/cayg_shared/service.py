@@ -12,7 +12,9 @@ import json
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
+from uuid import UUID
 
 import structlog
 import uvicorn
@@ -23,7 +25,8 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from prometheus_client import CollectorRegistry, Gauge, make_asgi_app
 
-from cayg_shared.headers import decode_headers, trace_id
+from cayg_shared.envelope import DeadLetter, SourceCoordinates, Stage
+from cayg_shared.headers import CONTENT_TYPE, DLQ_REASON, decode_headers, trace_id
 from cayg_shared.logging import get_logger
 from cayg_shared.settings import KafkaSettings, ServiceSettings
 from cayg_shared.tenants import TenantRegistry
@@ -103,6 +106,61 @@ class ConsumerLag:
             self.gauge.labels(self.service, record.topic, str(record.partition)).set(
                 max(0, mark - record.offset - 1)
             )
+
+
+#: Most bytes of an original value a dead letter keeps. The letter is one Kafka record
+#: (1 MiB by default) and base64 adds a third, so an oversized record cannot be parked
+#: whole: without a cap its letter could never be written, and the record would be read
+#: again forever, blocking its partition. Longer values are cut (``value_truncated``).
+MAX_PARKED_VALUE_BYTES: Final = 600 * 1024
+
+
+def dead_letter(
+    record: InboundRecord,
+    *,
+    stage: Stage,
+    reason: str,
+    detail: str,
+    field_path: str | None = None,
+    tenant: str | None = None,
+    event_id: UUID | None = None,
+    target_response: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> DeadLetter:
+    """The DLQ entry for ``record``: why, and everything needed to replay it (except the
+    tail of a value over :data:`MAX_PARKED_VALUE_BYTES`)."""
+    value = record.value or b""
+    kept = value[:MAX_PARKED_VALUE_BYTES]
+    return DeadLetter(
+        stage=stage,
+        reason=reason[:64],
+        detail=detail[:4000],
+        field_path=field_path,
+        tenant=tenant,
+        event_id=event_id,
+        source=SourceCoordinates(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp_ms=record.timestamp_ms,
+        ),
+        failed_at=now or datetime.now(UTC),
+        key_b64=DeadLetter.encode(record.key),
+        value_b64=DeadLetter.encode(kept) or "",
+        value_truncated=len(kept) < len(value),
+        original_headers=record.text_headers(),
+        target_response=target_response,
+    )
+
+
+async def park(broker: KafkaBroker, topic: str, letter: DeadLetter, key: bytes | None) -> None:
+    """Write ``letter`` to the dead-letter ``topic`` (acks=all) under the original key."""
+    await broker.publish(
+        letter.model_dump_json().encode(),
+        topic=topic,
+        key=key,
+        headers={DLQ_REASON: letter.reason, CONTENT_TYPE: "application/json"},
+    )
 
 
 def clear_log_context(*keys: str) -> None:

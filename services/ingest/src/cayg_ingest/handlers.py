@@ -9,7 +9,6 @@ handler raises, FastStream seeks back, and the record is read again after a paus
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Final
 
 from aiokafka.errors import MessageSizeTooLargeError
 from faststream import AckPolicy
@@ -19,25 +18,21 @@ from prometheus_client import CollectorRegistry, Counter
 from cayg_ingest.domain import InboundMessage, IngestLimits, Rejection, admit
 from cayg_ingest.settings import IngestSettings
 from cayg_shared import headers as h
-from cayg_shared.envelope import DeadLetter, IngestEnvelope, SourceCoordinates, Stage
+from cayg_shared.envelope import DeadLetter, IngestEnvelope, Stage
 from cayg_shared.headers import child_traceparent
 from cayg_shared.logging import get_logger
 from cayg_shared.service import (
     ConsumerLag,
     InboundRecord,
     clear_log_context,
+    dead_letter,
+    park,
     pause_before_redelivery,
 )
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
 
 log = get_logger("cayg.ingest")
-
-#: Most bytes of an original value a dead letter keeps. The letter is one Kafka record
-#: (1 MiB by default) and base64 adds a third, so an oversized record cannot be parked
-#: whole: without a cap its letter could never be written, and the record would be read
-#: again forever, blocking its partition. Longer values are cut (``value_truncated``).
-MAX_PARKED_VALUE_BYTES: Final = 600 * 1024
 
 
 class IngestMetrics:
@@ -86,27 +81,15 @@ def output_headers(envelope: IngestEnvelope, inbound: dict[str, str]) -> dict[st
 
 
 def dead_letter_for(record: InboundRecord, rejection: Rejection, now: datetime) -> DeadLetter:
-    """The DLQ entry for a rejected record: the reason and everything needed to replay it
-    (except the tail of a value over :data:`MAX_PARKED_VALUE_BYTES`)."""
-    value = record.value or b""
-    kept = value[:MAX_PARKED_VALUE_BYTES]
-    return DeadLetter(
+    """The DLQ entry for a rejected record: the reason and everything needed to replay it."""
+    return dead_letter(
+        record,
         stage=Stage.INGEST,
         reason=rejection.reason,
         detail=rejection.detail,
         field_path=rejection.field_path,
         tenant=rejection.tenant,
-        source=SourceCoordinates(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            timestamp_ms=record.timestamp_ms,
-        ),
-        failed_at=now,
-        key_b64=DeadLetter.encode(record.key),
-        value_b64=DeadLetter.encode(kept) or "",
-        value_truncated=len(kept) < len(value),
-        original_headers=record.text_headers(),
+        now=now,
     )
 
 
@@ -185,13 +168,7 @@ async def _ingest_one(
                 tenant=envelope.tenant,
             ) from error
     except Rejection as rejection:
-        letter = dead_letter_for(record, rejection, now)
-        await broker.publish(
-            letter.model_dump_json().encode(),
-            topic=topics.ingest_dlq,
-            key=record.key,
-            headers={h.DLQ_REASON: rejection.reason, h.CONTENT_TYPE: "application/json"},
-        )
+        await park(broker, topics.ingest_dlq, dead_letter_for(record, rejection, now), record.key)
         metrics.rejected.labels(reason=rejection.reason).inc()
         log.warning(
             "sis message rejected",

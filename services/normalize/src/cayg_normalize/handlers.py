@@ -8,9 +8,6 @@ dedups them).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Final
-
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import CollectorRegistry, Counter
@@ -19,25 +16,21 @@ from pydantic import ValidationError
 from cayg_normalize.domain import MappingError, normalize
 from cayg_normalize.settings import NormalizeSettings
 from cayg_shared import headers as h
-from cayg_shared.envelope import DeadLetter, IngestEnvelope, SourceCoordinates, Stage
+from cayg_shared.envelope import IngestEnvelope, Stage
 from cayg_shared.headers import child_traceparent
 from cayg_shared.logging import get_logger
 from cayg_shared.service import (
     ConsumerLag,
     InboundRecord,
     clear_log_context,
+    dead_letter,
+    park,
     pause_before_redelivery,
 )
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
 
 log = get_logger("cayg.normalize")
-
-#: Most bytes of an envelope a dead letter keeps. The letter is one Kafka record (1 MiB by
-#: default) and base64 adds a third, so a large envelope cannot be parked whole: without a
-#: cap its letter could never be written, and the envelope would be read again forever,
-#: blocking its partition. Longer values are cut (``value_truncated``).
-MAX_PARKED_VALUE_BYTES: Final = 600 * 1024
 
 
 class NormalizeMetrics:
@@ -170,30 +163,13 @@ async def _park(
     problem: _Unmappable,
     envelope: IngestEnvelope | None,
 ) -> None:
-    value = record.value or b""
-    kept = value[:MAX_PARKED_VALUE_BYTES]
-    letter = DeadLetter(
+    letter = dead_letter(
+        record,
         stage=Stage.NORMALIZE,
         reason=problem.reason,
         detail=problem.detail,
         field_path=problem.field_path,
         tenant=envelope.tenant if envelope else None,
         event_id=envelope.event_id if envelope else None,
-        source=SourceCoordinates(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            timestamp_ms=record.timestamp_ms,
-        ),
-        failed_at=datetime.now(UTC),
-        key_b64=DeadLetter.encode(record.key),
-        value_b64=DeadLetter.encode(kept) or "",
-        value_truncated=len(kept) < len(value),
-        original_headers=record.text_headers(),
     )
-    await broker.publish(
-        letter.model_dump_json().encode(),
-        topic=topics.normalize_dlq,
-        key=record.key,
-        headers={h.DLQ_REASON: problem.reason, h.CONTENT_TYPE: "application/json"},
-    )
+    await park(broker, topics.normalize_dlq, letter, record.key)

@@ -29,13 +29,15 @@ from pydantic import ValidationError
 from cayg_publish.domain import DeliveryReport, DeliveryStatus, TargetOutcome
 from cayg_publish.settings import PublishSettings
 from cayg_shared import headers as h
-from cayg_shared.envelope import DeadLetter, SourceCoordinates, Stage
+from cayg_shared.envelope import Stage
 from cayg_shared.logging import get_logger
 from cayg_shared.schema import Change
 from cayg_shared.service import (
     ConsumerLag,
     InboundRecord,
     clear_log_context,
+    dead_letter,
+    park,
     pause_before_redelivery,
 )
 from cayg_shared.topics import Topics
@@ -256,31 +258,17 @@ class _Router:
         response = dict(outcome.response) if outcome and outcome.response else None
         if outcome is not None:
             response = {"target": outcome.target, "attempts": outcome.attempts, **(response or {})}
-        letter = DeadLetter(
+        letter = dead_letter(
+            record,
             stage=Stage.PUBLISH,
-            reason=reason[:64],
-            detail=detail[:4000],
+            reason=reason,
+            detail=detail,
             field_path=field_path,
             tenant=change.tenant if change else None,
             event_id=change.event_id if change else None,
-            source=SourceCoordinates(
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                timestamp_ms=record.timestamp_ms,
-            ),
-            failed_at=datetime.now(UTC),
-            key_b64=DeadLetter.encode(record.key),
-            value_b64=DeadLetter.encode(record.value or b"") or "",
-            original_headers=record.text_headers(),
             target_response=response,
         )
-        await self.broker.publish(
-            letter.model_dump_json().encode(),
-            topic=self.topics.publish_dlq,
-            key=record.key,
-            headers={h.DLQ_REASON: letter.reason, h.CONTENT_TYPE: "application/json"},
-        )
+        await park(self.broker, self.topics.publish_dlq, letter, record.key)
         log.error(
             "change dead-lettered",
             reason=letter.reason,
