@@ -6,12 +6,13 @@
 #   bash deploy/demo.sh          set up and run (everything keeps running afterwards)
 #   bash deploy/demo.sh stop     stop everything it started
 #   bash deploy/demo.sh fault --outage 30    break the registry stand-in for 30 s
+#   bash deploy/demo.sh feed --learners 60   feed more (new learners) and watch it recover
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 case "${1:-up}" in
   stop|down) exec uv run --frozen python -m cayg_ops.demo down ;;
-  fault) shift; exec uv run --frozen python -m cayg_ops.demo fault "$@" ;;
+  fault|feed) exec uv run --frozen python -m cayg_ops.demo "$@" ;;
   up) shift || true ;;
   *) ;;
 esac

@@ -410,3 +410,22 @@ async def test_awards_arriving_out_of_order_still_end_in_the_full_record(
     assert earlier.for_target(TARGET).status is DeliveryStatus.APPLIED
     assert host.upserts() == {"created": 1, "replaced": 1}
     assert_holds_once(host, ["Microcredential in SQL Databases", "Microcredential in Python"])
+
+
+async def test_a_corrected_award_date_still_replaces_the_record(
+    start_host: Any, ledger: Ledger, paths: Any
+) -> None:
+    # The SIS first reports a later award date, then corrects it to an earlier one: the
+    # corrected record must replace the first at the host, not be ignored as older.
+    host = start_host()
+    target = paths(host, ledger)
+    await prepare(target, ledger)
+    await send(change(award("AW-1", awarded_on=date(2026, 3, 1)), seq=1), target, ledger)
+    corrected = await send(
+        change(award("AW-1", awarded_on=date(2026, 1, 10)), seq=2), target, ledger
+    )
+
+    assert corrected.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert host.upserts() == {"created": 1, "replaced": 1}
+    inner = host.credentials()[0]["credentialSubject"]["verifiableCredential"]
+    assert [c["validFrom"][:10] for c in inner] == ["2026-01-10"]

@@ -410,7 +410,7 @@ def _summary(base: Path, tenants: Sequence[TenantSecrets], topics: Topics) -> st
         "  dashboards/alerts:  deploy/grafana/dashboards/cayg-pipeline.json, "
         "deploy/prometheus/ (prometheus --config.file=deploy/prometheus/prometheus.yml)",
         "  operator CLI:       uv run cayg status | uv run cayg dlq list",
-        "  break the registry: uv run cayg demo fault --outage 30   (then watch it recover)",
+        "  break the registry: uv run cayg demo fault --outage 30 && uv run cayg demo feed",
         "  stop everything:    bash deploy/demo.sh stop",
     ]
     return "\n".join(lines)
@@ -439,6 +439,20 @@ def up(*, learners_per_tenant: int = 40, idle_timeout_s: float = 240.0) -> int:
     idle = asyncio.run(_wait_idle(idle_timeout_s))
     if not idle:
         _say("the pipeline is still busy (retries may be pending); summary so far:")
+    print(_summary(base, tenants, Topics()))
+    return 0 if idle else 1
+
+
+def feed_more(*, learners_per_tenant: int) -> int:
+    """Feed the sample again into a running demo, wait, summarise. Learners beyond the
+    first run's are new (new awards and CLRs); the rest are replays the ledger skips."""
+    base = demo_dir()
+    registry = TenantRegistry.load(TENANTS_FILE)
+    tenants = tenant_secrets(base, registry)
+    messages = sample_feed(learners_per_tenant=learners_per_tenant)
+    _say(f"feeding {len(messages)} SIS events")
+    asyncio.run(_feed(messages, Topics()))
+    idle = asyncio.run(_wait_idle(600.0))
     print(_summary(base, tenants, Topics()))
     return 0 if idle else 1
 
@@ -485,6 +499,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     start.add_argument("--learners", type=int, default=40, help="learners per institution")
     start.add_argument("--idle-timeout", type=float, default=240.0)
     sub.add_parser("down", help="stop everything the demo started")
+    more = sub.add_parser(
+        "feed", help="feed the sample again (with more learners: new awards to publish)"
+    )
+    more.add_argument("--learners", type=int, default=60, help="learners per institution")
     breaker = sub.add_parser("fault", help="break a stand-in on purpose")
     breaker.add_argument("--target", choices=("registry", "clr"), default="registry")
     breaker.add_argument("--outage", type=float, help="seconds of full outage from now")
@@ -495,6 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return up(learners_per_tenant=args.learners, idle_timeout_s=args.idle_timeout)
         if args.action == "down":
             return down()
+        if args.action == "feed":
+            return feed_more(learners_per_tenant=args.learners)
         return fault(target=args.target, outage_s=args.outage, error_rate=args.error_rate)
     except StackError as error:
         _say(str(error))

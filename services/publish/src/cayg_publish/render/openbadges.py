@@ -328,9 +328,10 @@ def clr_credential(
     revocation) and is itself valid only until ``withdrawn_at``. The host replaces its copy
     with this one (newer ``validFrom``) and any verifier sees an expired record.
 
-    ``validFrom`` is the latest of the credentials' and of ``changed_at`` (the time of the
-    change that made this record): a host keeps the newer ``validFrom`` of two credentials
-    with the same id, so a record that lost a revoked award must still be the newer one.
+    ``validFrom`` is ``changed_at`` (the newest change to any of the learner's awards; the
+    latest credential's date without it): a host keeps the newer ``validFrom`` of two
+    credentials with the same id, so every re-issued record must be at least as new as the
+    one before it, whatever dates its awards carry.
     The embedded credentials may be unsigned here; :func:`sign_for_upload` signs them
     before the CLR itself.
     """
@@ -338,10 +339,11 @@ def clr_credential(
         raise ValueError("a ClrCredential holds at least one credential")
     identifier = clr_id(tenant, learner)
     definitions = [d for _, d in credentials]
+    # The record's validFrom is its change time (the newest change to any of the learner's
+    # awards), not the awards' own dates: those can move backwards when an SIS corrects an
+    # award date, and a host keeps the newer validFrom of two copies of one record.
     starts = [c["validFrom"] for c, _ in credentials]
-    if changed_at is not None:
-        starts.append(_timestamp(changed_at))
-    valid_from = max(starts)
+    valid_from = _timestamp(changed_at) if changed_at is not None else max(starts)
     subject: JsonObject = {
         "type": ["ClrSubject"],
         "identifier": hashed_identities(identifiers, identifier, options.identity_salt),
