@@ -44,7 +44,7 @@ BAD_MESSAGES = 5  # sample_feed's deliberately broken messages
 class Pipeline:
     """Everything one e2e test runs, with helpers to look at it."""
 
-    def __init__(self, base: Path, bootstrap: str, prefix: str) -> None:
+    def __init__(self, base: Path, bootstrap: str, prefix: str, *, lanes: bool = False) -> None:
         self.base = base
         self.bootstrap = bootstrap
         self.topics = Topics(prefix)
@@ -55,10 +55,16 @@ class Pipeline:
         self.stack = Stack(base)
         for component in standin_components(base, self.tenants, self.ports):
             self.stack.start(component)
-        self.groups = {s: f"{prefix}cayg-{s}" for s in ("ingest", "normalize", "publish")}
+        # Without lanes one publish instance serves every target; with lanes, one serves
+        # the registries and one the CLR hosts, each in its own consumer group.
+        lane_map = {"publish": ("registry", "*-registry"), "publish-clr": ("clr", "*-clr")}
+        names = ["ingest", "normalize", *(lane_map if lanes else ["publish"])]
+        self.groups: dict[str, str] = {}
         self.services: dict[str, ServiceProcess] = {}
-        for service, group in self.groups.items():
+        for name in names:
+            service = name.split("-", 1)[0]
             p = f"CAYG_{service.upper()}_"
+            group = f"{prefix}cayg-{service}"
             env = {
                 f"{p}KAFKA__BOOTSTRAP_SERVERS": bootstrap,
                 f"{p}KAFKA__METADATA_MAX_AGE_MS": "1000",
@@ -74,7 +80,12 @@ class Pipeline:
                     f"{p}IN_PROCESS_ATTEMPTS": "2",
                     f"{p}RETRY_POLL_S": "0.5",
                 }
-            self.services[service] = ServiceProcess(service, env=env, log_dir=base)
+                if lanes:
+                    lane, pattern = lane_map[name]
+                    env |= {f"{p}LANE": lane, f"{p}LANE_TARGETS": f'["{pattern}"]'}
+                    group = f"{group}.{lane}"
+            self.groups[name] = group
+            self.services[name] = ServiceProcess(service, env=env, log_dir=base, name=name)
 
     def admin(self, method: str, url: str, **kwargs: Any) -> Any:
         token = (self.base / "secrets" / "admin-token").read_text().strip()
@@ -133,6 +144,14 @@ class Pipeline:
             await asyncio.sleep(0.5)
         lags = await kafka_view.consumer_lag(self.bootstrap, list(self.groups.values()))
         raise AssertionError(f"pipeline not idle in {timeout_s} s: {lags}")
+
+    async def lag_of(self, name: str) -> int:
+        lags = await kafka_view.consumer_lag(
+            self.bootstrap,
+            [self.groups[name]],
+            topics=group_topics(self.topics, 4, group_prefix=self.topics.prefix),
+        )
+        return sum(lag.lag for lag in lags) if all(lag.partitions for lag in lags) else -1
 
     def metric(self, name: str, **labels: str) -> float:
         text = httpx.get(f"{self.services['publish'].url}/metrics", timeout=5).text
@@ -208,3 +227,45 @@ async def test_registry_outage_is_ridden_out_and_replays_change_nothing(
         (r["issuer_id"], r["credential_id"]): r["total"] for r in pipeline.clr_upserts()
     }
     assert totals_after == totals_before, "a replayed stream must not touch the CLR host"
+
+
+@pytest.fixture
+def laned_pipeline(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[Pipeline]:
+    running = Pipeline(tmp_path, kafka_bootstrap, topic_prefix, lanes=True)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+async def test_a_slow_registry_does_not_hold_up_the_clr_lane(laned_pipeline: Pipeline) -> None:
+    pipeline = laned_pipeline
+    # Every registry request takes 2 s: the registry lane crawls through its 11 definitions.
+    pipeline.admin(
+        "POST", f"{pipeline.ports.registry_url}/_admin/faults", json={"latency_ms": 2000}
+    )
+    for service in pipeline.services.values():
+        await asyncio.to_thread(service.start)
+    await pipeline.feed()
+
+    # Wait for the CLR lane to drain; the registry lane must still be behind then.
+    for _ in range(300):  # bounded: at most about 150 s
+        clr_lag = await pipeline.lag_of("publish-clr")
+        if clr_lag == 0:
+            break
+        await asyncio.sleep(0.5)
+    registry_lag = await pipeline.lag_of("publish")
+    assert clr_lag == 0
+    assert registry_lag > 0, "the registry lane should still be working through its backlog"
+    assert len(pipeline.clr_upserts()) >= 3 * LEARNERS
+
+    # And the slow lane finishes too, every definition applied once.
+    pipeline.admin("DELETE", f"{pipeline.ports.registry_url}/_admin/faults")
+    await pipeline.wait_idle()
+    requests = pipeline.registry_requests()
+    applied = [
+        e["credential/publish"].get("applied")
+        for e in requests.values()
+        if "credential/publish" in e
+    ]
+    assert applied == [1] * 11

@@ -29,8 +29,10 @@ class ServiceProcess:
         *,
         env: Mapping[str, str],
         log_dir: Path,
+        name: str | None = None,
     ) -> None:
         self.service = service
+        self.name = name or service
         self.port = free_port()
         prefix = f"CAYG_{service.upper()}_"
         self.env = {
@@ -39,7 +41,7 @@ class ServiceProcess:
             f"{prefix}HTTP_PORT": str(self.port),
             "PYTHONUNBUFFERED": "1",
         }
-        self.log_path = log_dir / f"{service}.log"
+        self.log_path = log_dir / f"{self.name}.log"
         self._process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 

@@ -41,12 +41,13 @@ DASHBOARD_PROVIDERS = GRAFANA_DIR / "provisioning" / "dashboards" / "cayg.yml"
 
 SETUP_HINT = "`bash deploy/setup.sh` installs them (Debian package `prometheus`)"
 
-# The five endpoints deploy/prometheus/prometheus.yml scrapes, by the exporter that stands
-# in for each here.
+# The endpoints deploy/prometheus/prometheus.yml scrapes, by the exporter that stands in
+# for each here (publish runs as two lanes in the demo).
 SCRAPED = {
     "127.0.0.1:8081": "ingest",
     "127.0.0.1:8082": "normalize",
     "127.0.0.1:8083": "publish",
+    "127.0.0.1:8084": "publish-clr",
     "127.0.0.1:18001": "registry",
     "127.0.0.1:18002": "clr",
 }
@@ -231,6 +232,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProm
         "ingest": ingest_registry(),
         "normalize": normalize_registry(),
         "publish": publish_registry(),
+        "publish-clr": publish_registry(),
         "registry": standin_registry(),
         "clr": standin_registry(),
     }

@@ -43,11 +43,11 @@ async def _status(bootstrap: str, topics: Topics) -> int:
     lags = await kafka_view.consumer_lag(bootstrap)
     print("consumer lag")
     for lag in lags:
-        print(f"  {lag.group:<16} {lag.lag:>8} messages behind over {lag.partitions} partitions")
+        print(f"  {lag.group:<24} {lag.lag:>8} messages behind over {lag.partitions} partitions")
     print("dead-letter queues")
     for stage in STAGES:
         depth = await kafka_view.topic_depth(bootstrap, _dlq_topic(topics, stage))
-        print(f"  {stage:<16} {depth:>8} parked")
+        print(f"  {stage:<24} {depth:>8} parked")
     return 0
 
 

@@ -42,7 +42,9 @@ TENANTS_FILE: Final = REPO_ROOT / "deploy" / "config" / "tenants.json"
 KAFKA_PORT: Final = 19092
 REGISTRY_PORT: Final = 18001
 CLR_PORT: Final = 18002
-SERVICE_PORTS: Final = {"ingest": 8081, "normalize": 8082, "publish": 8083}
+SERVICE_PORTS: Final = {"ingest": 8081, "normalize": 8082, "publish": 8083, "publish-clr": 8084}
+#: Publish runs as two lanes, so a slow or broken registry never holds up the CLR host.
+PUBLISH_LANES: Final = {"publish": ("registry", "*-registry"), "publish-clr": ("clr", "*-clr")}
 BOOTSTRAP: Final = f"127.0.0.1:{KAFKA_PORT}"
 
 
@@ -181,17 +183,21 @@ def publish_config(
     return path
 
 
-def _service_env(service: str, publish_config: Path) -> dict[str, str]:
+def _service_env(component: str, publish_config_file: Path) -> dict[str, str]:
+    service = component.split("-", 1)[0]
     prefix = f"CAYG_{service.upper()}_"
     env = {
         f"{prefix}KAFKA__BOOTSTRAP_SERVERS": BOOTSTRAP,
         f"{prefix}KAFKA__METADATA_MAX_AGE_MS": "5000",
         f"{prefix}TENANTS_FILE": str(TENANTS_FILE),
-        f"{prefix}HTTP_PORT": str(SERVICE_PORTS[service]),
+        f"{prefix}HTTP_PORT": str(SERVICE_PORTS[component]),
     }
     if service == "publish":
-        env[f"{prefix}TARGETS_FILE"] = str(publish_config)
+        lane, targets = PUBLISH_LANES[component]
+        env[f"{prefix}TARGETS_FILE"] = str(publish_config_file)
         env[f"{prefix}RETRY_TIERS_S"] = json.dumps([5, 20, 60][:RETRY_TIERS])
+        env[f"{prefix}LANE"] = lane
+        env[f"{prefix}LANE_TARGETS"] = json.dumps([targets])
     return env
 
 
@@ -246,13 +252,13 @@ def _components(
     base: Path, tenants: Sequence[TenantSecrets], publish_config_file: Path
 ) -> list[Component]:
     components = standin_components(base, tenants)
-    for service in ("ingest", "normalize", "publish"):
+    for component in SERVICE_PORTS:
         components.append(
             Component(
-                service,
-                [sys.executable, "-m", f"cayg_{service}"],
-                f"http://127.0.0.1:{SERVICE_PORTS[service]}/readyz",
-                env=_service_env(service, publish_config_file),
+                component,
+                [sys.executable, "-m", f"cayg_{component.split('-', 1)[0]}"],
+                f"http://127.0.0.1:{SERVICE_PORTS[component]}/readyz",
+                env=_service_env(component, publish_config_file),
             )
         )
     return components
@@ -406,7 +412,7 @@ def _summary(base: Path, tenants: Sequence[TenantSecrets], topics: Topics) -> st
         f"  logs (JSON lines):  {base / 'logs'}/<component>.log",
         "  metrics:            "
         + ", ".join(f"http://127.0.0.1:{port}/metrics" for port in SERVICE_PORTS.values()),
-        "  health:             http://127.0.0.1:8083/readyz (likewise 8081, 8082)",
+        "  health:             http://127.0.0.1:8083/readyz (likewise 8081, 8082, 8084)",
         "  dashboards/alerts:  deploy/grafana/dashboards/cayg-pipeline.json, "
         "deploy/prometheus/ (prometheus --config.file=deploy/prometheus/prometheus.yml)",
         "  operator CLI:       uv run cayg status | uv run cayg dlq list",
@@ -461,7 +467,7 @@ def down() -> int:
     """Stop the services, the stand-ins and Kafka."""
     base = demo_dir()
     stack = Stack(base)
-    for name in ("publish", "normalize", "ingest", "clr", "registry"):
+    for name in ("publish", "publish-clr", "normalize", "ingest", "clr", "registry"):
         if stack.stop(name):
             _say(f"{name}: stopped")
     subprocess.run(["bash", str(KAFKA_SH), "stop", "--dir", str(base / "kafka")], check=False)

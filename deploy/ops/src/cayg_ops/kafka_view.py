@@ -39,23 +39,40 @@ class ParkedMessage:
     raw: bytes
 
 
+def _reads(topics: Mapping[str, Sequence[str]], group: str) -> Sequence[str]:
+    """The topics of ``group``; a publish lane (``cayg-publish.<lane>``) reads publish's."""
+    for name, names in topics.items():
+        if group == name or group.startswith(name + "."):
+            return names
+    return ()
+
+
 async def consumer_lag(
     bootstrap: str,
-    groups: Sequence[str] = SERVICE_GROUPS,
+    groups: Sequence[str] | None = None,
     *,
     topics: Mapping[str, Sequence[str]] | None = None,
 ) -> list[GroupLag]:
     """Committed offset vs log end for every partition each group has committed on.
 
-    ``topics`` (group → topics it reads) adds partitions the group has not committed on
-    yet, counted from their beginning: a retry topic whose first message still waits for
-    its not-before time is behind, not idle.
+    ``groups`` defaults to the cayg service groups found on the cluster (publish lanes
+    included), or the three standard ones when none has committed yet. ``topics`` (group
+    → topics it reads) adds partitions the group has not committed on yet, counted from
+    their beginning: a retry topic whose first message still waits for its not-before
+    time is behind, not idle.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await admin.start()
     await consumer.start()
     try:
+        if groups is None:
+            listed = sorted(
+                str(entry[0])
+                for entry in await admin.list_consumer_groups()
+                if str(entry[0]).startswith(SERVICE_GROUPS)
+            )
+            groups = listed or list(SERVICE_GROUPS)
         result: list[GroupLag] = []
         for group in groups:
             committed = {
@@ -63,7 +80,7 @@ async def consumer_lag(
                 for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
             }
             extra: list[TopicPartition] = []
-            for topic in (topics or {}).get(group, ()):
+            for topic in _reads(topics or {}, group):
                 extra += [tp for tp in await _partitions(bootstrap, topic) if tp not in committed]
             if extra:
                 committed.update(await consumer.beginning_offsets(extra))

@@ -7,9 +7,11 @@ from prometheus_client import CollectorRegistry
 
 from cayg_publish.adapters.factory import Publisher
 from cayg_publish.config import PublishTargetsConfig
+from cayg_publish.domain import DeliveryReport
 from cayg_publish.handlers import PublishMetrics, register
 from cayg_publish.retry import RetryPolicy
 from cayg_publish.settings import PublishSettings
+from cayg_shared.schema import Change
 from cayg_shared.service import build_asgi, build_broker
 
 
@@ -36,7 +38,15 @@ def create_app(settings: PublishSettings, publisher: Publisher | None = None) ->
     registry = CollectorRegistry()
     chosen = publisher or load_publisher(settings)
     broker = build_broker(settings, registry, client_id="cayg-publish")
-    register(broker, settings, chosen.deliver, PublishMetrics(registry))
+    if settings.lane_targets and not any(
+        settings.serves(t.name) for tenant in chosen.tenants() for t in chosen.targets_for(tenant)
+    ):
+        raise ValueError(f"lane {settings.lane!r}: LANE_TARGETS match no configured target")
+
+    async def deliver(change: Change, only_target: str | None) -> DeliveryReport:
+        return await chosen.deliver(change, only_target, serves=settings.serves)
+
+    register(broker, settings, deliver, PublishMetrics(registry))
 
     async def ledger_ready() -> bool:
         await chosen.ledger.totals()

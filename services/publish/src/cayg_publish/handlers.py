@@ -83,13 +83,14 @@ def _not_before(record: InboundRecord) -> datetime | None:
 def register(
     broker: KafkaBroker, settings: PublishSettings, deliver: Deliver, metrics: PublishMetrics
 ) -> None:
-    """Subscribe publish to the normalized topic and to every retry tier."""
+    """Subscribe publish to the normalized topic and to every retry tier (as this lane's
+    consumer group, see :attr:`PublishSettings.consumer_group`)."""
     topics = Topics(settings.topic_prefix)
     router = _Router(broker, settings, topics, deliver, metrics)
 
     @broker.subscriber(
         topics.normalized,
-        group_id=settings.group_id,
+        group_id=settings.consumer_group,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
         max_poll_records=50,
@@ -110,7 +111,7 @@ def _subscribe_tier(
 ) -> None:
     @broker.subscriber(
         topics.publish_retry(tier),
-        group_id=settings.group_id,
+        group_id=settings.consumer_group,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
         max_poll_records=1,
@@ -139,6 +140,9 @@ class _Router:
         record.bind_log_context(retry_tier=tier)
         self.metrics.lag.observe(message, record)
         try:
+            target = record.text_headers().get(TARGET_HEADER) if tier else None
+            if target is not None and not self.settings.serves(target):
+                return  # another lane's retry: nothing to wait for, nothing to do here
             due = _not_before(record)
             if due is not None:
                 wait = (due - datetime.now(UTC)).total_seconds()

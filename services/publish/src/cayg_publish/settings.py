@@ -7,9 +7,10 @@ variables, never values.
 
 from __future__ import annotations
 
+from fnmatch import fnmatch
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from cayg_shared.settings import ServiceSettings
@@ -30,6 +31,27 @@ class PublishSettings(ServiceSettings):
     in_process_attempts: int = Field(default=3, ge=1, le=10)
     #: A retry consumer never sleeps longer than this at once, so shutdown stays prompt.
     retry_poll_s: float = Field(default=2.0, gt=0, le=30)
+    #: Lanes: run one group of publish instances per lane, each delivering only to the
+    #: targets whose names match its patterns (shell-style, e.g. ``*-registry``), so a slow
+    #: target never holds up the others. Empty: this instance serves every target.
+    lane: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")
+    lane_targets: tuple[str, ...] = ()
+
+    @property
+    def consumer_group(self) -> str:
+        """The group id actually used: each lane has its own group (``cayg-publish.<lane>``),
+        so two lanes never split one partition between them."""
+        return self.group_id if self.lane is None else f"{self.group_id}.{self.lane}"
+
+    def serves(self, target: str) -> bool:
+        """Whether this instance delivers to ``target``."""
+        return not self.lane_targets or any(fnmatch(target, p) for p in self.lane_targets)
+
+    @model_validator(mode="after")
+    def _lane_complete(self) -> PublishSettings:
+        if (self.lane is None) != (not self.lane_targets):
+            raise ValueError("a lane needs both LANE (its name) and LANE_TARGETS (patterns)")
+        return self
 
     @field_validator("retry_tiers_s")
     @classmethod

@@ -8,7 +8,7 @@ migrates the ledger, :meth:`aclose` releases everything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Self
 
 import httpx
@@ -139,6 +139,10 @@ class Publisher:
         }
         return cls(ledger, targets, policy=policy)
 
+    def tenants(self) -> tuple[str, ...]:
+        """The tenants that have targets."""
+        return tuple(self._targets)
+
     def targets_for(self, tenant: str) -> tuple[Target, ...]:
         """The targets of ``tenant`` (none for a tenant without configuration)."""
         return self._targets.get(tenant, ())
@@ -147,12 +151,20 @@ class Publisher:
         """Migrate the ledger schema (idempotent)."""
         await self.ledger.migrate()
 
-    async def deliver(self, change: Change, only_target: str | None = None) -> DeliveryReport:
+    async def deliver(
+        self,
+        change: Change,
+        only_target: str | None = None,
+        *,
+        serves: Callable[[str], bool] | None = None,
+    ) -> DeliveryReport:
         """Deliver ``change`` to its tenant's targets (or to ``only_target`` of them, for a
-        retry of one target)."""
+        retry of one target), keeping to the targets ``serves`` accepts (this lane's)."""
         targets = self.targets_for(change.tenant)
         if only_target is not None:
             targets = tuple(t for t in targets if t.name == only_target)
+        if serves is not None:
+            targets = tuple(t for t in targets if serves(t.name))
         return await deliver(
             change, targets, self.ledger, throttles=self._throttles, policy=self._policy
         )
