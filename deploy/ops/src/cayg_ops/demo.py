@@ -65,6 +65,7 @@ class Ports:
 
 
 RETRY_TIERS: Final = 3
+DEMO_TENANTS: Final = ("northfield-cc", "lakeshore-univ", "harbor-tech")
 
 
 def demo_dir() -> Path:
@@ -275,10 +276,13 @@ def _start_kafka(base: Path) -> None:
         raise StackError(f"Kafka did not start: {result.stderr.strip()}")
 
 
-def group_topics(topics: Topics, retry_tiers: int, group_prefix: str = "") -> dict[str, list[str]]:
-    """What each service's consumer group reads (SIS topics are found by pattern, so
-    ingest is judged by its commits alone)."""
+def group_topics(
+    topics: Topics, retry_tiers: int, group_prefix: str = "", tenants: Sequence[str] = ()
+) -> dict[str, list[str]]:
+    """What each service's consumer group reads (ingest's SIS topics are found by pattern:
+    name the tenants to count partitions ingest has not committed on yet)."""
     return {
+        f"{group_prefix}cayg-ingest": [topics.sis(t) for t in tenants],
         f"{group_prefix}cayg-normalize": [topics.ingested],
         f"{group_prefix}cayg-publish": [
             topics.normalized,
@@ -336,7 +340,9 @@ async def _wait_idle(timeout_s: float, settle_s: float = 6.0) -> bool:
     idle_since: float | None = None
     last_report = 0.0
     while time.monotonic() < deadline:
-        lags = await kafka_view.consumer_lag(BOOTSTRAP, topics=group_topics(Topics(), RETRY_TIERS))
+        lags = await kafka_view.consumer_lag(
+            BOOTSTRAP, topics=group_topics(Topics(), RETRY_TIERS, tenants=DEMO_TENANTS)
+        )
         behind = sum(lag.lag for lag in lags)
         now = time.monotonic()
         if now - last_report > 5:
