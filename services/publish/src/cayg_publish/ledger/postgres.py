@@ -25,14 +25,13 @@ from pydantic import SecretStr
 from cayg_publish.domain import (
     IN_FLIGHT,
     CatalogRow,
-    CatalogStatus,
-    HeldAward,
     LedgerEntry,
     LedgerTotals,
     catalog_rows,
     catalog_transition,
     revoke_transition,
 )
+from cayg_publish.ledger._catalog_reads import SqlCatalogReads
 from cayg_publish.ledger._rows import (
     CATALOG_COLUMNS,
     CATALOG_KEY,
@@ -53,9 +52,6 @@ from cayg_publish.ledger._rows import (
 from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError, Mutation, utc_now
 from cayg_shared.schema import (
     Change,
-    CredentialDefinition,
-    EntityType,
-    LearnerIdentity,
 )
 
 T = TypeVar("T")
@@ -224,7 +220,7 @@ class PostgresLedger(Ledger):
             raise LedgerError(f"could not create the ledger row for {target}/{entity_key}")
 
 
-class PostgresCatalog:
+class PostgresCatalog(SqlCatalogReads):
     """A :class:`~cayg_publish.domain.Catalog` in the ledger's PostgreSQL database.
 
     Writers lock the rows they replace (``FOR UPDATE``) and insert with ``ON CONFLICT DO
@@ -232,6 +228,8 @@ class PostgresCatalog:
     guard of :func:`~cayg_publish.domain.catalog_transition`, a newer snapshot is never
     replaced by an older one.
     """
+
+    _sql = _CATALOG_SQL
 
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
@@ -280,49 +278,11 @@ class PostgresCatalog:
                     return
         raise LedgerError(f"could not create the catalog row for {'/'.join(key)}")
 
-    async def _one(self, sql: str, params: tuple[Any, ...]) -> CatalogRow | None:
+    async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[CatalogRow]:
         async with self._db.connection() as connection:
             cursor = await connection.execute(sql, params)
-            found = await cursor.fetchone()
-        return None if found is None else _catalog_row(found)
-
-    async def definition(self, tenant: str, ctid: str) -> CredentialDefinition | None:
-        """The last known definition with ``ctid``."""
-        row = await self._one(_CATALOG_SQL.definition_by_ctid, (tenant, ctid))
-        entity = None if row is None else row.entity
-        return entity if isinstance(entity, CredentialDefinition) else None
-
-    async def definition_by_source(
-        self, tenant: str, source_id: str
-    ) -> CredentialDefinition | None:
-        """The last known definition with SIS id ``source_id``."""
-        params = (tenant, EntityType.CREDENTIAL_DEFINITION.value, source_id, "")
-        row = await self._one(_CATALOG_SQL.select_one, params)
-        entity = None if row is None else row.entity
-        return entity if isinstance(entity, CredentialDefinition) else None
-
-    async def learner(self, tenant: str, person_ref: str) -> LearnerIdentity | None:
-        """The current identity of a learner."""
-        params = (tenant, EntityType.LEARNER_IDENTITY.value, person_ref, "")
-        row = await self._one(_CATALOG_SQL.select_one, params)
-        if row is None or row.status is not CatalogStatus.CURRENT:
-            return None
-        return row.entity if isinstance(row.entity, LearnerIdentity) else None
-
-    async def awards_of(self, tenant: str, learner: str) -> tuple[HeldAward, ...]:
-        """The current awards of a learner."""
-        async with self._db.connection() as connection:
-            cursor = await connection.execute(_CATALOG_SQL.awards_of, (tenant, learner))
             found = await cursor.fetchall()
-        rows = [_catalog_row(r) for r in found]
-        return tuple(h for h in map(HeldAward.of, rows) if h is not None)
-
-    async def last_award_change(self, tenant: str, learner: str) -> datetime | None:
-        """The newest source time of any award row of the learner."""
-        async with self._db.connection() as connection:
-            cursor = await connection.execute(_CATALOG_SQL.award_history_of, (tenant, learner))
-            found = await cursor.fetchall()
-        return max((_catalog_row(r).version.time for r in found), default=None)
+        return [_catalog_row(r) for r in found]
 
 
 def _catalog_row(found: Sequence[Any]) -> CatalogRow:

@@ -20,14 +20,13 @@ from typing import Any, Final, TypeVar
 from cayg_publish.domain import (
     IN_FLIGHT,
     CatalogRow,
-    CatalogStatus,
-    HeldAward,
     LedgerEntry,
     LedgerTotals,
     catalog_rows,
     catalog_transition,
     revoke_transition,
 )
+from cayg_publish.ledger._catalog_reads import SqlCatalogReads
 from cayg_publish.ledger._rows import (
     CATALOG_COLUMNS,
     CATALOG_KEY,
@@ -49,9 +48,6 @@ from cayg_publish.ledger._rows import (
 from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError, Mutation, utc_now
 from cayg_shared.schema import (
     Change,
-    CredentialDefinition,
-    EntityType,
-    LearnerIdentity,
 )
 
 T = TypeVar("T")
@@ -246,8 +242,10 @@ class SqliteLedger(Ledger):
         return await self._db.transaction(work)
 
 
-class SqliteCatalog:
+class SqliteCatalog(SqlCatalogReads):
     """A :class:`~cayg_publish.domain.Catalog` in the ledger's SQLite database."""
+
+    _sql = _CATALOG_SQL
 
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
@@ -298,51 +296,8 @@ class SqliteCatalog:
                 _catalog_params(new, CATALOG_VALUES) + _catalog_params(new, CATALOG_KEY),
             )
 
-    async def _one(self, sql: str, params: tuple[Any, ...]) -> CatalogRow | None:
-        def work(connection: sqlite3.Connection) -> CatalogRow | None:
-            found = connection.execute(sql, params).fetchone()
-            return None if found is None else _catalog_from_sql(found)
-
-        return await self._db.read(work)
-
-    async def definition(self, tenant: str, ctid: str) -> CredentialDefinition | None:
-        """The last known definition with ``ctid``."""
-        row = await self._one(_CATALOG_SQL.definition_by_ctid, (tenant, ctid))
-        entity = None if row is None else row.entity
-        return entity if isinstance(entity, CredentialDefinition) else None
-
-    async def definition_by_source(
-        self, tenant: str, source_id: str
-    ) -> CredentialDefinition | None:
-        """The last known definition with SIS id ``source_id``."""
-        params = (tenant, EntityType.CREDENTIAL_DEFINITION.value, source_id, "")
-        row = await self._one(_CATALOG_SQL.select_one, params)
-        entity = None if row is None else row.entity
-        return entity if isinstance(entity, CredentialDefinition) else None
-
-    async def learner(self, tenant: str, person_ref: str) -> LearnerIdentity | None:
-        """The current identity of a learner."""
-        params = (tenant, EntityType.LEARNER_IDENTITY.value, person_ref, "")
-        row = await self._one(_CATALOG_SQL.select_one, params)
-        if row is None or row.status is not CatalogStatus.CURRENT:
-            return None
-        return row.entity if isinstance(row.entity, LearnerIdentity) else None
-
-    async def awards_of(self, tenant: str, learner: str) -> tuple[HeldAward, ...]:
-        """The current awards of a learner."""
-
-        def work(connection: sqlite3.Connection) -> tuple[HeldAward, ...]:
-            found = connection.execute(_CATALOG_SQL.awards_of, (tenant, learner)).fetchall()
-            rows = [_catalog_from_sql(r) for r in found]
-            return tuple(h for h in map(HeldAward.of, rows) if h is not None)
-
-        return await self._db.read(work)
-
-    async def last_award_change(self, tenant: str, learner: str) -> datetime | None:
-        """The newest source time of any award row of the learner."""
-
-        def work(connection: sqlite3.Connection) -> datetime | None:
-            found = connection.execute(_CATALOG_SQL.award_history_of, (tenant, learner)).fetchall()
-            return max((_catalog_from_sql(r).version.time for r in found), default=None)
+    async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[CatalogRow]:
+        def work(connection: sqlite3.Connection) -> list[CatalogRow]:
+            return [_catalog_from_sql(r) for r in connection.execute(sql, params).fetchall()]
 
         return await self._db.read(work)

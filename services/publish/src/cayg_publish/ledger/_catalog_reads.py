@@ -1,0 +1,63 @@
+"""The catalog's read side, written once for both SQL backends.
+
+SQLite and PostgreSQL differ in how a query runs (a worker thread vs an async connection)
+and in their placeholders, not in what the catalog asks: each backend supplies
+:meth:`SqlCatalogReads._rows` and its statements; the lookups live here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import Any
+
+from cayg_publish.domain import CatalogRow, CatalogStatus, HeldAward
+from cayg_publish.ledger._rows import CatalogStatements
+from cayg_shared.schema import CredentialDefinition, EntityType, LearnerIdentity
+
+
+class SqlCatalogReads(ABC):
+    """Catalog lookups over one backend's ``_rows`` query runner."""
+
+    _sql: CatalogStatements
+
+    @abstractmethod
+    async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[CatalogRow]:
+        """Run a catalog query and return its rows."""
+
+    async def _one(self, sql: str, params: tuple[Any, ...]) -> CatalogRow | None:
+        rows = await self._rows(sql, params)
+        return rows[0] if rows else None
+
+    async def definition(self, tenant: str, ctid: str) -> CredentialDefinition | None:
+        """The last known definition with ``ctid``."""
+        row = await self._one(self._sql.definition_by_ctid, (tenant, ctid))
+        entity = None if row is None else row.entity
+        return entity if isinstance(entity, CredentialDefinition) else None
+
+    async def definition_by_source(
+        self, tenant: str, source_id: str
+    ) -> CredentialDefinition | None:
+        """The last known definition with SIS id ``source_id``."""
+        params = (tenant, EntityType.CREDENTIAL_DEFINITION.value, source_id, "")
+        row = await self._one(self._sql.select_one, params)
+        entity = None if row is None else row.entity
+        return entity if isinstance(entity, CredentialDefinition) else None
+
+    async def learner(self, tenant: str, person_ref: str) -> LearnerIdentity | None:
+        """The current identity of a learner."""
+        params = (tenant, EntityType.LEARNER_IDENTITY.value, person_ref, "")
+        row = await self._one(self._sql.select_one, params)
+        if row is None or row.status is not CatalogStatus.CURRENT:
+            return None
+        return row.entity if isinstance(row.entity, LearnerIdentity) else None
+
+    async def awards_of(self, tenant: str, learner: str) -> tuple[HeldAward, ...]:
+        """The current awards of a learner."""
+        rows = await self._rows(self._sql.awards_of, (tenant, learner))
+        return tuple(h for h in map(HeldAward.of, rows) if h is not None)
+
+    async def last_award_change(self, tenant: str, learner: str) -> datetime | None:
+        """The newest source time of any award row of the learner."""
+        rows = await self._rows(self._sql.award_history_of, (tenant, learner))
+        return max((row.version.time for row in rows), default=None)
