@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from cayg_publish.domain import Applied, Rendering, TargetFailure, TargetLimits
 from cayg_publish.domain import Operation as RenderOperation
 from cayg_publish.idempotency import content_hash
+from cayg_publish.projection import DocumentKind, DocumentRef, Waiting
 from cayg_publish.retry import Failure
 from cayg_shared.envelope import InputFormat
 from cayg_shared.ids import ctid
@@ -174,44 +175,63 @@ Step = Applied | Failure | Callable[[Rendering, str], Applied]
 class FakeTarget:
     """A :class:`~cayg_publish.domain.Target` whose answers are scripted, call by call.
 
-    ``script`` is consumed one step per ``apply``: an :class:`Applied` is returned, a
-    :class:`Failure` raised; when it runs out, calls succeed.
+    It renders a document from ``contents`` (the test sets what each document key holds
+    now, and its revision, which becomes the rendering's version); a key listed in
+    ``waiting`` raises :class:`~cayg_publish.projection.Waiting`; a key without content
+    renders to nothing. ``script`` is consumed one step per ``apply``: an
+    :class:`Applied` is returned, a :class:`Failure` raised; when it runs out, calls
+    succeed.
     """
 
     name: str = "fake"
     script: list[Step] = field(default_factory=list)
     limits: TargetLimits = field(default_factory=TargetLimits)
-    applies_to: Callable[[Change], bool] = lambda change: True
+    kinds: frozenset[DocumentKind] = frozenset(DocumentKind)
     calls: list[tuple[Rendering, str]] = field(default_factory=list)
+    contents: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    waiting: dict[str, tuple[str, str]] = field(default_factory=dict)
     render_error: BaseException | None = None
-    #: Sub-entities every change also renders to (as a definition's transfer values).
+    #: Sub-documents every document also renders to (as a definition's transfer values).
     parts: tuple[str, ...] = ()
 
-    async def render(self, change: Change) -> list[Rendering]:
+    @property
+    def document_kinds(self) -> frozenset[DocumentKind]:
+        return self.kinds
+
+    def set(self, ref: DocumentRef, revision: int, content: Any) -> None:
+        """What ``ref`` holds now (revision ``revision``)."""
+        self.contents[ref.key] = (revision, content)
+
+    async def render_document(self, ref: DocumentRef) -> list[Rendering]:
         if self.render_error is not None:
             raise self.render_error
-        if not self.applies_to(change):
+        if ref.key in self.waiting:
+            reason, key = self.waiting[ref.key]
+            raise Waiting(reason, key)
+        if ref.key not in self.contents:
             return []
-        entity = change.entity
-        body: dict[str, Any] = {
-            "operation": change.operation.value,
-            "entity": None if entity is None else entity.model_dump(mode="json"),
-        }
+        revision, content = self.contents[ref.key]
+        subject_version = version(revision, stream="fake")
+        body: dict[str, Any] = {"document": ref.key, "content": content}
         main = Rendering(
             action="things/upsert",
             operation=RenderOperation.UPSERT,
             body=body,
-            remote_id=str(change.entity_key),
+            remote_id=ref.key,
             content_hash=content_hash(body),
+            subject=ref.key,
+            subject_version=subject_version,
         )
         extra = [
             Rendering(
                 action="parts/upsert",
                 operation=RenderOperation.UPSERT,
                 body={"part": part, **body},
-                remote_id=f"{change.entity_key}/{part}",
+                remote_id=f"{ref.key}/{part}",
                 content_hash=content_hash({"part": part, **body}),
                 part=part,
+                subject=f"{ref.key}|{part}",
+                subject_version=subject_version,
             )
             for part in self.parts
         ]

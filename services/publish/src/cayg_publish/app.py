@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from datetime import timedelta
+
 from faststream.asgi import AsgiFastStream
 from prometheus_client import CollectorRegistry
 
 from cayg_publish.adapters.factory import Publisher
 from cayg_publish.config import PublishTargetsConfig
-from cayg_publish.domain import DeliveryReport
 from cayg_publish.handlers import PublishMetrics, register
+from cayg_publish.projection import DocumentRef, RetrySchedule
 from cayg_publish.retry import RetryPolicy
 from cayg_publish.settings import PublishSettings
+from cayg_shared.logging import get_logger
 from cayg_shared.schema import Change
 from cayg_shared.service import build_asgi, build_broker
+
+log = get_logger("cayg.publish")
+
+#: How often the documents gauge is refreshed from the ledger.
+DOCUMENT_COUNTS_EVERY_S = 5.0
 
 
 def load_publisher(settings: PublishSettings) -> Publisher:
@@ -22,18 +32,20 @@ def load_publisher(settings: PublishSettings) -> Publisher:
             "no targets configured: set CAYG_PUBLISH_TARGETS_FILE (see deploy/config/publish.toml)"
         )
     config = PublishTargetsConfig.load(settings.targets_file)
-    policy = RetryPolicy(
-        max_attempts=settings.in_process_attempts, tiers=tuple(settings.retry_tiers_s)
+    policy = RetryPolicy(max_attempts=settings.in_process_attempts)
+    schedule = RetrySchedule(
+        first_interval=timedelta(seconds=settings.retry_first_s),
+        max_interval=timedelta(seconds=max(settings.retry_max_s, settings.retry_first_s)),
     )
-    return Publisher.from_config(config, policy=policy)
+    return Publisher.from_config(config, policy=policy, schedule=schedule)
 
 
 def create_app(settings: PublishSettings, publisher: Publisher | None = None) -> AsgiFastStream:
-    """Wire broker, subscribers, ledger, targets, metrics and health endpoints.
+    """Wire broker, subscriber, ledger, targets, projector, metrics and health endpoints.
 
-    Nothing connects until the app starts: the ledger schema is migrated on start-up and
-    every client and the ledger are closed after the broker has stopped (so in-flight
-    deliveries finish with their ledger writes).
+    Nothing connects until the app starts: the ledger schema is migrated on start-up, then
+    the projector runs beside the subscriber; on shutdown the broker stops first, then the
+    projector finishes its deliveries in flight, then clients and the ledger are closed.
     """
     registry = CollectorRegistry()
     chosen = publisher or load_publisher(settings)
@@ -42,22 +54,52 @@ def create_app(settings: PublishSettings, publisher: Publisher | None = None) ->
         settings.serves(t.name) for tenant in chosen.tenants() for t in chosen.targets_for(tenant)
     ):
         raise ValueError(f"lane {settings.lane!r}: LANE_TARGETS match no configured target")
+    metrics = PublishMetrics(registry)
+    projector = chosen.projector(
+        serves=settings.serves,
+        on_outcome=metrics.outcome,
+        max_in_flight=settings.max_in_flight,
+        lease_ttl_s=settings.lease_ttl_s,
+        poll_s=settings.poll_s,
+    )
 
-    async def deliver(change: Change, only_target: str | None) -> DeliveryReport:
-        return await chosen.deliver(change, only_target, serves=settings.serves)
+    async def record(change: Change) -> list[tuple[str, DocumentRef]]:
+        return await chosen.record(change, serves=settings.serves)
 
-    register(broker, settings, deliver, PublishMetrics(registry))
+    register(broker, settings, record, metrics, on_recorded=projector.wake)
+    background: list[asyncio.Task[None]] = []
+
+    async def count_documents() -> None:
+        while True:
+            try:
+                metrics.set_documents(await chosen.ledger.document_counts())
+            except Exception as error:  # noqa: BLE001 - a gauge must not stop the service
+                log.warning("document counts unavailable", error=f"{type(error).__name__}")
+            await asyncio.sleep(DOCUMENT_COUNTS_EVERY_S)
+
+    async def start() -> None:
+        await chosen.start()
+        background.append(asyncio.create_task(projector.run(), name="cayg-projector"))
+        background.append(asyncio.create_task(count_documents(), name="cayg-document-counts"))
+
+    async def stop() -> None:
+        await projector.stop()
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await chosen.aclose()
 
     async def ledger_ready() -> bool:
         # One indexed lookup: readiness is probed often and must stay cheap.
         await chosen.ledger.get("readiness-probe", "-")
-        return True
+        return not any(task.done() for task in background[:1])
 
     return build_asgi(
         broker,
         registry,
-        service="publish",
+        service="publish" if settings.lane is None else f"publish.{settings.lane}",
         extra_checks=[("ledger", ledger_ready)],
-        on_startup=[chosen.start],
-        on_shutdown=[chosen.aclose],
+        on_startup=[start],
+        on_shutdown=[stop],
     )

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, runtime_checkable
 
 from cayg_publish.retry import Failure
 from cayg_shared.schema import (
@@ -28,6 +28,9 @@ from cayg_shared.schema import (
     SourceVersion,
 )
 from cayg_shared.schema import Operation as ChangeOperation
+
+if TYPE_CHECKING:
+    from cayg_publish.projection import DocumentKind, DocumentRef
 
 #: How new a change is: the shared schema's :class:`~cayg_shared.schema.SourceVersion`
 #: (``stream``, ``sequence``, ``time``).
@@ -339,6 +342,9 @@ class Rendering:
     #: award's change is recognised as unchanged.
     subject: str | None = None
     subject_version: Version | None = None
+    #: Send only to replace something the target already holds (a withdrawn learner
+    #: record): when the ledger has never delivered this subject, nothing is sent.
+    replaces_only: bool = False
 
     def ledger_key(self, entity_key: str) -> str:
         """The ledger's entity key of this request."""
@@ -387,13 +393,25 @@ class TargetLimits:
             raise ValueError("burst must be at least 1")
 
 
+class DocumentRenderer(Protocol):
+    """Renders one target family's documents from the catalog (registry, CLR/OB)."""
+
+    @property
+    def document_kinds(self) -> frozenset[DocumentKind]:
+        """The kinds of document it renders."""
+        ...
+
+    async def document(self, ref: DocumentRef) -> tuple[Rendering, ...]:
+        """The requests that bring ``ref`` up to date (empty: nothing to send)."""
+        ...
+
+
 @runtime_checkable
 class Target(Protocol):
-    """Somewhere publish delivers changes to: a registry or a CLR/OB host.
+    """Somewhere publish delivers documents to: a registry or a CLR/OB host.
 
-    ``render`` runs before the ledger decision and must not change anything remotely (it
-    may look up reference data, hence async); ``apply`` performs the remote call, including
-    any signing, and raises :class:`TargetFailure`.
+    ``render_document`` reads the catalog and must not change anything remotely; ``apply``
+    performs the remote call, including any signing, and raises :class:`TargetFailure`.
     """
 
     @property
@@ -406,96 +424,23 @@ class Target(Protocol):
         """Concurrency and rate limits to hold this target to."""
         ...
 
-    async def render(self, change: Change) -> Sequence[Rendering]:
-        """The requests ``change`` renders to for this target, in the order to send them;
-        empty when the change is not for this target.
+    @property
+    def document_kinds(self) -> frozenset[DocumentKind]:
+        """The kinds of document this target holds."""
+        ...
 
-        Raises :class:`TargetFailure` when the change cannot be rendered (for instance a
-        permanent failure for invalid data, or a retryable one when reference data such as
-        the awarded definition has not arrived yet).
+    async def render_document(self, ref: DocumentRef) -> Sequence[Rendering]:
+        """The requests that bring the target's copy of ``ref`` up to the catalog's current
+        state, in the order to send them; empty when there is nothing to send.
+
+        Raises :class:`~cayg_publish.projection.Waiting` when an input is missing, and
+        :class:`TargetFailure` (or ``ValueError``) when the data cannot be rendered.
         """
         ...
 
     async def apply(self, rendering: Rendering, idempotency_key: str) -> Applied:
         """Send ``rendering`` to the target, carrying ``idempotency_key``."""
         ...
-
-
-# --------------------------------------------------------------------------------------
-# Delivery outcomes
-
-
-class DeliveryStatus(StrEnum):
-    """How delivering one change to one target ended."""
-
-    APPLIED = "applied"
-    UNCHANGED = "unchanged"
-    STALE = "stale"
-    NOT_APPLICABLE = "not-applicable"
-    RETRY_LATER = "retry-later"
-    PERMANENT = "permanent"
-
-
-@dataclass(frozen=True, slots=True)
-class TargetOutcome:
-    """The result for one target."""
-
-    target: str
-    status: DeliveryStatus
-    #: A short reason code for failures and skips (``http-503``, ``validation``, ``busy``…).
-    reason: str | None = None
-    #: Human-readable detail; never contains secrets or raw learner identifiers.
-    detail: str | None = None
-    #: For RETRY_LATER: the earliest time a retry makes sense (Retry-After, claim expiry).
-    not_before: datetime | None = None
-    #: For PERMANENT (and RETRY_LATER): the target's answer, e.g. status and messages.
-    response: Mapping[str, Any] | None = None
-    attempts: int = 0
-    remote_id: str | None = None
-    remote_url: str | None = None
-    idempotency_key: str | None = None
-
-    @property
-    def done(self) -> bool:
-        """True when nothing more will ever be done for this change at this target."""
-        return self.status not in (DeliveryStatus.RETRY_LATER, DeliveryStatus.PERMANENT)
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryReport:
-    """Per-target outcomes of delivering one change."""
-
-    entity_key: str
-    version: Version
-    outcomes: tuple[TargetOutcome, ...] = field(default_factory=tuple)
-
-    @property
-    def needs_retry(self) -> tuple[TargetOutcome, ...]:
-        """Outcomes that should go to a retry tier."""
-        return tuple(o for o in self.outcomes if o.status is DeliveryStatus.RETRY_LATER)
-
-    @property
-    def permanent_failures(self) -> tuple[TargetOutcome, ...]:
-        """Outcomes that should go to the dead-letter topic."""
-        return tuple(o for o in self.outcomes if o.status is DeliveryStatus.PERMANENT)
-
-    @property
-    def ok(self) -> bool:
-        """True when every target is done and none failed permanently."""
-        return all(o.done for o in self.outcomes)
-
-    @property
-    def not_before(self) -> datetime | None:
-        """The latest ``not_before`` among the outcomes that need a retry."""
-        times = [o.not_before for o in self.needs_retry if o.not_before is not None]
-        return max(times) if times else None
-
-    def for_target(self, name: str) -> TargetOutcome:
-        """The outcome for target ``name`` (KeyError if it was not part of the delivery)."""
-        for outcome in self.outcomes:
-            if outcome.target == name:
-                return outcome
-        raise KeyError(name)
 
 
 # --------------------------------------------------------------------------------------
@@ -637,6 +582,20 @@ class Catalog(Protocol):
 
     async def definition(self, tenant: str, ctid: str) -> CredentialDefinition | None:
         """The last known definition with ``ctid`` (also if since deleted)."""
+        ...
+
+    async def definition_row(self, tenant: str, ctid: str) -> CatalogRow | None:
+        """The newest catalog row of the definition with ``ctid``."""
+        ...
+
+    async def row(
+        self, tenant: str, entity_type: EntityType, source_id: str, part: str = ""
+    ) -> CatalogRow | None:
+        """The catalog row of one entity, whatever its status (None: never heard of)."""
+        ...
+
+    async def award_rows_of(self, tenant: str, learner: str) -> list[CatalogRow]:
+        """Every award row of a learner: current, revoked and deleted."""
         ...
 
     async def definition_by_source(

@@ -4,16 +4,16 @@ A failed target call is either *retryable* (the same request may well succeed la
 timeouts, connection errors, 408, 425, 429, 5xx) or *permanent* (it will fail the same way
 until someone changes the data or the configuration: validation errors, other 4xx).
 Retryable failures get a few quick in-process attempts with full-jitter exponential backoff
-(never sooner than the target's ``Retry-After``), then go to the retry topics, one backoff
-tier after another, and finally to the dead-letter topic.
+(never sooner than the target's ``Retry-After``); after those the document is marked
+failing and its next attempt is scheduled in the ledger
+(:class:`~cayg_publish.projection.RetrySchedule`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, Final
@@ -147,20 +147,18 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How hard to try: in-process attempts, backoff, retry-topic tiers.
+    """How hard to try within one delivery: in-process attempts and backoff.
 
     ``max_attempts`` counts every in-process call, the first one included. A wait longer
     than ``max_in_process_wait`` (typically a long ``Retry-After``) is not slept through in
-    process: the change goes to the retry topics with a not-before time instead, so a slow
-    target never holds a consumer.
+    process: the document is marked failing with that time as its next attempt, so a slow
+    target never holds a delivery slot.
     """
 
     max_attempts: int = 3
     base_delay: float = 0.5
     max_delay: float = 8.0
     max_in_process_wait: float = 30.0
-    #: Delay of each retry-topic tier, in seconds; after the last one, the DLQ.
-    tiers: tuple[float, ...] = (10.0, 60.0, 600.0)
     #: A ``Retry-After`` longer than this is clamped (a misbehaving target must not park
     #: a change for a year).
     max_retry_after: float = 6 * 3600.0
@@ -170,8 +168,6 @@ class RetryPolicy:
             raise ValueError("max_attempts must be at least 1")
         if self.base_delay < 0 or self.max_delay < 0 or self.max_in_process_wait < 0:
             raise ValueError("delays must not be negative")
-        if any(t < 0 or math.isnan(t) for t in self.tiers):
-            raise ValueError("tier delays must not be negative")
 
 
 def backoff_delay(policy: RetryPolicy, attempt: int, random: Callable[[], float]) -> float:
@@ -208,49 +204,3 @@ def in_process_delay(
     if delay > policy.max_in_process_wait:
         return None
     return delay
-
-
-def earliest_retry(policy: RetryPolicy, failure: Failure, now: datetime) -> datetime:
-    """The earliest time a retry makes sense: now, or when ``Retry-After`` says."""
-    return now + timedelta(seconds=retry_after_seconds(policy, failure))
-
-
-@dataclass(frozen=True, slots=True)
-class RetryTier:
-    """Send the change to retry tier ``tier`` (1-based), not to be retried before ``not_before``."""
-
-    tier: int
-    not_before: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterRoute:
-    """The retry tiers are exhausted (or retrying cannot help): park in the DLQ."""
-
-    reason: str
-
-
-def next_route(
-    policy: RetryPolicy,
-    current_tier: int,
-    now: datetime,
-    *,
-    not_before: datetime | None = None,
-    retryable: bool = True,
-) -> RetryTier | DeadLetterRoute:
-    """Where a change goes after a delivery that needs a retry.
-
-    ``current_tier`` is the tier the change was read from (0 for the main topic). The next
-    tier's delay counts from ``now``; a later ``not_before`` (from ``Retry-After`` or a busy
-    claim) wins. After the last tier, or for a permanent failure, the answer is the DLQ.
-    """
-    if current_tier < 0:
-        raise ValueError("tiers count from 0 (the main topic)")
-    if not retryable:
-        return DeadLetterRoute(reason="permanent")
-    if current_tier >= len(policy.tiers):
-        return DeadLetterRoute(reason="retries-exhausted")
-    due = now + timedelta(seconds=policy.tiers[current_tier])
-    if not_before is not None and not_before > due:
-        due = not_before
-    return RetryTier(tier=current_tier + 1, not_before=due)

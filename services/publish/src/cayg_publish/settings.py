@@ -10,7 +10,7 @@ from __future__ import annotations
 from fnmatch import fnmatch
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from cayg_shared.settings import ServiceSettings
@@ -25,12 +25,20 @@ class PublishSettings(ServiceSettings):
     http_port: int = Field(default=8083, ge=0, le=65535)
     #: Targets per tenant and the ledger backend.
     targets_file: Path | None = None
-    #: Delay of each retry tier, in seconds; after the last tier a change goes to the DLQ.
-    retry_tiers_s: tuple[float, ...] = (10.0, 60.0, 600.0)
-    #: Attempts within one delivery before a change is handed to a retry tier.
+    #: Attempts within one delivery (jittered backoff, ``Retry-After`` honoured) before
+    #: the document is marked failing and its next attempt scheduled in the ledger.
     in_process_attempts: int = Field(default=3, ge=1, le=10)
-    #: A retry consumer never sleeps longer than this at once, so shutdown stays prompt.
-    retry_poll_s: float = Field(default=2.0, gt=0, le=30)
+    #: The first and the longest interval between attempts at a failing document; it keeps
+    #: being retried at the longest interval for as long as it fails.
+    retry_first_s: float = Field(default=5.0, gt=0)
+    retry_max_s: float = Field(default=600.0, gt=0)
+    #: Documents delivered at once by one instance (each target's limits still apply).
+    max_in_flight: int = Field(default=64, ge=1, le=4096)
+    #: How long a leased document stays with this instance; a crashed instance's documents
+    #: are taken over after this.
+    lease_ttl_s: float = Field(default=30.0, ge=5, le=600)
+    #: How often the projector looks for documents due for a retry or dirtied elsewhere.
+    poll_s: float = Field(default=0.5, gt=0, le=30)
     #: Lanes: run one group of publish instances per lane, each delivering only to the
     #: targets whose names match its patterns (shell-style, e.g. ``*-registry``), so a slow
     #: target never holds up the others. Empty: this instance serves every target.
@@ -52,10 +60,3 @@ class PublishSettings(ServiceSettings):
         if (self.lane is None) != (not self.lane_targets):
             raise ValueError("a lane needs both LANE (its name) and LANE_TARGETS (patterns)")
         return self
-
-    @field_validator("retry_tiers_s")
-    @classmethod
-    def _tiers(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value or any(delay <= 0 for delay in value):
-            raise ValueError("retry tiers are one or more positive delays")
-        return value

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Self
@@ -35,8 +35,9 @@ from cayg_publish.adapters._http import (
     response_record,
 )
 from cayg_publish.config import ClrTargetConfig
-from cayg_publish.domain import Applied, Rendering, TargetFailure, TargetLimits
+from cayg_publish.domain import Applied, DocumentRenderer, Rendering, TargetFailure, TargetLimits
 from cayg_publish.idempotency import IDEMPOTENCY_HEADER
+from cayg_publish.projection import DocumentKind, DocumentRef
 from cayg_publish.retry import (
     Failure,
     FailureKind,
@@ -44,7 +45,6 @@ from cayg_publish.retry import (
     permanent_failure,
     transport_failure,
 )
-from cayg_shared.schema import Change
 
 CREDENTIALS_PATH: Final = "credentials"
 #: Signed bodies kept for retries (one per delivery in flight is enough).
@@ -358,8 +358,6 @@ def _oauth_messages(body: Any) -> tuple[str, ...]:
     return tuple(parts)
 
 
-#: Renders a change for a CLR host (empty: the change is not for this host).
-ClrRenderer = Callable[[Change], Awaitable[Sequence[Rendering]]]
 #: Signs an unsigned rendering body (CPU-bound; run in a worker thread).
 Signer = Callable[[Mapping[str, Any]], dict[str, Any]]
 
@@ -371,7 +369,7 @@ class ClrTarget:
         self,
         name: str,
         client: ClrClient,
-        renderer: ClrRenderer,
+        renderer: DocumentRenderer,
         signer: Signer,
         *,
         limits: TargetLimits | None = None,
@@ -398,9 +396,14 @@ class ClrTarget:
         """Concurrency and rate limits."""
         return self._limits
 
-    async def render(self, change: Change) -> Sequence[Rendering]:
-        """The unsigned credential(s) for ``change`` (none if it is not for a CLR host)."""
-        return await self._renderer(change)
+    @property
+    def document_kinds(self) -> frozenset[DocumentKind]:
+        """Learners' records (CLR) or awards' credentials (OB)."""
+        return self._renderer.document_kinds
+
+    async def render_document(self, ref: DocumentRef) -> Sequence[Rendering]:
+        """The unsigned credential(s) that bring ``ref`` up to date."""
+        return await self._renderer.document(ref)
 
     async def apply(self, rendering: Rendering, idempotency_key: str) -> Applied:
         """Sign the rendering and upsert it; raises :class:`TargetFailure`."""

@@ -17,7 +17,7 @@ Payload}``. Classification:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Self
@@ -34,12 +34,14 @@ from cayg_publish.adapters._http import (
 from cayg_publish.config import CredentialEngineTargetConfig
 from cayg_publish.domain import (
     Applied,
+    DocumentRenderer,
     Operation,
     Rendering,
     TargetFailure,
     TargetLimits,
 )
 from cayg_publish.idempotency import IDEMPOTENCY_HEADER
+from cayg_publish.projection import DocumentKind, DocumentRef
 from cayg_publish.retry import (
     Failure,
     FailureKind,
@@ -47,7 +49,6 @@ from cayg_publish.retry import (
     permanent_failure,
     transport_failure,
 )
-from cayg_shared.schema import Change
 
 #: Lower-cased fragments of Assistant messages that describe a passing server problem
 #: rather than a problem with our data. Only when *every* message of a failed answer
@@ -280,7 +281,6 @@ class CredentialEngineClient:
 
 
 #: Renders a change for the registry (empty: the change is not for the registry).
-RegistryRenderer = Callable[[Change], Awaitable[Sequence[Rendering]]]
 
 
 class CredentialEngineTarget:
@@ -290,7 +290,7 @@ class CredentialEngineTarget:
         self,
         name: str,
         client: CredentialEngineClient,
-        renderer: RegistryRenderer,
+        renderer: DocumentRenderer,
         *,
         limits: TargetLimits | None = None,
     ) -> None:
@@ -312,9 +312,14 @@ class CredentialEngineTarget:
         """Concurrency and rate limits."""
         return self._limits
 
-    async def render(self, change: Change) -> Sequence[Rendering]:
-        """The Assistant requests for ``change`` (none if the registry does not take it)."""
-        return await self._renderer(change)
+    @property
+    def document_kinds(self) -> frozenset[DocumentKind]:
+        """Credentials and the tenant's organization."""
+        return self._renderer.document_kinds
+
+    async def render_document(self, ref: DocumentRef) -> Sequence[Rendering]:
+        """The Assistant requests that bring ``ref`` up to date."""
+        return await self._renderer.document(ref)
 
     async def apply(self, rendering: Rendering, idempotency_key: str) -> Applied:
         """Send the rendered request; raises :class:`TargetFailure`."""

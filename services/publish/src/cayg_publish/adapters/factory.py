@@ -22,8 +22,10 @@ from cayg_publish.config import (
     PublishTargetsConfig,
     SqliteLedgerConfig,
 )
-from cayg_publish.domain import Catalog, DeliveryReport, Target
+from cayg_publish.domain import Catalog, Target
 from cayg_publish.ledger import Ledger, PostgresLedger, SqliteLedger
+from cayg_publish.projection import DocumentKind, DocumentRef, RetrySchedule
+from cayg_publish.projector import OutcomeHook, Projector, ThrottleBook
 from cayg_publish.render.ctdl import RegistryOptions, RegistryRenderer
 from cayg_publish.render.openbadges import (
     Issuer,
@@ -33,7 +35,6 @@ from cayg_publish.render.openbadges import (
 )
 from cayg_publish.retry import RetryPolicy
 from cayg_publish.signing import ContextLoader, SigningKey, sign_credential
-from cayg_publish.usecase import ThrottleBook, deliver
 from cayg_shared.schema import Change
 
 #: Test hook: an httpx transport per target name (e.g. respx or an ASGI app).
@@ -97,7 +98,11 @@ def create_target(
 
 
 class Publisher:
-    """Ledger, targets per tenant, throttles and retry policy, ready to deliver changes."""
+    """Ledger, targets per tenant, and the projector that delivers to them.
+
+    The consume path calls :meth:`record` (catalog + dirty documents, one ledger
+    transaction, no remote call); :meth:`projector` builds the loop that delivers.
+    """
 
     def __init__(
         self,
@@ -105,10 +110,12 @@ class Publisher:
         targets: Mapping[str, Sequence[Target]],
         *,
         policy: RetryPolicy | None = None,
+        schedule: RetrySchedule | None = None,
     ) -> None:
         self.ledger = ledger
         self._targets = {tenant: tuple(items) for tenant, items in targets.items()}
         self._policy = policy or RetryPolicy()
+        self._schedule = schedule or RetrySchedule()
         self._throttles = ThrottleBook()
 
     def __repr__(self) -> str:
@@ -120,6 +127,7 @@ class Publisher:
         config: PublishTargetsConfig,
         *,
         policy: RetryPolicy | None = None,
+        schedule: RetrySchedule | None = None,
         environ: Mapping[str, str] | None = None,
         transports: Transports | None = None,
     ) -> Self:
@@ -137,7 +145,7 @@ class Publisher:
             ]
             for tenant, tenant_targets in config.tenants.items()
         }
-        return cls(ledger, targets, policy=policy)
+        return cls(ledger, targets, policy=policy, schedule=schedule)
 
     def tenants(self) -> tuple[str, ...]:
         """The tenants that have targets."""
@@ -147,26 +155,59 @@ class Publisher:
         """The targets of ``tenant`` (none for a tenant without configuration)."""
         return self._targets.get(tenant, ())
 
+    def kinds_by_target(
+        self, tenant: str, serves: Callable[[str], bool] | None = None
+    ) -> dict[str, frozenset[DocumentKind]]:
+        """The document kinds each of ``tenant``'s targets (of this lane) holds."""
+        return {
+            t.name: t.document_kinds
+            for t in self.targets_for(tenant)
+            if serves is None or serves(t.name)
+        }
+
     async def start(self) -> None:
         """Migrate the ledger schema (idempotent)."""
         await self.ledger.migrate()
 
-    async def deliver(
+    async def record(
+        self, change: Change, *, serves: Callable[[str], bool] | None = None
+    ) -> list[tuple[str, DocumentRef]]:
+        """Apply ``change`` to the catalog and mark the documents it affects at this lane's
+        targets dirty, in one ledger transaction; what was marked."""
+        return await self.ledger.record_change(change, self.kinds_by_target(change.tenant, serves))
+
+    async def reconcile(
+        self, tenant: str, *, serves: Callable[[str], bool] | None = None
+    ) -> list[tuple[str, DocumentRef]]:
+        """Mark every document of ``tenant`` dirty at its (matching) targets."""
+        return await self.ledger.reconcile(tenant, self.kinds_by_target(tenant, serves))
+
+    def projector(
         self,
-        change: Change,
-        only_target: str | None = None,
         *,
         serves: Callable[[str], bool] | None = None,
-    ) -> DeliveryReport:
-        """Deliver ``change`` to its tenant's targets (or to ``only_target`` of them, for a
-        retry of one target), keeping to the targets ``serves`` accepts (this lane's)."""
-        targets = self.targets_for(change.tenant)
-        if only_target is not None:
-            targets = tuple(t for t in targets if t.name == only_target)
-        if serves is not None:
-            targets = tuple(t for t in targets if serves(t.name))
-        return await deliver(
-            change, targets, self.ledger, throttles=self._throttles, policy=self._policy
+        on_outcome: OutcomeHook | None = None,
+        max_in_flight: int = 64,
+        lease_ttl_s: float = 30.0,
+        poll_s: float = 0.5,
+    ) -> Projector:
+        """The delivery loop for every target this lane serves."""
+        targets = [
+            t
+            for tenant in self._targets
+            for t in self._targets[tenant]
+            if serves is None or serves(t.name)
+        ]
+        return Projector(
+            self.ledger,
+            targets,
+            policy=self._policy,
+            schedule=self._schedule,
+            throttles=self._throttles,
+            max_in_flight=max_in_flight,
+            lease_ttl_s=lease_ttl_s,
+            poll_s=poll_s,
+            on_outcome=on_outcome or _ignore,
         )
 
     async def aclose(self) -> None:
@@ -177,3 +218,7 @@ class Publisher:
                 if close is not None:
                     await close()
         await self.ledger.close()
+
+
+def _ignore(target: str, outcome: str) -> None:
+    del target, outcome

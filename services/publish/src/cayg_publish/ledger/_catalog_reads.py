@@ -31,9 +31,23 @@ class SqlCatalogReads(ABC):
 
     async def definition(self, tenant: str, ctid: str) -> CredentialDefinition | None:
         """The last known definition with ``ctid``."""
-        row = await self._one(self._sql.definition_by_ctid, (tenant, ctid))
+        row = await self.definition_row(tenant, ctid)
         entity = None if row is None else row.entity
         return entity if isinstance(entity, CredentialDefinition) else None
+
+    async def definition_row(self, tenant: str, ctid: str) -> CatalogRow | None:
+        """The newest catalog row of the definition with ``ctid``."""
+        return await self._one(self._sql.definition_by_ctid, (tenant, ctid))
+
+    async def row(
+        self, tenant: str, entity_type: EntityType, source_id: str, part: str = ""
+    ) -> CatalogRow | None:
+        """The catalog row of one entity, whatever its status."""
+        return await self._one(self._sql.select_one, (tenant, entity_type.value, source_id, part))
+
+    async def award_rows_of(self, tenant: str, learner: str) -> list[CatalogRow]:
+        """Every award row of a learner: current, revoked and deleted."""
+        return await self._rows(self._sql.award_history_of, (tenant, learner))
 
     async def definition_by_source(
         self, tenant: str, source_id: str

@@ -17,11 +17,11 @@ from typing import Any, Final
 from pydantic import TypeAdapter
 
 from cayg_publish.domain import CatalogRow, CatalogStatus, LedgerEntry, Outcome, Version
-from cayg_shared.schema import REVEAL_LEARNER_IDENTIFIERS, Entity, EntityType
+from cayg_shared.schema import REVEAL_LEARNER_IDENTIFIERS, CredentialAward, Entity, EntityType
 
 TABLE: Final = "cayg_publish_ledger"
 META_TABLE: Final = "cayg_publish_ledger_meta"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 #: Column order of every SELECT and INSERT.
 COLUMNS: Final = (
@@ -215,6 +215,8 @@ CATALOG_COLUMNS: Final = (
     "version_time",
     "status",
     "body",
+    "definition_ctid",
+    "definition_source",
 )
 CATALOG_KEY: Final = ("tenant", "entity_type", "source_id", "part")
 CATALOG_VALUES: Final = tuple(c for c in CATALOG_COLUMNS if c not in CATALOG_KEY)
@@ -225,6 +227,7 @@ _ENTITY: Final[TypeAdapter[Entity]] = TypeAdapter(Entity)
 def catalog_row_to_sql(row: CatalogRow) -> dict[str, Any]:
     """Column values of a catalog row; the entity as JSON with learner identifiers kept
     (they are needed to hash them for CLR hosts; the database is as protected as Kafka)."""
+    award = row.entity if isinstance(row.entity, CredentialAward) else None
     body = (
         None
         if row.entity is None
@@ -242,6 +245,9 @@ def catalog_row_to_sql(row: CatalogRow) -> dict[str, Any]:
         "version_time": row.version.time,
         "status": row.status.value,
         "body": body,
+        # Awards: the definition they name, so a changed definition finds its holders.
+        "definition_ctid": award.definition.ctid if award is not None else None,
+        "definition_source": award.definition.source_id if award is not None else None,
     }
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -19,8 +20,27 @@ from cayg_publish.domain import (
     revoke_transition,
 )
 from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError, Mutation, utc_now
+from cayg_publish.projection import (
+    DeliveryResult,
+    DependencyQuery,
+    DocumentKind,
+    DocumentRef,
+    DocumentRow,
+    DocumentState,
+    Lease,
+    RetrySchedule,
+    dependency_queries,
+    dirty_transition,
+    documents_of_rows,
+    leasable,
+    lease_transition,
+    reason_of,
+    route,
+    settle_transition,
+)
 from cayg_shared.schema import (
     Change,
+    CredentialAward,
     CredentialDefinition,
     EntityType,
     LearnerIdentity,
@@ -30,6 +50,8 @@ T = TypeVar("T")
 
 
 class InMemoryLedger(Ledger):
+    # The projection's storage in dicts: the same transitions as the SQL adapters
+    # (cayg_publish.projection), one asyncio lock instead of transactions.
     """A :class:`~cayg_publish.ledger.port.Ledger` in a dict; nothing survives the process."""
 
     def __init__(
@@ -43,6 +65,7 @@ class InMemoryLedger(Ledger):
         self._lock = asyncio.Lock()
         self._closed = False
         self._catalog = InMemoryCatalog()
+        self._documents: dict[tuple[str, str], DocumentRow] = {}
 
     @property
     def catalog(self) -> InMemoryCatalog:
@@ -83,6 +106,113 @@ class InMemoryLedger(Ledger):
                 self._rows[(target, entity_key)] = after
             return result
 
+    # -- the projection ------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+
+    def _mark(self, pairs: Sequence[tuple[str, DocumentRef]]) -> None:
+        now = self._now_ms()
+        for target, ref in pairs:
+            key = (target, ref.key)
+            self._documents[key] = dirty_transition(
+                self._documents.get(key), target=target, ref=ref, now_ms=now
+            )
+
+    async def record_change(
+        self, change: Change, kinds_by_target: Mapping[str, frozenset[DocumentKind]]
+    ) -> list[tuple[str, DocumentRef]]:
+        """Catalog and dirty marking under one lock."""
+        self._check_open()
+        async with self._lock:
+            written = self._catalog.write(change)
+            if not written or not kinds_by_target:
+                return []
+            rows = list(written)
+            for query in dependency_queries(change, written):
+                rows.extend(self._catalog.dependents(query))
+            pairs = route(documents_of_rows(rows), kinds_by_target)
+            self._mark(pairs)
+            return pairs
+
+    async def lease_documents(
+        self, targets: Sequence[str], *, limit: int, ttl_ms: int
+    ) -> list[Lease]:
+        """Due documents, earliest first."""
+        self._check_open()
+        now = self._now_ms()
+        token = uuid.uuid4().hex
+        async with self._lock:
+            due = sorted(
+                (row for row in self._documents.values() if row.target in targets),
+                key=lambda row: row.next_attempt_ms,
+            )
+            leases: list[Lease] = []
+            for row in due:
+                if len(leases) >= limit:
+                    break
+                if not leasable(row, now):
+                    continue
+                lease, after = lease_transition(row, token=token, now_ms=now, ttl_ms=ttl_ms)
+                self._documents[(row.target, row.ref.key)] = after
+                leases.append(lease)
+            return leases
+
+    async def settle_document(
+        self, lease: Lease, result: DeliveryResult, schedule: RetrySchedule
+    ) -> DocumentRow | None:
+        """Apply the settlement transition."""
+        self._check_open()
+        async with self._lock:
+            row = self._documents.get((lease.target, lease.ref.key))
+            if row is None:
+                return None
+            after = settle_transition(row, lease, result, now_ms=self._now_ms(), schedule=schedule)
+            if after is not None:
+                self._documents[(lease.target, lease.ref.key)] = after
+            return after
+
+    async def reconcile(
+        self, tenant: str, kinds_by_target: Mapping[str, frozenset[DocumentKind]]
+    ) -> list[tuple[str, DocumentRef]]:
+        """Every document of the tenant's catalog, dirty."""
+        self._check_open()
+        async with self._lock:
+            refs = documents_of_rows(self._catalog.rows_of(tenant))
+            pairs = route(refs, kinds_by_target)
+            self._mark(pairs)
+            return pairs
+
+    async def documents(
+        self,
+        *,
+        tenant: str | None = None,
+        target: str | None = None,
+        states: Sequence[DocumentState] | None = None,
+        subject: str | None = None,
+        limit: int = 100,
+    ) -> list[DocumentRow]:
+        """Filtered, most recently changed first."""
+        found = [
+            row
+            for row in self._documents.values()
+            if (tenant is None or row.ref.tenant == tenant)
+            and (target is None or row.target == target)
+            and (not states or row.state in states)
+            and (subject is None or row.ref.subject == subject)
+        ]
+        found.sort(key=lambda row: row.updated_ms, reverse=True)
+        return found[:limit]
+
+    async def document_counts(self) -> list[tuple[str, str, str, str, int]]:
+        """Counts per target, tenant, state and reason."""
+        counts: dict[tuple[str, str, str, str], int] = {}
+        for row in self._documents.values():
+            key = (row.target, row.ref.tenant, row.state.value, reason_of(row) or "")
+            counts[key] = counts.get(key, 0) + 1
+        return [(*key, count) for key, count in sorted(counts.items())]
+
     def forget(self, target: str, entity_key: str) -> None:
         """Drop a row, as if its write had been lost (crash tests)."""
         self._rows.pop((target, entity_key), None)
@@ -99,26 +229,80 @@ class InMemoryCatalog:
 
     async def remember(self, change: Change) -> None:
         """Store what ``change`` says, unless a newer snapshot is already stored."""
+        self.write(change)
+
+    def write(self, change: Change) -> list[CatalogRow]:
+        """Apply ``change``; the rows as written (a newer stored row is kept)."""
+        written: list[CatalogRow] = []
         rows = catalog_rows(change)
         for incoming in rows:
             key = (incoming.tenant, incoming.entity_type.value, incoming.source_id, incoming.part)
             new = catalog_transition(self._rows.get(key), incoming)
             if new is not None:
                 self._rows[key] = new
+                written.append(new)
         if not rows:  # a record-level revoke
             record = (
                 change.tenant,
                 change.entity_key.entity_type.value,
                 change.entity_key.source_id,
             )
-            for key, existing in list(self._rows.items()):
+            for key, existing in sorted(self._rows.items()):
                 if key[:3] == record:
                     new = revoke_transition(existing, change)
                     if new is not None:
                         self._rows[key] = new
+                        written.append(new)
+        return written
+
+    def dependents(self, query: DependencyQuery) -> list[CatalogRow]:
+        """Award rows naming the definition, or of the learner, that ``query`` asks for."""
+        found: list[CatalogRow] = []
+        for row in self._rows.values():
+            if row.tenant != query.tenant or not isinstance(row.entity, CredentialAward):
+                continue
+            if query.learner is not None:
+                if row.learner_key == query.learner:
+                    found.append(row)
+                continue
+            ref = row.entity.definition
+            if (query.definition_ctid is not None and ref.ctid == query.definition_ctid) or (
+                query.definition_source is not None and ref.source_id == query.definition_source
+            ):
+                found.append(row)
+        return found
+
+    def rows_of(self, tenant: str) -> list[CatalogRow]:
+        """Every catalog row of ``tenant``."""
+        return [row for row in self._rows.values() if row.tenant == tenant]
+
+    async def row(
+        self, tenant: str, entity_type: EntityType, source_id: str, part: str = ""
+    ) -> CatalogRow | None:
+        """The catalog row of one entity, whatever its status."""
+        return self._rows.get((tenant, entity_type.value, source_id, part))
+
+    async def award_rows_of(self, tenant: str, learner: str) -> list[CatalogRow]:
+        """Every award row of a learner: current, revoked and deleted."""
+        return sorted(
+            (
+                row
+                for row in self._rows.values()
+                if row.tenant == tenant
+                and row.entity_type is EntityType.CREDENTIAL_AWARD
+                and row.learner_key == learner
+            ),
+            key=lambda row: (row.source_id, row.part),
+        )
 
     async def definition(self, tenant: str, ctid: str) -> CredentialDefinition | None:
         """The last known definition with ``ctid``."""
+        row = await self.definition_row(tenant, ctid)
+        entity = None if row is None else row.entity
+        return entity if isinstance(entity, CredentialDefinition) else None
+
+    async def definition_row(self, tenant: str, ctid: str) -> CatalogRow | None:
+        """The newest catalog row of the definition with ``ctid``."""
         found = [
             row
             for row in self._rows.values()
@@ -127,8 +311,7 @@ class InMemoryCatalog:
             and row.ctid == ctid
         ]
         found.sort(key=lambda row: row.version.time, reverse=True)
-        entity = found[0].entity if found else None
-        return entity if isinstance(entity, CredentialDefinition) else None
+        return found[0] if found else None
 
     async def definition_by_source(
         self, tenant: str, source_id: str

@@ -9,7 +9,7 @@ against every adapter.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self, TypeVar
@@ -25,6 +25,16 @@ from cayg_publish.domain import (
     failure_transition,
     success_transition,
 )
+from cayg_publish.projection import (
+    DeliveryResult,
+    DocumentKind,
+    DocumentRef,
+    DocumentRow,
+    DocumentState,
+    Lease,
+    RetrySchedule,
+)
+from cayg_shared.schema import Change
 
 R = TypeVar("R")
 
@@ -35,7 +45,7 @@ Mutation = Callable[[LedgerEntry | None], tuple[R, LedgerEntry | None]]
 #: How long an APPLY decision keeps other versions of the entity waiting. Longer than the
 #: worst in-process delivery (attempts x timeouts + backoff), so a live delivery never
 #: loses its claim; short enough that a crashed instance's claim soon lapses.
-DEFAULT_CLAIM_TTL = timedelta(minutes=5)
+DEFAULT_CLAIM_TTL = timedelta(seconds=30)
 
 
 def utc_now() -> datetime:
@@ -94,6 +104,53 @@ class Ledger(ABC):
 
         The row ``mutation`` returns (if any) is written in the same transaction.
         """
+
+    # -- the projection (see cayg_publish.projection) ----------------------------------
+
+    @abstractmethod
+    async def record_change(
+        self, change: Change, kinds_by_target: Mapping[str, frozenset[DocumentKind]]
+    ) -> list[tuple[str, DocumentRef]]:
+        """Apply ``change`` to the catalog and, in the same transaction, mark dirty every
+        document it affects at every target serving that kind; returns what was marked."""
+
+    @abstractmethod
+    async def lease_documents(
+        self, targets: Sequence[str], *, limit: int, ttl_ms: int
+    ) -> list[Lease]:
+        """Take up to ``limit`` due, unleased documents of ``targets`` for ``ttl_ms``;
+        safe when several instances lease from one database at once."""
+
+    @abstractmethod
+    async def settle_document(
+        self, lease: Lease, result: DeliveryResult, schedule: RetrySchedule
+    ) -> DocumentRow | None:
+        """Record how the delivery under ``lease`` ended (None: the lease was lost)."""
+
+    @abstractmethod
+    async def reconcile(
+        self, tenant: str, kinds_by_target: Mapping[str, frozenset[DocumentKind]]
+    ) -> list[tuple[str, DocumentRef]]:
+        """Mark every document of ``tenant``'s catalog dirty at the given targets."""
+
+    @abstractmethod
+    async def documents(
+        self,
+        *,
+        tenant: str | None = None,
+        target: str | None = None,
+        states: Sequence[DocumentState] | None = None,
+        subject: str | None = None,
+        limit: int = 100,
+    ) -> list[DocumentRow]:
+        """Documents matching the filters, most recently changed first."""
+
+    @abstractmethod
+    async def document_counts(self) -> list[tuple[str, str, str, str, int]]:
+        """``(target, tenant, state, reason, count)`` of every document."""
+
+    def _now_ms(self) -> int:
+        return int(self._clock().timestamp() * 1000)
 
     # -- operations ----------------------------------------------------------------------
 

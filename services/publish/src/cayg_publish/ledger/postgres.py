@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -27,15 +27,16 @@ from cayg_publish.domain import (
     CatalogRow,
     LedgerEntry,
     LedgerTotals,
-    catalog_rows,
-    catalog_transition,
-    revoke_transition,
 )
 from cayg_publish.ledger._catalog_reads import SqlCatalogReads
+from cayg_publish.ledger._projection_sql import (
+    POSTGRES,
+    ProjectionSql,
+    SqlProjectionStore,
+    create_documents_table,
+)
 from cayg_publish.ledger._rows import (
     CATALOG_COLUMNS,
-    CATALOG_KEY,
-    CATALOG_VALUES,
     COLUMNS,
     SCHEMA_VERSION,
     VALUE_COLUMNS,
@@ -63,6 +64,7 @@ _SQL: Final = statements("%s")
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: create_table(integer="BIGINT", timestamp="TIMESTAMPTZ"),
     2: create_catalog_table(integer="BIGINT", timestamp="TIMESTAMPTZ"),
+    3: create_documents_table(integer="BIGINT"),
 }
 _CATALOG_SQL: Final = catalog_statements("%s", for_update=True)
 
@@ -130,7 +132,33 @@ class PostgresDatabase:
             await connection.close()
 
 
-class PostgresLedger(Ledger):
+class PostgresTx:
+    """A :class:`~cayg_publish.ledger._projection_sql.Tx` on one psycopg connection."""
+
+    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        self._connection = connection
+
+    async def fetchall(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run a query."""
+        cursor = await self._connection.execute(sql, list(params))
+        return [tuple(row) for row in await cursor.fetchall()]
+
+    async def execute(self, sql: str, params: Sequence[Any]) -> int:
+        """Run a statement."""
+        cursor = await self._connection.execute(sql, list(params))
+        return cursor.rowcount
+
+    def catalog_params(self, row: CatalogRow, columns: Sequence[str]) -> list[Any]:
+        """Catalog values as psycopg adapts them."""
+        values = catalog_row_to_sql(row)
+        return [values[c] for c in columns]
+
+    def catalog_row(self, found: Sequence[Any]) -> CatalogRow:
+        """A catalog row from PostgreSQL values."""
+        return _catalog_row(found)
+
+
+class PostgresLedger(SqlProjectionStore, Ledger):
     """A :class:`~cayg_publish.ledger.port.Ledger` in a PostgreSQL database."""
 
     def __init__(
@@ -145,6 +173,15 @@ class PostgresLedger(Ledger):
         super().__init__(claim_ttl=claim_ttl, clock=clock)
         self._db = PostgresDatabase(dsn, pool_size=pool_size, connect_timeout=connect_timeout)
         self._catalog = PostgresCatalog(self._db)
+        self._projection = ProjectionSql(POSTGRES)
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[PostgresTx]:
+        async with self._db.connection() as connection, connection.transaction():
+            yield PostgresTx(connection)
+
+    def _tx(self) -> AbstractAsyncContextManager[PostgresTx]:
+        return self._session()
 
     def __repr__(self) -> str:
         return f"PostgresLedger(pool_size={self._db.pool_size})"
@@ -239,44 +276,8 @@ class PostgresCatalog(SqlCatalogReads):
 
     async def remember(self, change: Change) -> None:
         """Store what ``change`` says, unless a newer snapshot is already stored."""
-        rows = catalog_rows(change)
-        key = change.entity_key
-        async with self._db.connection() as connection:
-            for incoming in rows:
-                await self._remember_one(connection, incoming)
-            if not rows:  # a record-level revoke
-                async with connection.transaction():
-                    cursor = await connection.execute(
-                        _CATALOG_SQL.select_record,
-                        (change.tenant, key.entity_type.value, key.source_id),
-                    )
-                    for found in await cursor.fetchall():
-                        existing = _catalog_row(found)
-                        new = revoke_transition(existing, change)
-                        if new is not None:
-                            await connection.execute(_CATALOG_SQL.update, _update_params(new))
-
-    @staticmethod
-    async def _remember_one(connection: psycopg.AsyncConnection[Any], incoming: CatalogRow) -> None:
-        key = (incoming.tenant, incoming.entity_type.value, incoming.source_id, incoming.part)
-        for _ in range(_MAX_INSERT_RACES):
-            async with connection.transaction():
-                cursor = await connection.execute(_CATALOG_SQL.select_one + " FOR UPDATE", key)
-                found = await cursor.fetchone()
-                existing = None if found is None else _catalog_row(found)
-                new = catalog_transition(existing, incoming)
-                if new is None:
-                    return
-                if existing is not None:
-                    await connection.execute(_CATALOG_SQL.update, _update_params(new))
-                    return
-                values = catalog_row_to_sql(new)
-                cursor = await connection.execute(
-                    _CATALOG_SQL.insert, [values[c] for c in CATALOG_COLUMNS]
-                )
-                if cursor.rowcount == 1:
-                    return
-        raise LedgerError(f"could not create the catalog row for {'/'.join(key)}")
+        async with self._db.connection() as connection, connection.transaction():
+            await ProjectionSql(POSTGRES).write_catalog(PostgresTx(connection), change)
 
     async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[CatalogRow]:
         async with self._db.connection() as connection:
@@ -287,8 +288,3 @@ class PostgresCatalog(SqlCatalogReads):
 
 def _catalog_row(found: Sequence[Any]) -> CatalogRow:
     return catalog_row_from_sql(dict(zip(CATALOG_COLUMNS, found, strict=True)))
-
-
-def _update_params(row: CatalogRow) -> list[Any]:
-    values = catalog_row_to_sql(row)
-    return [values[c] for c in CATALOG_VALUES] + [values[c] for c in CATALOG_KEY]

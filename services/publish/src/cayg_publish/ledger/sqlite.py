@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -22,15 +23,16 @@ from cayg_publish.domain import (
     CatalogRow,
     LedgerEntry,
     LedgerTotals,
-    catalog_rows,
-    catalog_transition,
-    revoke_transition,
 )
 from cayg_publish.ledger._catalog_reads import SqlCatalogReads
+from cayg_publish.ledger._projection_sql import (
+    SQLITE,
+    ProjectionSql,
+    SqlProjectionStore,
+    create_documents_table,
+)
 from cayg_publish.ledger._rows import (
     CATALOG_COLUMNS,
-    CATALOG_KEY,
-    CATALOG_VALUES,
     COLUMNS,
     SCHEMA_VERSION,
     TIME_COLUMNS,
@@ -57,6 +59,7 @@ _CATALOG_SQL: Final = catalog_statements("?", for_update=False)
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     1: create_table(integer="INTEGER", timestamp="TEXT", suffix=" WITHOUT ROWID"),
     2: create_catalog_table(integer="INTEGER", timestamp="TEXT"),
+    3: create_documents_table(integer="INTEGER"),
 }
 _CATALOG_TIME_COLUMNS: Final = frozenset({"version_time"})
 
@@ -144,6 +147,32 @@ class SqliteDatabase:
         """Run ``work`` outside an explicit transaction, in a worker thread."""
         return await asyncio.to_thread(self._read, work)
 
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[SqliteTx]:
+        """A write transaction (``BEGIN IMMEDIATE``) whose statements each run in a worker
+        thread, so that async code can drive one transaction over several statements.
+
+        The connection's lock is taken without blocking the event loop (and without a
+        worker thread that a cancellation could leave holding it).
+        """
+        delay = 0.0002
+        while not self._lock.acquire(blocking=False):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.01)
+        try:
+            connection = self._connect()
+            await asyncio.to_thread(connection.execute, "BEGIN IMMEDIATE")
+            try:
+                yield SqliteTx(connection)
+            except BaseException:
+                await asyncio.shield(asyncio.to_thread(connection.execute, "ROLLBACK"))
+                raise
+            await asyncio.to_thread(connection.execute, "COMMIT")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"sqlite ledger {self.path}: {exc}") from exc
+        finally:
+            self._lock.release()
+
     async def close(self) -> None:
         """Close the connection; further use raises :class:`LedgerError`."""
 
@@ -157,7 +186,38 @@ class SqliteDatabase:
         await asyncio.to_thread(work)
 
 
-class SqliteLedger(Ledger):
+class SqliteTx:
+    """A :class:`~cayg_publish.ledger._projection_sql.Tx` on one SQLite connection."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    async def fetchall(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run a query in a worker thread."""
+
+        def work() -> list[tuple[Any, ...]]:
+            return list(self._connection.execute(sql, tuple(params)).fetchall())
+
+        return await asyncio.to_thread(work)
+
+    async def execute(self, sql: str, params: Sequence[Any]) -> int:
+        """Run a statement in a worker thread."""
+
+        def work() -> int:
+            return self._connection.execute(sql, tuple(params)).rowcount
+
+        return await asyncio.to_thread(work)
+
+    def catalog_params(self, row: CatalogRow, columns: Sequence[str]) -> list[Any]:
+        """Catalog values with times as ISO text."""
+        return _catalog_params(row, tuple(columns))
+
+    def catalog_row(self, found: Sequence[Any]) -> CatalogRow:
+        """A catalog row from SQLite values."""
+        return _catalog_from_sql(tuple(found))
+
+
+class SqliteLedger(SqlProjectionStore, Ledger):
     """A :class:`~cayg_publish.ledger.port.Ledger` in one SQLite database file."""
 
     def __init__(
@@ -171,6 +231,10 @@ class SqliteLedger(Ledger):
         super().__init__(claim_ttl=claim_ttl, clock=clock)
         self._db = SqliteDatabase(path, busy_timeout=busy_timeout)
         self._catalog = SqliteCatalog(self._db)
+        self._projection = ProjectionSql(SQLITE)
+
+    def _tx(self) -> AbstractAsyncContextManager[SqliteTx]:
+        return self._db.session()
 
     def __repr__(self) -> str:
         return f"SqliteLedger(path={self._db.path!r})"
@@ -255,46 +319,8 @@ class SqliteCatalog(SqlCatalogReads):
 
     async def remember(self, change: Change) -> None:
         """Store what ``change`` says, unless a newer snapshot is already stored."""
-        rows = catalog_rows(change)
-        key = change.entity_key
-
-        def work(connection: sqlite3.Connection) -> None:
-            for incoming in rows:
-                found = connection.execute(
-                    _CATALOG_SQL.select_one,
-                    (
-                        incoming.tenant,
-                        incoming.entity_type.value,
-                        incoming.source_id,
-                        incoming.part,
-                    ),
-                ).fetchone()
-                existing = None if found is None else _catalog_from_sql(found)
-                self._write(connection, existing, catalog_transition(existing, incoming))
-            if not rows:  # a record-level revoke
-                record = connection.execute(
-                    _CATALOG_SQL.select_record,
-                    (change.tenant, key.entity_type.value, key.source_id),
-                ).fetchall()
-                for found in record:
-                    existing = _catalog_from_sql(found)
-                    self._write(connection, existing, revoke_transition(existing, change))
-
-        await self._db.transaction(work)
-
-    @staticmethod
-    def _write(
-        connection: sqlite3.Connection, existing: CatalogRow | None, new: CatalogRow | None
-    ) -> None:
-        if new is None:
-            return
-        if existing is None:
-            connection.execute(_CATALOG_SQL.insert, _catalog_params(new, CATALOG_COLUMNS))
-        else:
-            connection.execute(
-                _CATALOG_SQL.update,
-                _catalog_params(new, CATALOG_VALUES) + _catalog_params(new, CATALOG_KEY),
-            )
+        async with self._db.session() as tx:
+            await ProjectionSql(SQLITE).write_catalog(tx, change)
 
     async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[CatalogRow]:
         def work(connection: sqlite3.Connection) -> list[CatalogRow]:

@@ -16,21 +16,21 @@ call is made.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
-from cayg_publish.domain import Catalog, Rendering
+from cayg_publish.domain import Catalog, CatalogStatus, Rendering
 from cayg_publish.domain import Operation as RenderOperation
 from cayg_publish.idempotency import content_hash
+from cayg_publish.projection import DocumentKind, DocumentRef
 from cayg_shared.ids import ctid as derive_ctid
 from cayg_shared.schema import (
-    Change,
     CredentialDefinition,
     CredentialRef,
     CredentialStatus,
     CreditValue,
+    EntityKey,
     EntityType,
-    Operation,
     Organization,
     OrganizationRef,
     OrganizationRole,
@@ -345,31 +345,49 @@ class RegistryRenderer:
         self._options = options
         self._catalog = catalog
 
-    async def __call__(self, change: Change) -> tuple[Rendering, ...]:
-        """The requests ``change`` needs."""
-        entity = change.entity
-        key = change.entity_key
-        if key.entity_type is EntityType.CREDENTIAL_DEFINITION:
-            if change.operation is Operation.UPSERT and isinstance(entity, CredentialDefinition):
-                return definition_renderings(change.tenant, entity, self._options)
-            if change.operation is Operation.DELETE:
-                return await self._deleted(change.tenant, key.source_id)
+    @property
+    def document_kinds(self) -> frozenset[DocumentKind]:
+        """What a registry account holds: credentials and the tenant's organization."""
+        return frozenset({DocumentKind.CREDENTIAL, DocumentKind.ORGANIZATION})
+
+    async def document(self, ref: DocumentRef) -> tuple[Rendering, ...]:
+        """Render ``ref`` from the catalog as it is now (none: nothing to send).
+
+        Each request is keyed in the ledger by the entity key (plus the part of a transfer
+        value) and versioned by the catalog row, so an older state never overwrites a
+        newer one and the same content is never sent twice.
+        """
+        if ref.kind is DocumentKind.CREDENTIAL:
+            entity_type = EntityType.CREDENTIAL_DEFINITION
+        elif ref.kind is DocumentKind.ORGANIZATION:
+            entity_type = EntityType.ORGANIZATION
+        else:
             return ()
-        if (
-            key.entity_type is EntityType.ORGANIZATION
-            and change.operation is Operation.UPSERT
-            and isinstance(entity, Organization)
+        row = await self._catalog.row(ref.tenant, entity_type, ref.subject)
+        if row is None or row.entity is None:
+            return ()
+        key = str(EntityKey(tenant=ref.tenant, entity_type=entity_type, source_id=ref.subject))
+        entity = row.entity
+        renderings: tuple[Rendering, ...] = ()
+        if isinstance(entity, CredentialDefinition):
+            if row.status is CatalogStatus.CURRENT:
+                renderings = definition_renderings(ref.tenant, entity, self._options)
+            else:
+                renderings = self._retired(entity)
+        elif (
+            isinstance(entity, Organization)
+            and row.status is CatalogStatus.CURRENT
             and entity.ctid == self._options.publish_for_organization
             and OrganizationRole.ISSUER in entity.roles
         ):
             body = organization_request(entity, self._options)
-            return (rendering(PUBLISH_ORGANIZATION, body, entity.ctid),)
-        return ()
+            renderings = (rendering(PUBLISH_ORGANIZATION, body, entity.ctid),)
+        return tuple(
+            replace(r, subject=r.ledger_key(key), subject_version=row.version) for r in renderings
+        )
 
-    async def _deleted(self, tenant: str, source_id: str) -> tuple[Rendering, ...]:
-        known = await self._catalog.definition_by_source(tenant, source_id)
-        if known is None:
-            return ()
+    def _retired(self, known: CredentialDefinition) -> tuple[Rendering, ...]:
+        """A deleted definition: deprecated (default) or deleted at the registry."""
         if self._options.on_delete == "delete":
             body = delete_request(known.ctid, self._options)
             return (

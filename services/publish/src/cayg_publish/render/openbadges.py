@@ -23,21 +23,25 @@ from typing import Any, Final, Literal
 
 from pydantic import SecretStr
 
-from cayg_publish.domain import Catalog, Rendering, TargetFailure, learner_key
+from cayg_publish.domain import (
+    Catalog,
+    CatalogRow,
+    CatalogStatus,
+    Rendering,
+)
 from cayg_publish.domain import Operation as RenderOperation
 from cayg_publish.idempotency import content_hash
-from cayg_publish.retry import Failure, FailureKind
+from cayg_publish.projection import DocumentKind, DocumentRef, Waiting, parse_award_subject
 from cayg_shared.ids import derived_id
 from cayg_shared.schema import (
     AwardStatus,
-    Change,
     CredentialAward,
     CredentialDefinition,
     CredentialRef,
+    EntityKey,
     EntityType,
     LearnerIdentity,
     LearnerRef,
-    Operation,
     SourceVersion,
 )
 
@@ -384,21 +388,19 @@ def sign_for_upload(body: Mapping[str, Any], sign: SignOne) -> dict[str, Any]:
     return sign({**body, "credentialSubject": subject})
 
 
-def _unknown(reason: str, detail: str) -> TargetFailure:
-    # Reference data arrives on other partitions and may simply not be here yet.
-    return TargetFailure(Failure(kind=FailureKind.RETRYABLE, reason=reason, detail=detail))
-
-
 class OpenBadgesRenderer:
-    """Renders award changes for one CLR 2.0 (``api="clr"``) or OB 3.0 (``api="ob"``) host.
+    """Renders documents for one CLR 2.0 (``api="clr"``) or OB 3.0 (``api="ob"``) host,
+    from the catalog as it is when asked.
 
     * ``ob``: the award's ``AchievementCredential`` (a revoked award: valid until revoked);
     * ``clr``: the learner's whole ``ClrCredential`` — every current award, revoked ones
       left out — so the host's copy is replaced by the complete, current record; when the
       last award is revoked, the record is withdrawn by expiry (see :func:`clr_credential`).
 
-    Definitions and learner identities come from the catalog; one that has not arrived yet
-    is a retryable failure. Other changes are not for CLR hosts.
+    Definitions and learner identities come from the catalog; while one has not arrived the
+    document is *waiting* (:class:`~cayg_publish.projection.Waiting`), and it becomes dirty
+    again when the input arrives. An award revoked before its learner's record was ever
+    delivered sends nothing (``replaces_only``).
     """
 
     def __init__(
@@ -412,67 +414,92 @@ class OpenBadgesRenderer:
         self._catalog = catalog
         self._api = api
 
-    async def __call__(self, change: Change) -> tuple[Rendering, ...]:
-        """The credential upload ``change`` needs (none for non-award changes)."""
-        key = change.entity_key
-        award = change.entity
-        if key.entity_type is not EntityType.CREDENTIAL_AWARD or not isinstance(
-            award, CredentialAward
-        ):
-            # Deletes and record-level revokes carry no award: without it the learner
-            # cannot be told; the CLR is brought up to date by the learner's next award.
-            return ()
-        revoked = (
-            change.operation is not Operation.UPSERT or award.status is not AwardStatus.AWARDED
-        )
-        identity = await self._identity(change.tenant, award.learner)
-        identifiers = learner_identifiers(award.learner, identity)
+    @property
+    def document_kinds(self) -> frozenset[DocumentKind]:
+        """What this host holds: learners' records (CLR) or awards' credentials (OB)."""
         if self._api == "ob":
-            definition = await self._definition(change.tenant, award.definition)
-            body = achievement_credential(
-                change.tenant,
-                str(key),
-                award,
-                definition=definition,
-                identifiers=identifiers,
-                options=self._options,
-                revoked_at=change.source_version.time if revoked else None,
-            )
-            return (_rendering(body),)
-        learner = learner_key(award.learner)
-        awards = await self._catalog.awards_of(change.tenant, learner)
+            return frozenset({DocumentKind.AWARD_CREDENTIAL})
+        return frozenset({DocumentKind.LEARNER_RECORD})
+
+    async def document(self, ref: DocumentRef) -> tuple[Rendering, ...]:
+        """Render ``ref`` from the catalog as it is now (none: nothing to send).
+
+        Raises :class:`~cayg_publish.projection.Waiting` when a definition or the learner's
+        identity has not arrived.
+        """
+        if ref.kind is DocumentKind.LEARNER_RECORD:
+            return await self._learner_record(ref.tenant, ref.subject)
+        if ref.kind is DocumentKind.AWARD_CREDENTIAL:
+            return await self._award_credential(ref.tenant, ref.subject)
+        return ()
+
+    async def _award_credential(self, tenant: str, subject: str) -> tuple[Rendering, ...]:
+        source_id, part = parse_award_subject(subject)
+        row = await self._catalog.row(tenant, EntityType.CREDENTIAL_AWARD, source_id, part)
+        if row is None or not isinstance(row.entity, CredentialAward):
+            return ()
+        award = row.entity
+        revoked = row.status is not CatalogStatus.CURRENT or award.status is not AwardStatus.AWARDED
+        identity = await self._identity_of(tenant, [award])
+        definition, _definition_row = await self._definition_and_row(tenant, award.definition)
+        key = _award_entity_key(row)
+        body = achievement_credential(
+            tenant,
+            key,
+            award,
+            definition=definition,
+            identifiers=learner_identifiers(award.learner, identity),
+            options=self._options,
+            revoked_at=row.version.time if revoked else None,
+        )
+        return (
+            replace(
+                _rendering(body),
+                subject=key,
+                subject_version=row.version,
+                replaces_only=revoked,
+            ),
+        )
+
+    async def _learner_record(self, tenant: str, learner: str) -> tuple[Rendering, ...]:
+        rows = [
+            r
+            for r in await self._catalog.award_rows_of(tenant, learner)
+            if isinstance(r.entity, CredentialAward)
+        ]
+        if not rows:
+            return ()
+        current = [r for r in rows if r.status is CatalogStatus.CURRENT]
+        awards = [r.entity for r in (current or rows) if isinstance(r.entity, CredentialAward)]
+        identity = await self._identity_of(tenant, awards)
+        identifiers: list[LearnerIdentifierValue] = []
+        for award in awards:
+            identifiers.extend(learner_identifiers(award.learner, identity))
+        identifiers = list(
+            {(i.identity_type, i.value.get_secret_value()): i for i in identifiers}.values()
+        )
+        times = [r.version.time for r in rows]
+        entries: list[tuple[JsonObject, CredentialDefinition]] = []
         withdrawn_at: datetime | None = None
-        entries = []
-        for held in awards:
-            definition = await self._definition(change.tenant, held.award.definition)
-            entries.append(
-                (
-                    achievement_credential(
-                        change.tenant,
-                        held.key,
-                        held.award,
-                        definition=definition,
-                        identifiers=identifiers,
-                        options=self._options,
-                    ),
-                    definition,
-                )
+        chosen = current
+        if not current:
+            # Every award revoked: withdraw the record by expiry, keeping the newest
+            # revoked award (valid until its revocation) as its one entry.
+            newest = max(rows, key=lambda r: r.version.time)
+            withdrawn_at = newest.version.time
+            chosen = [newest]
+        for row in chosen:
+            assert isinstance(row.entity, CredentialAward)
+            definition, definition_row = await self._definition_and_row(
+                tenant, row.entity.definition
             )
-        if not entries:
-            if not revoked:
-                # The award was revoked in the catalog after this change was rendered the
-                # first time (a retry overtaken by the revocation): nothing to send.
-                return ()
-            # The learner's last award was revoked: withdraw the record by expiring it,
-            # keeping the revoked award (valid until its revocation) as its one entry.
-            withdrawn_at = change.source_version.time
-            definition = await self._definition(change.tenant, award.definition)
+            times.append(definition_row.version.time)
             entries.append(
                 (
                     achievement_credential(
-                        change.tenant,
-                        str(key),
-                        award,
+                        tenant,
+                        _award_entity_key(row),
+                        row.entity,
                         definition=definition,
                         identifiers=identifiers,
                         options=self._options,
@@ -481,13 +508,17 @@ class OpenBadgesRenderer:
                     definition,
                 )
             )
-        # Changes of one learner's awards arrive on different partitions, in any order:
-        # the record must be newer than every record rendered before it, or the host keeps
-        # an older one (newer validFrom wins). The catalog already holds this change.
-        last_change = await self._catalog.last_award_change(change.tenant, learner)
-        changed_at = max(filter(None, (change.source_version.time, last_change)))
+        if identity is not None and learner.startswith("person:"):
+            identity_row = await self._catalog.row(
+                tenant, EntityType.LEARNER_IDENTITY, learner.removeprefix("person:")
+            )
+            if identity_row is not None:
+                times.append(identity_row.version.time)
+        # The record is as new as its newest input: a host keeps the newer validFrom of
+        # two copies, and the inputs' times only ever grow (the catalog never goes back).
+        changed_at = max(times)
         body = clr_credential(
-            change.tenant,
+            tenant,
             learner,
             entries,
             identifiers,
@@ -495,37 +526,51 @@ class OpenBadgesRenderer:
             changed_at=changed_at,
             withdrawn_at=withdrawn_at,
         )
-        # The ledger tracks the learner's record itself, versioned by its change time, so
-        # another award's change that renders the same record is recognised as unchanged.
         return (
             replace(
                 _rendering(body),
-                subject=f"clr-record|{change.tenant}|{learner}",
+                subject=f"clr-record|{tenant}|{learner}",
                 subject_version=SourceVersion(stream="clr-record", time=changed_at),
+                replaces_only=withdrawn_at is not None,
             ),
         )
 
-    async def _definition(self, tenant: str, ref: CredentialRef) -> CredentialDefinition:
-        definition = await self._catalog.definition(tenant, ref.ctid)
-        if definition is None and ref.source_id is not None:
+    async def _identity_of(
+        self, tenant: str, awards: Sequence[CredentialAward]
+    ) -> LearnerIdentity | None:
+        """The learner's SIS identity; waiting for it when no award names the learner
+        inline (then nothing could address the record)."""
+        person = next((a.learner.person_ref for a in awards if a.learner.person_ref), None)
+        if person is None:
+            return None
+        identity = await self._catalog.learner(tenant, person)
+        inline = any(a.learner.institution_id or a.learner.email for a in awards)
+        if identity is None and not inline:
+            raise Waiting("learner-unknown", f"person:{person}")
+        return identity
+
+    async def _definition_and_row(
+        self, tenant: str, ref: CredentialRef
+    ) -> tuple[CredentialDefinition, CatalogRow]:
+        row = await self._catalog.definition_row(tenant, ref.ctid)
+        if row is None and ref.source_id is not None:
             # An award names its credential by SIS id; the CTID it derived may differ from
             # the definition's when the tenant imported that CTID by SIS code.
-            definition = await self._catalog.definition_by_source(tenant, ref.source_id)
-        if definition is None:
-            raise _unknown(
-                "definition-unknown", f"the awarded definition {ref.ctid} has not arrived"
-            )
-        return definition
+            row = await self._catalog.row(tenant, EntityType.CREDENTIAL_DEFINITION, ref.source_id)
+        if row is None or not isinstance(row.entity, CredentialDefinition):
+            raise Waiting("definition-unknown", ref.source_id or ref.ctid)
+        return row.entity, row
 
-    async def _identity(self, tenant: str, learner: LearnerRef) -> LearnerIdentity | None:
-        if learner.person_ref is None:
-            return None
-        identity = await self._catalog.learner(tenant, learner.person_ref)
-        if identity is None and learner.institution_id is None and learner.email is None:
-            raise _unknown(
-                "learner-unknown", "the learner's identity (persons record) has not arrived"
-            )
-        return identity
+
+def _award_entity_key(row: CatalogRow) -> str:
+    """The award's entity key as text, as the ledger and credential ids have always used."""
+    key = EntityKey(
+        tenant=row.tenant,
+        entity_type=row.entity_type,
+        source_id=row.source_id,
+        part=row.part or None,
+    )
+    return str(key)
 
 
 def _rendering(body: JsonObject) -> Rendering:
