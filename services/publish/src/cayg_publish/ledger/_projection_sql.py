@@ -416,8 +416,9 @@ class ProjectionSql:
             where.append(f"state IN ({self.d.marks(len(states))})")
             params.extend(s.value for s in states)
         if subject is not None:
-            where.append(f"doc_key LIKE {p}")
-            params.append(f"%|{subject}")
+            # The key ends in "|<subject>" (no LIKE: a subject may hold % or _).
+            where.append(f"substr(doc_key, length(doc_key) - {p}) = {p}")
+            params.extend([len(subject), f"|{subject}"])
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         found = await tx.fetchall(
             f"{_DOC_SELECT}{clause} ORDER BY updated_ms DESC LIMIT {p}", [*params, limit]
