@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -64,7 +65,6 @@ class Ports:
         return f"http://127.0.0.1:{self.clr}"
 
 
-RETRY_TIERS: Final = 3
 DEMO_TENANTS: Final = ("northfield-cc", "lakeshore-univ", "harbor-tech")
 
 
@@ -196,7 +196,9 @@ def _service_env(component: str, publish_config_file: Path) -> dict[str, str]:
     if service == "publish":
         lane, targets = PUBLISH_LANES[component]
         env[f"{prefix}TARGETS_FILE"] = str(publish_config_file)
-        env[f"{prefix}RETRY_TIERS_S"] = json.dumps([5, 20, 60][:RETRY_TIERS])
+        # Failing deliveries are retried on a short schedule, so the demo recovers quickly.
+        env[f"{prefix}RETRY_FIRST_S"] = "2"
+        env[f"{prefix}RETRY_MAX_S"] = "10"
         env[f"{prefix}LANE"] = lane
         env[f"{prefix}LANE_TARGETS"] = json.dumps([targets])
     return env
@@ -277,21 +279,18 @@ def _start_kafka(base: Path) -> None:
 
 
 def group_topics(
-    topics: Topics, retry_tiers: int, group_prefix: str = "", tenants: Sequence[str] = ()
+    topics: Topics, group_prefix: str = "", tenants: Sequence[str] = ()
 ) -> dict[str, list[str]]:
     """What each service's consumer group reads (ingest's SIS topics are found by pattern:
     name the tenants to count partitions ingest has not committed on yet)."""
     return {
         f"{group_prefix}cayg-ingest": [topics.sis(t) for t in tenants],
         f"{group_prefix}cayg-normalize": [topics.ingested],
-        f"{group_prefix}cayg-publish": [
-            topics.normalized,
-            *(topics.publish_retry(n) for n in range(1, retry_tiers + 1)),
-        ],
+        f"{group_prefix}cayg-publish": [topics.normalized],
     }
 
 
-async def _create_topics(topics: Topics, tenants: Sequence[str], retry_tiers: int) -> None:
+async def _create_topics(topics: Topics, tenants: Sequence[str]) -> None:
     """Create every topic up front (3 partitions), as an operator would in production."""
     names = [topics.sis(t) for t in tenants] + [
         topics.ingested,
@@ -299,7 +298,6 @@ async def _create_topics(topics: Topics, tenants: Sequence[str], retry_tiers: in
         topics.ingest_dlq,
         topics.normalize_dlq,
         topics.publish_dlq,
-        *(topics.publish_retry(n) for n in range(1, retry_tiers + 1)),
     ]
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await admin.start()
@@ -341,15 +339,20 @@ async def _wait_idle(timeout_s: float, settle_s: float = 6.0) -> bool:
     last_report = 0.0
     while time.monotonic() < deadline:
         lags = await kafka_view.consumer_lag(
-            BOOTSTRAP, topics=group_topics(Topics(), RETRY_TIERS, tenants=DEMO_TENANTS)
+            BOOTSTRAP, topics=group_topics(Topics(), tenants=DEMO_TENANTS)
         )
         behind = sum(lag.lag for lag in lags)
+        owed = {lane: _owed(counts) for lane, counts in publish_documents().items()}
         now = time.monotonic()
         if now - last_report > 5:
             detail = ", ".join(f"{lag.group.removeprefix('cayg-')} {lag.lag}" for lag in lags)
-            _say(f"waiting for the pipeline: messages behind — {detail}")
+            pending = ", ".join(f"{lane} {n}" for lane, n in owed.items())
+            _say(
+                f"waiting for the pipeline: messages behind — {detail}; "
+                f"documents to deliver — {pending}"
+            )
             last_report = now
-        if behind == 0 and all(lag.partitions for lag in lags):
+        if behind == 0 and all(lag.partitions for lag in lags) and not any(owed.values()):
             idle_since = idle_since or now
             if now - idle_since >= settle_s:
                 return True
@@ -357,6 +360,37 @@ async def _wait_idle(timeout_s: float, settle_s: float = 6.0) -> bool:
             idle_since = None
         await asyncio.sleep(1)
     return False
+
+
+_DOCUMENTS_LINE: Final = re.compile(r'^cayg_publish_documents\{([^}]*)\}\s+([0-9.eE+-]+)$')
+_LABEL: Final = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def publish_documents() -> dict[str, dict[str, int]]:
+    """Documents per publish lane and state, from each lane's ``/metrics`` (the gauge is
+    refreshed from the ledger every few seconds); a lane that does not answer is left out."""
+    found: dict[str, dict[str, int]] = {}
+    for component, port in SERVICE_PORTS.items():
+        if not component.startswith("publish"):
+            continue
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            continue
+        counts = found.setdefault(component, {})
+        for line in text.splitlines():
+            match = _DOCUMENTS_LINE.match(line)
+            if match is None:
+                continue
+            labels = dict(_LABEL.findall(match.group(1)))
+            state = labels.get("state", "")
+            counts[state] = counts.get(state, 0) + int(float(match.group(2)))
+    return found
+
+
+def _owed(counts: dict[str, int]) -> int:
+    """Documents a lane still has to deliver (dirty, or failing and due again later)."""
+    return counts.get("dirty", 0) + counts.get("failing", 0)
 
 
 def _admin_get(url: str, base: Path) -> Any:
@@ -402,6 +436,10 @@ def _summary(base: Path, tenants: Sequence[TenantSecrets], topics: Topics) -> st
             f"{counts['unchanged']} unchanged, {counts['stale_ignored']} stale ignored, "
             f"{counts['rejected']} rejected"
         )
+    lines.append("Publish documents (from the ledger, per lane):")
+    for lane, counts in sorted(publish_documents().items()):
+        shown = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if n)
+        lines.append(f"  {lane}: {shown or 'none'}")
     lines.append("Dead-letter queues:")
     for stage, topic in (
         ("ingest", topics.ingest_dlq),
@@ -441,7 +479,7 @@ def up(*, learners_per_tenant: int = 40, idle_timeout_s: float = 240.0) -> int:
     stack = Stack(base)
     _say(f"starting Kafka on {BOOTSTRAP} (state in {base / 'kafka'})")
     _start_kafka(base)
-    asyncio.run(_create_topics(Topics(), [t.tenant for t in tenants], RETRY_TIERS))
+    asyncio.run(_create_topics(Topics(), [t.tenant for t in tenants]))
     for component in _components(base, tenants, publish_config_file):
         started = stack.start(component)
         _say(f"{component.name}: {'started' if started else 'already running'}")

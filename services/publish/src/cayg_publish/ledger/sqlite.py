@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -90,13 +90,24 @@ def _catalog_params(row: CatalogRow, columns: tuple[str, ...]) -> list[Any]:
 
 
 class SqliteDatabase:
-    """One SQLite connection, used from worker threads one at a time."""
+    """One SQLite connection, used by one dedicated worker thread.
+
+    Every statement runs on that thread (``sqlite3`` blocks), so the event loop never
+    stalls; an asyncio lock lets one operation at a time use the connection, and a
+    :meth:`session` — a write transaction driven statement by statement from async code —
+    holds it from ``BEGIN IMMEDIATE`` to ``COMMIT``. (A pool of threads blocking on a
+    thread lock would deadlock: the session's next statement would find every worker
+    waiting for the lock the session holds.) Other processes sharing the file wait on
+    SQLite's own write lock (``busy_timeout``).
+    """
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
         self.path = str(path)
         self._busy_timeout = busy_timeout
         self._connection: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cayg-sqlite")
+        self._gate: asyncio.Lock | None = None
+        self._gate_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     def _connect(self) -> sqlite3.Connection:
@@ -113,100 +124,100 @@ class SqliteDatabase:
                 check_same_thread=False,
             )
             connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             self._connection = connection
         return self._connection
 
-    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
+    def _lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._gate is None or self._gate_loop is not loop:
+            self._gate, self._gate_loop = asyncio.Lock(), loop
+        return self._gate
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the connection's thread, mapping SQLite errors."""
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+
+        def guarded() -> T:
             try:
-                connection = self._connect()
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(connection)
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-                connection.execute("COMMIT")
-                return result
+                return work()
             except sqlite3.Error as exc:
                 raise LedgerError(f"sqlite ledger {self.path}: {exc}") from exc
 
-    def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            try:
-                return work(self._connect())
-            except sqlite3.Error as exc:
-                raise LedgerError(f"sqlite ledger {self.path}: {exc}") from exc
+        return await asyncio.get_running_loop().run_in_executor(self._executor, guarded)
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        connection = self._connect()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(connection)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return result
 
     async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` in a write transaction (``BEGIN IMMEDIATE``), in a worker thread."""
-        return await asyncio.to_thread(self._transaction, work)
+        """Run ``work`` in a write transaction (``BEGIN IMMEDIATE``) on the connection's thread."""
+        async with self._lock():
+            return await self._run(lambda: self._transaction(work))
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` outside an explicit transaction, in a worker thread."""
-        return await asyncio.to_thread(self._read, work)
+        """Run ``work`` outside an explicit transaction, on the connection's thread."""
+        async with self._lock():
+            return await self._run(lambda: work(self._connect()))
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[SqliteTx]:
-        """A write transaction (``BEGIN IMMEDIATE``) whose statements each run in a worker
-        thread, so that async code can drive one transaction over several statements.
-
-        The connection's lock is taken without blocking the event loop (and without a
-        worker thread that a cancellation could leave holding it).
-        """
-        delay = 0.0002
-        while not self._lock.acquire(blocking=False):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.01)
-        try:
-            connection = self._connect()
-            await asyncio.to_thread(connection.execute, "BEGIN IMMEDIATE")
+        """A write transaction (``BEGIN IMMEDIATE``) whose statements async code issues one
+        by one (:class:`SqliteTx`); committed on exit, rolled back on error."""
+        async with self._lock():
+            await self._run(lambda: self._connect().execute("BEGIN IMMEDIATE"))
             try:
-                yield SqliteTx(connection)
+                yield SqliteTx(self)
             except BaseException:
-                await asyncio.shield(asyncio.to_thread(connection.execute, "ROLLBACK"))
+                await asyncio.shield(self._run(lambda: self._connect().execute("ROLLBACK")))
                 raise
-            await asyncio.to_thread(connection.execute, "COMMIT")
-        except sqlite3.Error as exc:
-            raise LedgerError(f"sqlite ledger {self.path}: {exc}") from exc
-        finally:
-            self._lock.release()
+            await self._run(lambda: self._connect().execute("COMMIT"))
 
     async def close(self) -> None:
-        """Close the connection; further use raises :class:`LedgerError`."""
+        """Close the connection; further use raises :class:`LedgerError`. Idempotent."""
+        if self._closed:
+            return
 
         def work() -> None:
-            with self._lock:
-                self._closed = True
-                if self._connection is not None:
-                    self._connection.close()
-                    self._connection = None
+            self._closed = True
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
-        await asyncio.to_thread(work)
+        if self._gate is not None and self._gate_loop is asyncio.get_running_loop():
+            async with self._gate:
+                await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        else:
+            await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        self._executor.shutdown(wait=False)
 
 
 class SqliteTx:
-    """A :class:`~cayg_publish.ledger._projection_sql.Tx` on one SQLite connection."""
+    """A projection transaction (``Tx``) inside a :meth:`SqliteDatabase.session`."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._connection = connection
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
 
     async def fetchall(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Run a query in a worker thread."""
-
-        def work() -> list[tuple[Any, ...]]:
-            return list(self._connection.execute(sql, tuple(params)).fetchall())
-
-        return await asyncio.to_thread(work)
+        """Run a query on the connection's thread."""
+        values = tuple(params)
+        return await self._db._run(
+            lambda: list(self._db._connect().execute(sql, values).fetchall())
+        )
 
     async def execute(self, sql: str, params: Sequence[Any]) -> int:
-        """Run a statement in a worker thread."""
-
-        def work() -> int:
-            return self._connection.execute(sql, tuple(params)).rowcount
-
-        return await asyncio.to_thread(work)
+        """Run a statement on the connection's thread."""
+        values = tuple(params)
+        return await self._db._run(lambda: self._db._connect().execute(sql, values).rowcount)
 
     def catalog_params(self, row: CatalogRow, columns: Sequence[str]) -> list[Any]:
         """Catalog values with times as ISO text."""
