@@ -72,7 +72,8 @@ def create_app(settings: PublishSettings, publisher: Publisher | None = None) ->
     async def count_documents() -> None:
         while True:
             try:
-                metrics.set_documents(await chosen.ledger.document_counts())
+                counts = await chosen.ledger.document_counts()
+                metrics.set_documents([c for c in counts if c[0] in projector.target_names])
             except Exception as error:  # noqa: BLE001 - a gauge must not stop the service
                 log.warning("document counts unavailable", error=f"{type(error).__name__}")
             await asyncio.sleep(DOCUMENT_COUNTS_EVERY_S)
