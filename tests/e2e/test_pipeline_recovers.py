@@ -2,8 +2,9 @@
 HTTP servers, and ingest, normalize and publish as OS processes.
 
 The registry is broken on purpose (a full outage) while the sample feed flows. cayg-sync
-must park the registry deliveries on its retry tiers without holding up the CLR host, and
-once the registry is back every credential definition must be applied there exactly once.
+must keep the registry's documents failing — retried on the ledger's schedule — without
+holding up the CLR host, and once the registry is back every credential definition must be
+applied there exactly once.
 Feeding the same stream again after a publish restart must change nothing anywhere.
 """
 
@@ -77,9 +78,10 @@ class Pipeline:
             if service == "publish":
                 env |= {
                     f"{p}TARGETS_FILE": str(config),
-                    f"{p}RETRY_TIERS_S": "[1, 2, 4, 8]",
+                    f"{p}RETRY_FIRST_S": "1",
+                    f"{p}RETRY_MAX_S": "4",
                     f"{p}IN_PROCESS_ATTEMPTS": "2",
-                    f"{p}RETRY_POLL_S": "0.5",
+                    f"{p}POLL_S": "0.2",
                 }
                 if lanes:
                     lane, pattern = lane_map[name]
@@ -135,10 +137,15 @@ class Pipeline:
                 self.bootstrap,
                 list(self.groups.values()),
                 topics=group_topics(
-                    self.topics, 4, group_prefix=self.topics.prefix, tenants=TENANT_IDS
+                    self.topics, group_prefix=self.topics.prefix, tenants=TENANT_IDS
                 ),
             )
-            if all(lag.partitions for lag in lags) and sum(lag.lag for lag in lags) == 0:
+            owed = sum(self.documents_owed(name) for name in self.services if "publish" in name)
+            if (
+                all(lag.partitions for lag in lags)
+                and sum(lag.lag for lag in lags) == 0
+                and owed == 0
+            ):
                 idle_since = idle_since or time.monotonic()
                 if time.monotonic() - idle_since >= settle_s:
                     return
@@ -152,14 +159,19 @@ class Pipeline:
         lags = await kafka_view.consumer_lag(
             self.bootstrap,
             [self.groups[name]],
-            topics=group_topics(
-                self.topics, 4, group_prefix=self.topics.prefix, tenants=TENANT_IDS
-            ),
+            topics=group_topics(self.topics, group_prefix=self.topics.prefix, tenants=TENANT_IDS),
         )
         return sum(lag.lag for lag in lags) if all(lag.partitions for lag in lags) else -1
 
-    def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"{self.services['publish'].url}/metrics", timeout=5).text
+    def documents_owed(self, name: str) -> int:
+        """Documents publish instance ``name`` still has to deliver (dirty or failing)."""
+        return int(
+            self.metric("cayg_publish_documents", service=name, state="dirty")
+            + self.metric("cayg_publish_documents", service=name, state="failing")
+        )
+
+    def metric(self, name: str, *, service: str = "publish", **labels: str) -> float:
+        text = httpx.get(f"{self.services[service].url}/metrics", timeout=5).text
         total = 0.0
         for line in text.splitlines():
             if not line.startswith(name + "{"):
@@ -187,12 +199,12 @@ def pipeline(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterato
 async def test_registry_outage_is_ridden_out_and_replays_change_nothing(
     pipeline: Pipeline,
 ) -> None:
-    # Break the registry for a while, then start everything and feed the stream.
-    pipeline.admin(
-        "POST", f"{pipeline.ports.registry_url}/_admin/faults", json={"seed": 3, "outage_s": 12}
-    )
+    # Start everything, break the registry for a while, and feed the stream.
     for service in pipeline.services.values():
         await asyncio.to_thread(service.start)
+    pipeline.admin(
+        "POST", f"{pipeline.ports.registry_url}/_admin/faults", json={"seed": 3, "outage_s": 10}
+    )
     await pipeline.feed()
     await pipeline.wait_idle()
 
@@ -201,7 +213,9 @@ async def test_registry_outage_is_ridden_out_and_replays_change_nothing(
     definitions = {ctid: entry for ctid, entry in requests.items() if "credential/publish" in entry}
     assert len(definitions) == 11  # 3 Northfield + 4 Lakeshore + 4 Harbor Tech
     assert all(e["credential/publish"].get("applied") == 1 for e in definitions.values())
-    assert pipeline.metric("cayg_publish_outcomes_total", outcome="retry_scheduled") > 0
+    retried = pipeline.metric("cayg_publish_outcomes_total", outcome="retried")
+    failing = pipeline.metric("cayg_publish_outcomes_total", outcome="failing")
+    assert retried + failing > 0, "the outage should have made deliveries fail and retry"
 
     # The CLR host was not held up by the broken registry, and nothing was rejected.
     upserts = pipeline.clr_upserts()
@@ -212,6 +226,7 @@ async def test_registry_outage_is_ridden_out_and_replays_change_nothing(
     assert all(row["rejected"] == 0 for row in upserts)
 
     # Only the deliberately broken input is parked; nothing failed in publish.
+    assert pipeline.documents_owed("publish") == 0
     ingest_dlq = await kafka_view.read_parked(pipeline.bootstrap, pipeline.topics.ingest_dlq)
     publish_dlq = await kafka_view.read_parked(pipeline.bootstrap, pipeline.topics.publish_dlq)
     assert len(ingest_dlq) == BAD_MESSAGES
@@ -253,19 +268,25 @@ async def test_a_slow_registry_does_not_hold_up_the_clr_lane(laned_pipeline: Pip
         await asyncio.to_thread(service.start)
     await pipeline.feed()
 
-    # Wait until everything is normalized and the CLR lane has drained and delivered every
-    # learner's record; the registry lane must still be working through its backlog then.
+    # Wait until everything is normalized and the CLR lane has delivered every learner's
+    # record; the registry lane must still be working through its documents then.
     clr_done = False
     for _ in range(300):  # bounded: at most about 150 s
         upstream = [await pipeline.lag_of(name) for name in ("ingest", "normalize")]
         clr_lag = await pipeline.lag_of("publish-clr")
-        if upstream == [0, 0] and clr_lag == 0 and len(pipeline.clr_upserts()) >= 3 * LEARNERS:
+        clr_owed = pipeline.documents_owed("publish-clr")
+        if (
+            upstream == [0, 0]
+            and clr_lag == 0
+            and clr_owed == 0
+            and len(pipeline.clr_upserts()) >= 3 * LEARNERS
+        ):
             clr_done = True
             break
         await asyncio.sleep(0.5)
-    registry_lag = await pipeline.lag_of("publish")
+    registry_owed = pipeline.documents_owed("publish")
     assert clr_done, "the CLR lane did not deliver every learner's record"
-    assert registry_lag > 0, "the registry lane should still be working through its backlog"
+    assert registry_owed > 0, "the registry lane should still be working through its documents"
 
     # And the slow lane finishes too, every definition applied once.
     pipeline.admin("DELETE", f"{pipeline.ports.registry_url}/_admin/faults")

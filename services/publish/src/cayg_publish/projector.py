@@ -140,6 +140,8 @@ class ProjectorOutcome:
     UNCHANGED = "unchanged"
     STALE = "stale"
     NOT_NEEDED = "not-needed"
+    #: One failed call that is tried again at once, in process.
+    RETRIED = "retried"
     WAITING = "waiting"
     FAILING = "failing"
     REJECTED = "rejected"
@@ -390,5 +392,6 @@ class Projector:
                     ProjectorOutcome.FAILING if failure.retryable else ProjectorOutcome.REJECTED,
                     failure,
                 )
+            self._on_outcome(target.name, ProjectorOutcome.RETRIED)
             # Sleep outside the throttle: a backing-off delivery holds no slot.
             await self._sleep(delay)
