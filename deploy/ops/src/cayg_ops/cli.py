@@ -5,6 +5,10 @@
     cayg dlq replay [--stage S] [--reason R] [--yes]
                                       send parked messages back to where they came from
     cayg backfill FILE --tenant T     feed historic awards/definitions (CSV or JSONL)
+    cayg published --tenant T [--target N] [--ctid C] [--learner K] [--state S] [--json]
+                                      what publish delivered (or holds back) per document
+    cayg reconcile --tenant T [--target N] [--dry-run]
+                                      re-render every document of a tenant; report changes
     cayg demo up|down|status          the local demo stack
 
 Kafka is reached at ``--bootstrap`` (default ``$CAYG_KAFKA_BOOTSTRAP`` or 127.0.0.1:19092,
@@ -22,7 +26,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from cayg_ops import backfill, kafka_view
+from cayg_ops import backfill, kafka_view, ledger_view
+from cayg_publish.projection import DocumentState
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import TopicError, Topics
 
@@ -39,7 +44,7 @@ def _dlq_topic(topics: Topics, stage: str) -> str:
     }[stage]
 
 
-async def _status(bootstrap: str, topics: Topics) -> int:
+async def _status(bootstrap: str, topics: Topics, targets_file: Path | None) -> int:
     lags = await kafka_view.consumer_lag(bootstrap)
     print("consumer lag")
     for lag in lags:
@@ -48,6 +53,87 @@ async def _status(bootstrap: str, topics: Topics) -> int:
     for stage in STAGES:
         depth = await kafka_view.topic_depth(bootstrap, _dlq_topic(topics, stage))
         print(f"  {stage:<24} {depth:>8} parked")
+    if targets_file is None:
+        print("publish documents: (give --targets-file or set CAYG_PUBLISH_TARGETS_FILE)")
+        return 0
+    counts = await ledger_view.document_counts(ledger_view.TargetsView.load(targets_file))
+    print("publish documents (target, tenant: state [reason] count)")
+    for target, tenant, state, reason, count in counts:
+        why = f" [{reason}]" if reason else ""
+        print(f"  {target:<28} {tenant:<18} {state}{why}: {count}")
+    return 0
+
+
+def _targets_file(args: argparse.Namespace) -> Path:
+    if args.targets_file is None:
+        raise ledger_view.LedgerViewError(
+            "no publish targets file: give --targets-file or set CAYG_PUBLISH_TARGETS_FILE"
+        )
+    path: Path = args.targets_file
+    return path
+
+
+async def _published(args: argparse.Namespace) -> int:
+    view = ledger_view.TargetsView.load(_targets_file(args))
+    states = [DocumentState(s) for s in args.state] if args.state else None
+    items = await ledger_view.published(
+        view,
+        tenant=args.tenant,
+        target=args.target,
+        ctid=args.ctid,
+        learner=args.learner,
+        states=states,
+        limit=args.limit,
+    )
+    if args.json:
+        print(ledger_view.dumps(items))
+        return 0
+    print(f"{len(items)} document(s)")
+    for item in items:
+        row = item.as_json()
+        line = f"  {row['target']:<26} {row['kind']:<16} {row['subject'][:48]:<48} {row['state']}"
+        if row.get("last_outcome"):
+            line += f"  last {row['last_outcome']}, hash {str(row.get('content_hash'))[:12]}"
+        if row.get("waiting_for"):
+            line += f"  waiting for {row['waiting_for']}"
+        if row.get("last_error"):
+            line += f"  error: {str(row['last_error'])[:100]}"
+        print(line)
+    return 0
+
+
+async def _reconcile(args: argparse.Namespace) -> int:
+    view = ledger_view.TargetsView.load(_targets_file(args))
+
+    def progress(pending: int) -> None:
+        print(f"  {pending} document(s) still to deliver", file=sys.stderr)
+
+    result = await ledger_view.reconcile(
+        view,
+        tenant=args.tenant,
+        target=args.target,
+        dry_run=args.dry_run,
+        wait_s=args.wait,
+        progress=progress,
+    )
+    if args.dry_run:
+        print(f"dry run: {result.marked} known document(s) would be re-rendered")
+        for name, count in sorted(result.by_target.items()):
+            print(f"  {name}: {count}")
+        return 0
+    print(f"{result.marked} document(s) marked dirty")
+    for name, count in sorted(result.by_target.items()):
+        states = ", ".join(f"{n} {s}" for s, n in sorted(result.states.get(name, {}).items()))
+        print(
+            f"  {name}: {count} marked, {result.changed.get(name, 0)} changed at the target; "
+            f"now {states}"
+        )
+    if result.pending:
+        print(
+            f"{result.pending} document(s) still dirty or failing after {args.wait:.0f} s "
+            "(is publish running? see cayg status)"
+        )
+        return 1
     return 0
 
 
@@ -189,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--topic-prefix", default=os.environ.get("CAYG_TOPIC_PREFIX", ""))
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="consumer lag and DLQ depth")
+    sub.add_parser("status", help="consumer lag, DLQ depth and publish documents by state")
+    sub.add_parser("published", help="what publish delivered, per document")
+    sub.add_parser("reconcile", help="re-render a tenant's documents and report changes")
     sub.add_parser("demo", help="the local demo stack: cayg demo up|down|fault (see --help)")
 
     dlq = sub.add_parser("dlq", help="inspect or replay dead letters")
@@ -202,6 +290,32 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--reason", help="only entries with this reason code")
     replay.add_argument("--yes", action="store_true", help="really send")
     _add_backfill(sub)
+    targets_default = os.environ.get("CAYG_PUBLISH_TARGETS_FILE")
+    for name in ("status", "published", "reconcile"):
+        sub.choices[name].add_argument(
+            "--targets-file",
+            type=Path,
+            default=Path(targets_default) if targets_default else None,
+            help="publish targets file, for the ledger (default $CAYG_PUBLISH_TARGETS_FILE)",
+        )
+    shown = sub.choices["published"]
+    shown.description = "what publish delivered (or holds back), per document"
+    shown.add_argument("--tenant", required=True)
+    shown.add_argument("--target", help="one target's documents")
+    shown.add_argument("--ctid", help="one definition, by CTID")
+    shown.add_argument("--learner", help="one learner, by learner key (person:<SIS id>)")
+    shown.add_argument("--state", action="append", choices=[s.value for s in DocumentState])
+    shown.add_argument("--limit", type=_positive, default=200)
+    shown.add_argument("--json", action="store_true", help="JSON instead of a table")
+    again = sub.choices["reconcile"]
+    again.description = (
+        "mark every document of a tenant dirty; running publish instances re-render them "
+        "and send only what differs from what the target holds"
+    )
+    again.add_argument("--tenant", required=True)
+    again.add_argument("--target", help="only this target")
+    again.add_argument("--dry-run", action="store_true", help="count, mark nothing")
+    again.add_argument("--wait", type=float, default=120.0, help="seconds to watch (default 120)")
     return parser
 
 
@@ -218,13 +332,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages: list[str] = list(getattr(args, "stage", None) or STAGES)
     try:
         if args.command == "status":
-            return asyncio.run(_status(args.bootstrap, topics))
+            return asyncio.run(_status(args.bootstrap, topics, args.targets_file))
+        if args.command == "published":
+            return asyncio.run(_published(args))
+        if args.command == "reconcile":
+            return asyncio.run(_reconcile(args))
         if args.command == "dlq" and args.dlq_command == "list":
             return asyncio.run(_dlq_list(args.bootstrap, topics, stages, args.limit))
         if args.command == "dlq" and args.dlq_command == "replay":
             return asyncio.run(_dlq_replay(args.bootstrap, topics, stages, args.reason, args.yes))
         if args.command == "backfill":
             return _backfill(args, topics)
+    except ledger_view.LedgerViewError as error:
+        print(f"cayg {args.command}: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     print(f"cayg: unknown command {args.command}", file=sys.stderr)

@@ -50,6 +50,7 @@ from pydantic import (
 )
 
 from cayg_publish.domain import TargetLimits
+from cayg_publish.projection import DocumentKind
 
 SANDBOX_ASSISTANT_URL: Final = "https://sandbox.credentialengine.org/assistant/"
 CLR_UPSERT_SCOPE: Final = "https://purl.imsglobal.org/spec/clr/v2p0/scope/credential.upsert"
@@ -136,6 +137,12 @@ class CredentialEngineTargetConfig(_Model):
     """A Credential Engine Registry Assistant account publishing for one organization."""
 
     kind: Literal["credential-engine"] = "credential-engine"
+
+    @property
+    def document_kinds(self) -> frozenset[DocumentKind]:
+        """What a registry account holds: credentials and the organization."""
+        return frozenset({DocumentKind.CREDENTIAL, DocumentKind.ORGANIZATION})
+
     name: TargetName
     base_url: HttpUrl = HttpUrl(SANDBOX_ASSISTANT_URL)
     """The Assistant API base; the sandbox unless configured (production differs)."""
@@ -172,6 +179,14 @@ class ClrTargetConfig(_Model):
     base_url: HttpUrl
     """The API base, e.g. ``https://host/ims/clr/v2p0`` (or ``…/ims/ob/v3p0``)."""
     api: Literal["clr", "ob"] = "clr"
+
+    @property
+    def document_kinds(self) -> frozenset[DocumentKind]:
+        """Learners' records (CLR 2.0) or awards' credentials (OB 3.0)."""
+        if self.api == "ob":
+            return frozenset({DocumentKind.AWARD_CREDENTIAL})
+        return frozenset({DocumentKind.LEARNER_RECORD})
+
     """``clr``: POST ``ClrCredential``s; ``ob``: POST ``AchievementCredential``s."""
     client_id: Annotated[str, StringConstraints(min_length=1, max_length=512)]
     client_secret: SecretRef

@@ -132,6 +132,7 @@ class Statements:
     insert_if_absent: str
     update: str
     totals: str
+    entries: str
     read_schema_version: str
     write_schema_version: str
 
@@ -155,6 +156,12 @@ def statements(placeholder: str) -> Statements:
         totals=(
             f"SELECT target, COALESCE(last_outcome, {placeholder}), COUNT(*) FROM {TABLE} "
             "GROUP BY 1, 2"
+        ),
+        # Prefix match without LIKE (keys may hold % or _): the first len(prefix) chars.
+        entries=(
+            f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE target = {placeholder} "
+            f"AND substr(entity_key, 1, {placeholder}) = {placeholder} "
+            f"ORDER BY entity_key LIMIT {placeholder}"
         ),
         read_schema_version=f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'",
         write_schema_version=(

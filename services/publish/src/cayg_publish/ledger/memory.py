@@ -88,6 +88,16 @@ class InMemoryLedger(Ledger):
         """The stored entry, if any."""
         return self._rows.get((target, entity_key))
 
+    async def entries(
+        self, target: str, *, prefix: str = "", limit: int = 10_000
+    ) -> list[LedgerEntry]:
+        """Entries of ``target`` whose key starts with ``prefix``."""
+        found = sorted(
+            (e for (t, k), e in self._rows.items() if t == target and k.startswith(prefix)),
+            key=lambda e: e.entity_key,
+        )
+        return found[:limit]
+
     async def totals(self) -> LedgerTotals:
         """Counts per target and last outcome."""
         by_target: dict[str, dict[str, int]] = {}

@@ -95,6 +95,12 @@ class Ledger(ABC):
         """The entry of ``entity_key`` at ``target``, if there is one."""
 
     @abstractmethod
+    async def entries(
+        self, target: str, *, prefix: str = "", limit: int = 10_000
+    ) -> list[LedgerEntry]:
+        """Entries of ``target`` whose key starts with ``prefix``, in key order."""
+
+    @abstractmethod
     async def totals(self) -> LedgerTotals:
         """Entity counts per target and last outcome, for the operator status."""
 

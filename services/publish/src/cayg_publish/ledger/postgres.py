@@ -221,6 +221,15 @@ class PostgresLedger(SqlProjectionStore, Ledger):
             row = await cursor.fetchone()
         return None if row is None else entry_from_row(row)
 
+    async def entries(
+        self, target: str, *, prefix: str = "", limit: int = 10_000
+    ) -> list[LedgerEntry]:
+        """Entries of ``target`` whose key starts with ``prefix``."""
+        async with self._db.connection() as connection:
+            cursor = await connection.execute(_SQL.entries, (target, len(prefix), prefix, limit))
+            rows = await cursor.fetchall()
+        return [entry_from_row(r) for r in rows]
+
     async def totals(self) -> LedgerTotals:
         """Counts per target and last outcome."""
         async with self._db.connection() as connection:

@@ -286,6 +286,17 @@ class SqliteLedger(SqlProjectionStore, Ledger):
 
         return await self._db.read(work)
 
+    async def entries(
+        self, target: str, *, prefix: str = "", limit: int = 10_000
+    ) -> list[LedgerEntry]:
+        """Entries of ``target`` whose key starts with ``prefix``."""
+
+        def work(connection: sqlite3.Connection) -> list[LedgerEntry]:
+            params = (target, len(prefix), prefix, limit)
+            return [_from_sql(r) for r in connection.execute(_SQL.entries, params).fetchall()]
+
+        return await self._db.read(work)
+
     async def totals(self) -> LedgerTotals:
         """Counts per target and last outcome."""
 
