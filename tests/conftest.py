@@ -56,3 +56,11 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def topic_prefix() -> str:
     """A fresh topic namespace per test, so tests sharing a broker never see each other."""
     return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A DSN of a real PostgreSQL server for this session (fails when there is none)."""
+    from support.postgres import postgres_server
+
+    yield from postgres_server()
