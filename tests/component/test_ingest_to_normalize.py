@@ -1,48 +1,46 @@
-"""Ingest and normalize registered on one in-memory broker, fed a small mixed stream one
+"""Ingest and normalize attached to one in-memory bus, fed a small mixed stream one
 record at a time: each record's outputs can be told apart, so each is checked on its own
 (the real-broker accounting test checks the same at volume, by source coordinates).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from faststream.kafka import TestKafkaBroker
 from prometheus_client import CollectorRegistry
 
 from cayg_ingest.handlers import IngestMetrics
-from cayg_ingest.handlers import register as register_ingest
+from cayg_ingest.handlers import runner as ingest_runner
 from cayg_ingest.settings import IngestSettings
 from cayg_normalize.handlers import NormalizeMetrics
-from cayg_normalize.handlers import register as register_normalize
+from cayg_normalize.handlers import runner as normalize_runner
 from cayg_normalize.settings import NormalizeSettings
 from cayg_ops.feed import mixed_feed, topic_for
 from cayg_shared.envelope import DeadLetter, IngestEnvelope
 from cayg_shared.schema import Change
-from cayg_shared.service import build_broker
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
+from support.batches import Harness, MemoryBus
 from support.mixed import INGEST_REASONS, MAPPED, NORMALIZE_REASONS, kind_of
-from support.outbox import Harness, Outbox
 
 pytestmark = pytest.mark.component
 
 
 @pytest.fixture
-async def pipeline(tenants: TenantRegistry, topic_prefix: str) -> AsyncIterator[Harness]:
+def pipeline(tenants: TenantRegistry, topic_prefix: str) -> Harness:
     ingest_settings = IngestSettings(topic_prefix=topic_prefix, redelivery_backoff_s=0)
     normalize_settings = NormalizeSettings(topic_prefix=topic_prefix, redelivery_backoff_s=0)
     registry = CollectorRegistry()
-    broker = build_broker(ingest_settings, registry, client_id="cayg-pipeline")
-    register_ingest(broker, ingest_settings, tenants, IngestMetrics(registry))
-    register_normalize(broker, normalize_settings, tenants, NormalizeMetrics(CollectorRegistry()))
     topics = Topics(topic_prefix)
-    outbox = Outbox(
-        broker, topics.ingested, topics.ingest_dlq, topics.normalized, topics.normalize_dlq
+    bus = MemoryBus()
+    bus.attach(
+        ingest_runner(ingest_settings, tenants, IngestMetrics(registry), registry),
+        pattern=topics.sis_pattern,
     )
-    async with TestKafkaBroker(broker) as running:
-        yield Harness(running, topics, outbox, registry)
+    bus.attach(
+        normalize_runner(normalize_settings, tenants, NormalizeMetrics(CollectorRegistry())),
+        topics=(topics.ingested,),
+    )
+    return Harness(bus, topics, bus, registry)
 
 
 async def test_each_record_of_a_mixed_stream_ends_where_its_kind_says(

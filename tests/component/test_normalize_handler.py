@@ -22,7 +22,7 @@ from cayg_shared.schema import (
     Operation,
     TypeBasis,
 )
-from support.outbox import Harness
+from support.batches import Harness, events
 from support.sis import HARBOR, LAKESHORE, LAKESHORE_SOURCE, NORTHFIELD, harbor_award
 
 pytestmark = pytest.mark.component
@@ -220,7 +220,7 @@ async def test_a_cloudevent_award_keeps_learner_identifiers_only_in_the_change(
     raw = normalize.outbox.on(normalize.topics.normalized)[0].value.decode()
     assert event["data"]["learner"]["email"] in raw, "publish needs it to address the CLR"
     logged = json.dumps(logs, default=str)
-    assert [entry["event"] for entry in logs] == ["envelope normalized"]
+    assert [entry["event"] for entry in events(logs)] == ["envelope normalized"]
     assert event["data"]["learner"]["email"] not in logged
     assert event["data"]["learner"]["institutionId"] not in logged
 
@@ -250,7 +250,7 @@ async def test_an_envelope_that_means_nothing_produces_nothing(normalize: Harnes
 
     assert _changes(normalize) == []
     assert _letters(normalize) == []
-    [entry] = logs
+    [entry] = events(logs)
     assert (entry["event"], entry["changes"]) == ("envelope normalized", 0)
     assert entry["event_id"] == str(deleted_institution.event_id)
 
@@ -341,4 +341,6 @@ async def test_when_a_change_cannot_be_written_the_envelope_is_not_settled(
         await _send(normalize, _cloudevent(HARBOR, harbor_award(24)))
 
     assert _letters(normalize) == []
-    assert [entry["event"] for entry in logs] == ["output not durable; message will be redelivered"]
+    assert [entry["event"] for entry in events(logs)] == [
+        "output not durable; message will be redelivered"
+    ]

@@ -95,6 +95,10 @@ class ConsumerLag:
             registry=registry,
         )
 
+    def set(self, topic: str, partition: int, lag: int) -> None:
+        """Set the lag of one partition (the batch loop does, from its highwater marks)."""
+        self.gauge.labels(self.service, topic, str(partition)).set(lag)
+
     def observe(self, message: KafkaMessage, record: InboundRecord) -> None:
         """Update the gauge for the record's partition (no-op without a live consumer)."""
         consumer: Any = getattr(message, "consumer", None)
@@ -180,16 +184,20 @@ def load_tenants(settings: ServiceSettings) -> TenantRegistry:
     return TenantRegistry.load(settings.tenants_file)
 
 
-def _security(kafka: KafkaSettings) -> BaseSecurity | None:
-    context: ssl.SSLContext | None = None
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None
+def kafka_ssl(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """The TLS context for the cluster (``None`` without TLS), for any Kafka client."""
+    if kafka.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    context = ssl.create_default_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
+    if kafka.ssl_certfile:
+        context.load_cert_chain(
+            str(kafka.ssl_certfile), str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None
         )
-        if kafka.ssl_certfile:
-            context.load_cert_chain(
-                str(kafka.ssl_certfile), str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None
-            )
+    return context
+
+
+def _security(kafka: KafkaSettings) -> BaseSecurity | None:
+    context = kafka_ssl(kafka)
     if kafka.security_protocol.startswith("SASL"):
         username = kafka.sasl_username or ""
         password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""

@@ -5,16 +5,27 @@ from __future__ import annotations
 from faststream.asgi import AsgiFastStream
 from prometheus_client import CollectorRegistry
 
-from cayg_ingest.handlers import IngestMetrics, register
+from cayg_ingest.handlers import IngestMetrics, build_loop
 from cayg_ingest.settings import IngestSettings
 from cayg_shared.service import build_asgi, build_broker, load_tenants
 from cayg_shared.tenants import TenantRegistry
 
 
 def create_app(settings: IngestSettings, tenants: TenantRegistry | None = None) -> AsgiFastStream:
-    """Wire broker, subscriber, metrics and health endpoints. Nothing connects until started."""
+    """Wire the batch consumer, metrics and health endpoints. Nothing connects until started.
+
+    The FastStream broker carries no subscriber: it serves readiness (broker metadata) and
+    the process lifecycle; consuming is the batch loop's (:mod:`cayg_shared.batching`).
+    """
     registry = CollectorRegistry()
     tenant_registry = tenants or load_tenants(settings)
     broker = build_broker(settings, registry, client_id="cayg-ingest")
-    register(broker, settings, tenant_registry, IngestMetrics(registry))
-    return build_asgi(broker, registry, service="ingest")
+    loop = build_loop(settings, tenant_registry, IngestMetrics(registry), registry)
+    return build_asgi(
+        broker,
+        registry,
+        service="ingest",
+        extra_checks=[("consumer", loop.ready)],
+        on_startup=[loop.start],
+        on_shutdown=[loop.stop],
+    )

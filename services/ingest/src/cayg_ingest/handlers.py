@@ -1,38 +1,43 @@
-"""Ingest's Kafka subscriber: SIS topic → admit → ``cayg.ingested.v1`` or the ingest DLQ.
+"""Ingest's consumer: SIS topics → admit → ``cayg.ingested.v1`` or the ingest DLQ, in batches.
 
-The handler never loses a message: every record ends as an envelope on the ingested topic
-or as a dead letter with a reason, and its offset is committed only after that output was
-acknowledged by all in-sync replicas. If neither can be produced (broker trouble) the
-handler raises, FastStream seeks back, and the record is read again after a pause.
+Nothing is lost: every record ends as an envelope on the ingested topic or as a dead letter
+with a reason, and its offset is committed only after that output was acknowledged by all
+in-sync replicas (see :mod:`cayg_shared.batching` for the batch loop, the rewind on broker
+trouble and the bound on duplicates). A record whose own handling fails — a header that is
+not UTF-8, text JSON cannot encode, an output too large for the cluster, or any bug — is
+dead-lettered with a reason, so it can never block its partition.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from aiokafka.errors import MessageSizeTooLargeError
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import CollectorRegistry, Counter
 
 from cayg_ingest.domain import InboundMessage, IngestLimits, Rejection, admit
 from cayg_ingest.settings import IngestSettings
 from cayg_shared import headers as h
-from cayg_shared.envelope import DeadLetter, IngestEnvelope, Stage
+from cayg_shared.batching import (
+    BatchLoop,
+    BatchRunner,
+    FastStreamMetrics,
+    Outbound,
+    Outcome,
+    Subscription,
+    is_debug,
+    letter_for,
+)
+from cayg_shared.envelope import IngestEnvelope, Stage
 from cayg_shared.headers import child_traceparent
 from cayg_shared.logging import get_logger
-from cayg_shared.service import (
-    ConsumerLag,
-    InboundRecord,
-    clear_log_context,
-    dead_letter,
-    park,
-    pause_before_redelivery,
-)
+from cayg_shared.service import ConsumerLag, InboundRecord
 from cayg_shared.tenants import TenantRegistry
-from cayg_shared.topics import Topics
+from cayg_shared.topics import TopicError, Topics, tenant_from_topic
 
-log = get_logger("cayg.ingest")
+LOGGER = "cayg.ingest"
+log = get_logger(LOGGER)
+#: Reason of a record with a header value that is not UTF-8 text.
+BAD_HEADER = "bad-header"
 
 
 class IngestMetrics:
@@ -80,109 +85,168 @@ def output_headers(envelope: IngestEnvelope, inbound: dict[str, str]) -> dict[st
     return out
 
 
-def dead_letter_for(record: InboundRecord, rejection: Rejection, now: datetime) -> DeadLetter:
-    """The DLQ entry for a rejected record: the reason and everything needed to replay it."""
-    return dead_letter(
-        record,
-        stage=Stage.INGEST,
-        reason=rejection.reason,
-        detail=rejection.detail,
-        field_path=rejection.field_path,
-        tenant=rejection.tenant,
-        now=now,
-    )
+def undecodable_header(record: InboundRecord) -> str | None:
+    """The name of the first header whose value is not UTF-8 text, if any."""
+    for name, value in record.headers:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return name
+    return None
 
 
-def register(
-    broker: KafkaBroker,
+class IngestRecords:
+    """Ingest's decision for one SIS record: an envelope to forward, or a dead letter."""
+
+    def __init__(
+        self,
+        topics: Topics,
+        tenants: TenantRegistry,
+        limits: IngestLimits,
+        metrics: IngestMetrics,
+    ) -> None:
+        self.topics = topics
+        self.tenants = tenants
+        self.limits = limits
+        self.metrics = metrics
+        self.debug = False
+
+    def decide(self, record: InboundRecord) -> Outcome:
+        """Admit ``record`` (raises only on a fault of the record's own outputs or a bug)."""
+        now = datetime.now(UTC)
+        bad = undecodable_header(record)
+        try:
+            if bad is not None:
+                raise Rejection(
+                    BAD_HEADER,
+                    "a header value is not UTF-8 text",
+                    bad[:64],
+                    tenant=self._tenant_of(record),
+                )
+            envelope = admit(
+                InboundMessage(
+                    topic=self.topics.unprefixed(record.topic),
+                    partition=record.partition,
+                    offset=record.offset,
+                    timestamp_ms=record.timestamp_ms,
+                    key=record.key,
+                    value=record.value,
+                    headers=record.headers,
+                ),
+                self.tenants,
+                self.limits,
+                received_at=now,
+            )
+        except Rejection as rejection:
+            return self._rejected(record, rejection, now)
+        # Serialising may fail on text the payload carries (a lone surrogate is valid JSON
+        # but not UTF-8): the batch runner turns that into an ``unencodable-text`` letter.
+        value = envelope.model_dump_json().encode()
+        output = Outbound.of(
+            self.topics.ingested,
+            envelope_key(envelope),
+            value,
+            output_headers(envelope, record.text_headers()),
+        )
+        return Outcome(
+            [output], "accepted", envelope.tenant, lambda: self._accepted(record, envelope)
+        )
+
+    def poison(self, record: InboundRecord, reason: str, detail: str) -> Outcome:
+        """The dead letter of a record whose handling failed by itself."""
+        return self._rejected(
+            record,
+            Rejection(reason, detail, "$", tenant=self._tenant_of(record)),
+            datetime.now(UTC),
+        )
+
+    def _tenant_of(self, record: InboundRecord) -> str | None:
+        try:
+            return tenant_from_topic(self.topics.unprefixed(record.topic))
+        except TopicError:
+            return None
+
+    def _rejected(self, record: InboundRecord, rejection: Rejection, now: datetime) -> Outcome:
+        letter = letter_for(
+            record,
+            dlq_topic=self.topics.ingest_dlq,
+            stage=Stage.INGEST,
+            reason=rejection.reason,
+            detail=rejection.detail,
+            field_path=rejection.field_path,
+            tenant=rejection.tenant,
+            now=now,
+        )
+
+        def settle() -> None:
+            self.metrics.rejected.labels(reason=rejection.reason).inc()
+            if self.debug:
+                log.debug(
+                    "sis message rejected",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    tenant=rejection.tenant,
+                    reason=rejection.reason,
+                    field_path=rejection.field_path,
+                    detail=rejection.detail,
+                )
+
+        return Outcome([letter], f"rejected:{rejection.reason}", rejection.tenant, settle)
+
+    def _accepted(self, record: InboundRecord, envelope: IngestEnvelope) -> None:
+        self.metrics.accepted.labels(tenant=envelope.tenant, format=envelope.format.value).inc()
+        if self.debug:
+            log.debug(
+                "sis message ingested",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                tenant=envelope.tenant,
+                event_id=str(envelope.event_id),
+                format=envelope.format.value,
+                subject_type=envelope.subject_type,
+            )
+
+
+def runner(
     settings: IngestSettings,
     tenants: TenantRegistry,
     metrics: IngestMetrics,
-) -> None:
-    """Subscribe ingest to every ``sis.events.<tenant>`` topic."""
-    limits = IngestLimits(max_message_bytes=settings.max_message_bytes)
-    topics = Topics(settings.topic_prefix)
-
-    @broker.subscriber(
-        pattern=topics.sis_pattern,
-        group_id=settings.group_id,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        auto_offset_reset="earliest",
-        max_poll_records=100,
-    )
-    async def on_sis_event(message: KafkaMessage) -> None:
-        record = InboundRecord.from_message(message)
-        record.bind_log_context()
-        metrics.lag.observe(message, record)
-        try:
-            await _ingest_one(
-                broker, topics, record, tenants=tenants, limits=limits, metrics=metrics
-            )
-        except Exception as error:
-            await pause_before_redelivery(settings, error)
-            raise
-        finally:
-            clear_log_context()
-
-
-async def _ingest_one(
-    broker: KafkaBroker,
-    topics: Topics,
-    record: InboundRecord,
+    registry: CollectorRegistry | None = None,
     *,
+    debug: bool | None = None,
+) -> BatchRunner:
+    """Ingest's batch runner: admission per record, outputs to the ingested topic or DLQ."""
+    topics = Topics(settings.topic_prefix)
+    records = IngestRecords(
+        topics, tenants, IngestLimits(max_message_bytes=settings.max_message_bytes), metrics
+    )
+    # Per-record lines only when DEBUG is on (decided once: see ``is_debug``).
+    records.debug = is_debug(LOGGER) if debug is None else debug
+    return BatchRunner(
+        records,
+        service="ingest",
+        stage=Stage.INGEST,
+        dlq_topic=topics.ingest_dlq,
+        backoff_s=settings.redelivery_backoff_s,
+        metrics=FastStreamMetrics(registry, "cayg-ingest") if registry is not None else None,
+    )
+
+
+def build_loop(
+    settings: IngestSettings,
     tenants: TenantRegistry,
-    limits: IngestLimits,
     metrics: IngestMetrics,
-) -> None:
-    now = datetime.now(UTC)
-    inbound_headers = record.text_headers()
-    try:
-        envelope = admit(
-            InboundMessage(
-                topic=topics.unprefixed(record.topic),
-                partition=record.partition,
-                offset=record.offset,
-                timestamp_ms=record.timestamp_ms,
-                key=record.key,
-                value=record.value,
-                headers=record.headers,
-            ),
-            tenants,
-            limits,
-            received_at=now,
-        )
-        try:
-            await broker.publish(
-                envelope.model_dump_json().encode(),
-                topic=topics.ingested,
-                key=envelope_key(envelope),
-                headers=output_headers(envelope, inbound_headers),
-            )
-        except MessageSizeTooLargeError as error:
-            # Within the tenant's limit but over what the cluster takes: parking it beats
-            # retrying it forever and blocking its partition.
-            raise Rejection(
-                "too-large-to-forward",
-                f"the envelope is over the Kafka cluster's message size limit ({error})",
-                "$",
-                tenant=envelope.tenant,
-            ) from error
-    except Rejection as rejection:
-        await park(broker, topics.ingest_dlq, dead_letter_for(record, rejection, now), record.key)
-        metrics.rejected.labels(reason=rejection.reason).inc()
-        log.warning(
-            "sis message rejected",
-            tenant=rejection.tenant,
-            reason=rejection.reason,
-            field_path=rejection.field_path,
-            detail=rejection.detail,
-        )
-        return
-    metrics.accepted.labels(tenant=envelope.tenant, format=envelope.format.value).inc()
-    log.info(
-        "sis message ingested",
-        tenant=envelope.tenant,
-        event_id=str(envelope.event_id),
-        format=envelope.format.value,
-        subject_type=envelope.subject_type,
+    registry: CollectorRegistry,
+) -> BatchLoop:
+    """Ingest's consumer: every ``sis.events.<tenant>`` topic, in batches."""
+    topics = Topics(settings.topic_prefix)
+    return BatchLoop(
+        settings,
+        runner(settings, tenants, metrics, registry),
+        Subscription(pattern=topics.sis_pattern),
+        client_id="cayg-ingest",
+        lag=metrics.lag,
+        max_records=settings.batch_max_records,
     )

@@ -17,3 +17,5 @@ class IngestSettings(ServiceSettings):
     http_port: int = Field(default=8081, ge=0, le=65535)
     #: Largest SIS message accepted, in bytes (a tenant may set a lower one).
     max_message_bytes: int = Field(default=1_048_576, ge=1_024, le=16 * 1_048_576)
+    #: Most records read, processed and committed as one batch.
+    batch_max_records: int = Field(default=500, ge=1, le=10_000)

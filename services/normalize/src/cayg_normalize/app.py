@@ -5,7 +5,7 @@ from __future__ import annotations
 from faststream.asgi import AsgiFastStream
 from prometheus_client import CollectorRegistry
 
-from cayg_normalize.handlers import NormalizeMetrics, register
+from cayg_normalize.handlers import NormalizeMetrics, build_loop
 from cayg_normalize.settings import NormalizeSettings
 from cayg_shared.service import build_asgi, build_broker, load_tenants
 from cayg_shared.tenants import TenantRegistry
@@ -14,9 +14,20 @@ from cayg_shared.tenants import TenantRegistry
 def create_app(
     settings: NormalizeSettings, tenants: TenantRegistry | None = None
 ) -> AsgiFastStream:
-    """Wire broker, subscriber, metrics and health endpoints. Nothing connects until started."""
+    """Wire the batch consumer, metrics and health endpoints. Nothing connects until started.
+
+    The FastStream broker carries no subscriber: it serves readiness (broker metadata) and
+    the process lifecycle; consuming is the batch loop's (:mod:`cayg_shared.batching`).
+    """
     registry = CollectorRegistry()
     tenant_registry = tenants or load_tenants(settings)
     broker = build_broker(settings, registry, client_id="cayg-normalize")
-    register(broker, settings, tenant_registry, NormalizeMetrics(registry))
-    return build_asgi(broker, registry, service="normalize")
+    loop = build_loop(settings, tenant_registry, NormalizeMetrics(registry), registry)
+    return build_asgi(
+        broker,
+        registry,
+        service="normalize",
+        extra_checks=[("consumer", loop.ready)],
+        on_startup=[loop.start],
+        on_shutdown=[loop.stop],
+    )

@@ -1,36 +1,45 @@
-"""Normalize's Kafka subscriber: envelope → zero or more ``Change``s, or the normalize DLQ.
+"""Normalize's consumer: envelope → zero or more ``Change``s, or the normalize DLQ, in batches.
 
 Pure mapping lives in :mod:`cayg_normalize.domain`; this module only decodes, routes and
-commits. Offsets are committed after every output of a record is acknowledged, so a crash
-mid-way re-reads the record and re-emits the same changes (same event ids: downstream
-dedups them).
+settles. Offsets are committed after every output of a record is acknowledged (see
+:mod:`cayg_shared.batching`), so a crash mid-way re-reads the record and re-emits the same
+changes (same event ids: downstream dedups them). A record whose own handling fails (text
+JSON cannot encode, an output too large for the cluster, a bug) is dead-lettered with a
+reason instead of being read again forever. Headers are only read for trace context: one
+that is not UTF-8 is ignored (the envelope in the value is the contract), never a reason
+to drop the record.
 """
 
 from __future__ import annotations
 
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, KafkaMessage
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from cayg_normalize.domain import MappingError, normalize
 from cayg_normalize.settings import NormalizeSettings
 from cayg_shared import headers as h
+from cayg_shared.batching import (
+    BatchLoop,
+    BatchRunner,
+    FastStreamMetrics,
+    Outbound,
+    Outcome,
+    Subscription,
+    is_debug,
+    letter_for,
+)
 from cayg_shared.envelope import IngestEnvelope, Stage
 from cayg_shared.headers import child_traceparent
 from cayg_shared.logging import get_logger
-from cayg_shared.service import (
-    ConsumerLag,
-    InboundRecord,
-    clear_log_context,
-    dead_letter,
-    park,
-    pause_before_redelivery,
-)
+from cayg_shared.schema import Change
+from cayg_shared.service import ConsumerLag, InboundRecord
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
 
-log = get_logger("cayg.normalize")
+LOGGER = "cayg.normalize"
+log = get_logger(LOGGER)
 
 
 class NormalizeMetrics:
@@ -60,89 +69,112 @@ class _Unmappable(Exception):
         self.field_path = field_path
 
 
-def register(
-    broker: KafkaBroker,
-    settings: NormalizeSettings,
-    tenants: TenantRegistry,
-    metrics: NormalizeMetrics,
-) -> None:
-    """Subscribe normalize to ``cayg.ingested.v1``."""
-    topics = Topics(settings.topic_prefix)
+class NormalizeRecords:
+    """Normalize's decision for one envelope: its changes, or a dead letter."""
 
-    @broker.subscriber(
-        topics.ingested,
-        group_id=settings.group_id,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        auto_offset_reset="earliest",
-        max_poll_records=100,
-    )
-    async def on_envelope(message: KafkaMessage) -> None:
-        record = InboundRecord.from_message(message)
-        record.bind_log_context()
-        metrics.lag.observe(message, record)
+    def __init__(self, topics: Topics, tenants: TenantRegistry, metrics: NormalizeMetrics) -> None:
+        self.topics = topics
+        self.tenants = tenants
+        self.metrics = metrics
+        self.debug = False
+
+    def decide(self, record: InboundRecord) -> Outcome:
+        """Map ``record`` (raises only on a fault of its own outputs or a bug)."""
+        envelope: IngestEnvelope | None = None
         try:
-            await _normalize_one(broker, topics, record, tenants, metrics)
-        except Exception as error:
-            await pause_before_redelivery(settings, error)
-            raise
-        finally:
-            clear_log_context()
+            envelope = _decode(record)
+            profile = self.tenants.get(envelope.tenant)
+            if profile is None:
+                raise _Unmappable("unknown-tenant", f"tenant {envelope.tenant!r} is not configured")
+            try:
+                changes = normalize(envelope, profile)
+            except MappingError as error:
+                raise _Unmappable(error.reason, error.detail, error.field_path) from error
+        except _Unmappable as problem:
+            return self._rejected(record, problem, envelope)
+        inbound = record.text_headers()
+        outputs = [
+            Outbound.of(
+                self.topics.normalized,
+                change.kafka_key().encode(),
+                # May fail on text a payload carried (a lone surrogate): the batch runner
+                # parks the record as ``unencodable-text``.
+                change.to_kafka_value(),
+                {
+                    h.EVENT_ID: str(change.event_id),
+                    h.TENANT: change.tenant,
+                    h.CORRELATION_ID: envelope.correlation_id,
+                    h.CAUSATION_ID: str(envelope.event_id),
+                    h.TRACEPARENT: child_traceparent(inbound.get(h.TRACEPARENT)),
+                    h.CONTENT_TYPE: "application/json",
+                },
+            )
+            for change in changes
+        ]
+        return Outcome(outputs, "mapped", envelope.tenant, self._mapped(record, envelope, changes))
 
-
-async def _normalize_one(
-    broker: KafkaBroker,
-    topics: Topics,
-    record: InboundRecord,
-    tenants: TenantRegistry,
-    metrics: NormalizeMetrics,
-) -> None:
-    inbound = record.text_headers()
-    envelope: IngestEnvelope | None = None
-    try:
-        envelope = _decode(record)
-        profile = tenants.get(envelope.tenant)
-        if profile is None:
-            raise _Unmappable("unknown-tenant", f"tenant {envelope.tenant!r} is not configured")
+    def poison(self, record: InboundRecord, reason: str, detail: str) -> Outcome:
+        """The dead letter of a record whose handling failed by itself."""
         try:
-            changes = normalize(envelope, profile)
-        except MappingError as error:
-            raise _Unmappable(error.reason, error.detail, error.field_path) from error
-    except _Unmappable as problem:
-        await _park(broker, topics, record, problem, envelope)
-        metrics.rejected.labels(reason=problem.reason).inc()
-        log.warning(
-            "envelope not mappable",
+            envelope: IngestEnvelope | None = _decode(record)
+        except _Unmappable:
+            envelope = None
+        return self._rejected(record, _Unmappable(reason, detail, "$"), envelope)
+
+    def _rejected(
+        self, record: InboundRecord, problem: _Unmappable, envelope: IngestEnvelope | None
+    ) -> Outcome:
+        letter = letter_for(
+            record,
+            dlq_topic=self.topics.normalize_dlq,
+            stage=Stage.NORMALIZE,
             reason=problem.reason,
-            field_path=problem.field_path,
             detail=problem.detail,
+            field_path=problem.field_path,
+            tenant=envelope.tenant if envelope else None,
+            event_id=envelope.event_id if envelope else None,
         )
-        return
 
-    for change in changes:
-        await broker.publish(
-            change.to_kafka_value(),
-            topic=topics.normalized,
-            key=change.kafka_key().encode(),
-            headers={
-                h.EVENT_ID: str(change.event_id),
-                h.TENANT: change.tenant,
-                h.CORRELATION_ID: envelope.correlation_id,
-                h.CAUSATION_ID: str(envelope.event_id),
-                h.TRACEPARENT: child_traceparent(inbound.get(h.TRACEPARENT)),
-                h.CONTENT_TYPE: "application/json",
-            },
-        )
-        metrics.changes.labels(
-            tenant=change.tenant,
-            entity_type=change.entity_key.entity_type,
-            operation=change.operation.value,
-        ).inc()
-    log.info(
-        "envelope normalized",
-        tenant=envelope.tenant,
-        event_id=str(envelope.event_id),
-        changes=len(changes),
-    )
+        def settle() -> None:
+            self.metrics.rejected.labels(reason=problem.reason).inc()
+            if self.debug:
+                log.debug(
+                    "envelope not mappable",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    tenant=envelope.tenant if envelope else None,
+                    event_id=str(envelope.event_id) if envelope else None,
+                    reason=problem.reason,
+                    field_path=problem.field_path,
+                    detail=problem.detail,
+                )
+
+        tenant = envelope.tenant if envelope else None
+        return Outcome([letter], f"rejected:{problem.reason}", tenant, settle)
+
+    def _mapped(
+        self, record: InboundRecord, envelope: IngestEnvelope, changes: list[Change]
+    ) -> Callable[[], None]:
+        def settle() -> None:
+            for change in changes:
+                self.metrics.changes.labels(
+                    tenant=change.tenant,
+                    entity_type=change.entity_key.entity_type,
+                    operation=change.operation.value,
+                ).inc()
+            if self.debug:
+                log.debug(
+                    "envelope normalized",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    tenant=envelope.tenant,
+                    event_id=str(envelope.event_id),
+                    changes=len(changes),
+                )
+
+        return settle
 
 
 def _decode(record: InboundRecord) -> IngestEnvelope:
@@ -156,20 +188,42 @@ def _decode(record: InboundRecord) -> IngestEnvelope:
         raise _Unmappable("bad-envelope", first["msg"], path) from error
 
 
-async def _park(
-    broker: KafkaBroker,
-    topics: Topics,
-    record: InboundRecord,
-    problem: _Unmappable,
-    envelope: IngestEnvelope | None,
-) -> None:
-    letter = dead_letter(
-        record,
+def runner(
+    settings: NormalizeSettings,
+    tenants: TenantRegistry,
+    metrics: NormalizeMetrics,
+    registry: CollectorRegistry | None = None,
+    *,
+    debug: bool | None = None,
+) -> BatchRunner:
+    """Normalize's batch runner: mapping per record, outputs to the normalized topic or DLQ."""
+    topics = Topics(settings.topic_prefix)
+    records = NormalizeRecords(topics, tenants, metrics)
+    # Per-record lines only when DEBUG is on (decided once: see ``is_debug``).
+    records.debug = is_debug(LOGGER) if debug is None else debug
+    return BatchRunner(
+        records,
+        service="normalize",
         stage=Stage.NORMALIZE,
-        reason=problem.reason,
-        detail=problem.detail,
-        field_path=problem.field_path,
-        tenant=envelope.tenant if envelope else None,
-        event_id=envelope.event_id if envelope else None,
+        dlq_topic=topics.normalize_dlq,
+        backoff_s=settings.redelivery_backoff_s,
+        metrics=FastStreamMetrics(registry, "cayg-normalize") if registry is not None else None,
     )
-    await park(broker, topics.normalize_dlq, letter, record.key)
+
+
+def build_loop(
+    settings: NormalizeSettings,
+    tenants: TenantRegistry,
+    metrics: NormalizeMetrics,
+    registry: CollectorRegistry,
+) -> BatchLoop:
+    """Normalize's consumer: ``cayg.ingested.v1``, in batches."""
+    topics = Topics(settings.topic_prefix)
+    return BatchLoop(
+        settings,
+        runner(settings, tenants, metrics, registry),
+        Subscription(topics=(topics.ingested,)),
+        client_id="cayg-normalize",
+        lag=metrics.lag,
+        max_records=settings.batch_max_records,
+    )

@@ -15,3 +15,5 @@ class NormalizeSettings(ServiceSettings):
 
     group_id: str = "cayg-normalize"
     http_port: int = Field(default=8082, ge=0, le=65535)
+    #: Most records read, processed and committed as one batch.
+    batch_max_records: int = Field(default=500, ge=1, le=10_000)

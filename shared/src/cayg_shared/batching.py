@@ -1,0 +1,664 @@
+"""The batch loop ingest and normalize consume with: read many, send all, acknowledge once.
+
+**Why aiokafka directly, not FastStream's batch subscribers.** FastStream stays for the
+HTTP side (``/healthz``, ``/readyz``, ``/metrics``) and the process lifecycle, but the
+consume → produce loop is written here on aiokafka's ``getmany`` because FastStream is in
+the way of each guarantee this loop keeps:
+
+* its parser decodes every header as UTF-8 *before* any handler runs, so a record with a
+  non-UTF-8 header failed outside the handler and was committed without output or log
+  (issue 10, "records vanish"); here the raw bytes reach the service's decision;
+* its batch acknowledgement commits the consumer's whole position, while a partly failed
+  batch must commit each partition only up to its first unfinished record and rewind there;
+* its per-message publish runs the middleware chain per output; here every output goes
+  straight to one idempotent producer without awaiting each, and the acknowledgements are
+  awaited once per batch;
+* lag needs the consumer's highwater marks per partition, which the loop owns.
+
+**The loop** (:class:`BatchLoop` runs it, :class:`BatchRunner` is one batch):
+
+1. ``getmany`` up to ``max_records`` records;
+2. decide each record with the service's pure per-record logic (admit / map), turning any
+   exception into a dead letter with a reason (``unencodable-text`` for text JSON cannot
+   encode, e.g. a lone surrogate; ``too-large-to-forward``; else ``internal-error``), so
+   no record is ever retried forever;
+3. send every output of every record in consumption order (idempotent producer, acks=all:
+   per-partition order holds) without awaiting each, then await all acknowledgements once;
+4. commit once: per partition, up to the last record all of whose outputs are acknowledged;
+5. if any output failed (broker or producer trouble), rewind each affected partition to its
+   first unfinished record, pause ``redelivery_backoff_s`` and read again.
+
+**Transactions: not adopted.** A transactional producer with ``send_offsets_to_transaction``
+would remove the duplicates a crash leaves, but aiokafka sends offsets without the consumer
+group's generation (no KIP-447 fencing), so a zombie after a rebalance can still commit;
+and every downstream consumer (publish, the operator tools) would have to read
+``read_committed``, which is outside these two services. The bound instead: after a crash
+(SIGKILL) a service re-sends at most the outputs of the records it had read but not
+committed — one batch (``batch_max_records`` records) per partition it owned — each with
+the same deterministic event id, so downstream recognises the copies. A graceful stop
+(SIGTERM) finishes and commits the batch in flight and re-sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+from uuid import UUID
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from faststream.prometheus.container import MetricsContainer
+from prometheus_client import CollectorRegistry
+from pydantic_core import PydanticSerializationError
+
+from cayg_shared.envelope import DeadLetter, SourceCoordinates, Stage
+from cayg_shared.headers import CONTENT_TYPE, DLQ_REASON
+from cayg_shared.logging import get_logger
+from cayg_shared.service import MAX_PARKED_VALUE_BYTES, ConsumerLag, InboundRecord, kafka_ssl
+from cayg_shared.settings import KafkaSettings, ServiceSettings
+
+log = get_logger("cayg.batching")
+
+#: How long one ``getmany`` waits for records before the loop looks at its stop flag.
+POLL_TIMEOUT_MS: Final = 250
+#: Reasons of records that failed *themselves* (not the broker): dead-lettered, never retried.
+UNENCODABLE_TEXT: Final = "unencodable-text"
+TOO_LARGE_TO_FORWARD: Final = "too-large-to-forward"
+INTERNAL_ERROR: Final = "internal-error"
+
+Partition = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One record to produce: topic, key, value and headers (already encoded)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def of(
+        cls, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, str]
+    ) -> Outbound:
+        """An outbound record with text headers encoded as UTF-8."""
+        return cls(topic, key, value, tuple((k, v.encode()) for k, v in headers.items()))
+
+
+@dataclass
+class Outcome:
+    """What one consumed record came to.
+
+    ``outputs`` are sent in order; ``settle`` runs once all of them are acknowledged (counters,
+    per-record DEBUG lines), never for a record that will be read again. ``label`` and
+    ``tenant`` feed the one INFO line per batch (``accepted``, ``rejected:not-json``…).
+    """
+
+    outputs: list[Outbound]
+    label: str
+    tenant: str | None = None
+    settle: Callable[[], None] | None = None
+
+
+class RecordHandler(Protocol):
+    """A service's per-record decision, pure apart from what it returns."""
+
+    def decide(self, record: InboundRecord) -> Outcome:
+        """The outputs for ``record``: forwarded output or a dead letter. May raise."""
+        ...
+
+    def poison(self, record: InboundRecord, reason: str, detail: str) -> Outcome:
+        """A dead letter for a record whose decision or output failed by itself."""
+        ...
+
+
+class Sink(Protocol):
+    """Where outputs go: ``send`` hands a record to the producer and returns a future that
+    resolves once the broker acknowledged it (raises when the producer refuses at once)."""
+
+    async def send(self, record: Outbound) -> asyncio.Future[Any]: ...
+
+
+class Offsets(Protocol):
+    """The consumer side of a batch: commit what is finished, rewind what is not."""
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None: ...
+
+    def rewind(self, partition: Partition, offset: int) -> None: ...
+
+
+def classify(error: BaseException) -> tuple[str, str]:
+    """The dead-letter reason and detail for a record whose handling raised ``error``."""
+    if isinstance(error, PydanticSerializationError):
+        return UNENCODABLE_TEXT, f"the output cannot be encoded as JSON: {error}"
+    if isinstance(error, UnicodeError):
+        return UNENCODABLE_TEXT, f"{type(error).__name__}: {error}"
+    if isinstance(error, MessageSizeTooLargeError):
+        return (
+            TOO_LARGE_TO_FORWARD,
+            f"an output is over the Kafka cluster's message size limit ({error})",
+        )
+    return INTERNAL_ERROR, f"{type(error).__name__}: {error}"
+
+
+def _text(value: str | None, limit: int) -> str | None:
+    """``value`` cut to ``limit`` and made encodable (a lone surrogate becomes ``\\ud800``),
+    so the dead letter that reports a record can always itself be written."""
+    if value is None:
+        return None
+    return value[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def letter_for(
+    record: InboundRecord,
+    *,
+    dlq_topic: str,
+    stage: Stage,
+    reason: str,
+    detail: str,
+    field_path: str | None = None,
+    tenant: str | None = None,
+    event_id: UUID | None = None,
+    now: datetime | None = None,
+) -> Outbound:
+    """The dead letter for ``record`` as an outbound record under the original key.
+
+    Unlike :func:`cayg_shared.service.dead_letter` it never fails on the record's own text:
+    strings taken from the record are made encodable first, and headers that are not UTF-8
+    are kept as ``\\x..`` escapes instead of being dropped.
+    """
+    value = record.value or b""
+    kept = value[:MAX_PARKED_VALUE_BYTES]
+    headers = {name: raw.decode("utf-8", "backslashreplace")[:8192] for name, raw in record.headers}
+    letter = DeadLetter(
+        stage=stage,
+        reason=_text(reason, 64) or INTERNAL_ERROR,
+        detail=_text(detail, 4000) or "",
+        field_path=_text(field_path, 512),
+        tenant=_text(tenant, 64),
+        event_id=event_id,
+        source=SourceCoordinates(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp_ms=record.timestamp_ms,
+        ),
+        failed_at=now or datetime.now(UTC),
+        key_b64=DeadLetter.encode(record.key),
+        value_b64=DeadLetter.encode(kept) or "",
+        value_truncated=len(kept) < len(value),
+        original_headers={_text(k, 256) or "": v for k, v in headers.items()},
+    )
+    return Outbound.of(
+        dlq_topic,
+        record.key,
+        letter.model_dump_json().encode(),
+        {DLQ_REASON: letter.reason, CONTENT_TYPE: "application/json"},
+    )
+
+
+class FastStreamMetrics:
+    """FastStream's consumer series (``faststream_received_*``), kept for the batch loop.
+
+    The alert rules and dashboards read them (a stage with lag that processes nothing is
+    stuck; escaping exceptions alert), so the loop records under the same names and labels
+    FastStream's own middleware used: ``app_name``, ``broker="kafka"``, ``handler`` = topic.
+    Duration is observed once per topic per batch (read → committed).
+    """
+
+    def __init__(self, registry: CollectorRegistry, app_name: str) -> None:
+        self.container = MetricsContainer(registry, custom_label_names=())
+        self.app_name = app_name
+
+    def batch(
+        self,
+        per_topic: Mapping[str, int],
+        sizes: Mapping[str, list[int]],
+        settled: Mapping[str, int],
+        duration_s: float,
+    ) -> None:
+        """Count one batch: records received and settled (acked) or to be re-read (nacked)."""
+        c = self.container
+        for topic, received in per_topic.items():
+            labels = (self.app_name, "kafka", topic)
+            c.received_messages_total.labels(*labels).inc(received)
+            size = c.received_messages_size_bytes.labels(*labels)
+            for n in sizes.get(topic, ()):
+                size.observe(n)
+            done = settled.get(topic, 0)
+            if done:
+                c.received_processed_messages_total.labels(*labels, "acked").inc(done)
+            if received > done:
+                c.received_processed_messages_total.labels(*labels, "nacked").inc(received - done)
+            c.received_processed_messages_duration_seconds.labels(*labels).observe(duration_s)
+
+    def exception(self, topics: Sequence[str], error: BaseException) -> None:
+        """An output could not be made durable: the batch will be read again."""
+        for topic in topics:
+            self.container.received_processed_messages_exceptions_total.labels(
+                self.app_name, "kafka", topic, type(error).__name__
+            ).inc()
+
+
+@dataclass
+class BatchReport:
+    """What one batch came to (for tests and the loop)."""
+
+    settled: int = 0
+    unfinished: int = 0
+    error: BaseException | None = None
+    commits: dict[Partition, int] = field(default_factory=dict)
+    rewinds: dict[Partition, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Pending:
+    record: InboundRecord
+    outcome: Outcome
+    futures: list[asyncio.Future[Any]] = field(default_factory=list)
+    sent: bool = False
+    failure: BaseException | None = None
+
+
+class BatchRunner:
+    """One batch: decide every record, send every output, await once, commit once."""
+
+    def __init__(
+        self,
+        handler: RecordHandler,
+        *,
+        service: str,
+        stage: Stage,
+        dlq_topic: str,
+        backoff_s: float,
+        metrics: FastStreamMetrics | None = None,
+    ) -> None:
+        self.handler = handler
+        self.service = service
+        self.stage = stage
+        self.dlq_topic = dlq_topic
+        self.backoff_s = backoff_s
+        self.metrics = metrics
+        self._log = get_logger(f"cayg.{service}")
+
+    async def run(
+        self, records: Sequence[InboundRecord], sink: Sink, offsets: Offsets
+    ) -> BatchReport:
+        """Process ``records`` (in consumption order) and settle them; see the module doc."""
+        started = time.perf_counter()
+        pending = [_Pending(record, self._decide(record)) for record in records]
+        failure = await self._send_all(pending, sink)
+        await self._await_all(pending, sink)
+        report = await self._settle(pending, offsets, failure)
+        self._account(pending, report, time.perf_counter() - started)
+        if report.error is not None:
+            self._log.warning(
+                "output not durable; message will be redelivered",
+                error=type(report.error).__name__,
+                detail=str(report.error)[:500],
+                backoff_s=self.backoff_s,
+                unfinished=report.unfinished,
+                rewound={f"{t}/{p}": o for (t, p), o in report.rewinds.items()},
+            )
+            await asyncio.sleep(self.backoff_s)
+        return report
+
+    # ------------------------------------------------------------------ decisions
+
+    def _decide(self, record: InboundRecord) -> Outcome:
+        try:
+            return self.handler.decide(record)
+        except Exception as error:  # noqa: BLE001 - any failure of one record parks it
+            return self._poison(record, error)
+
+    def _poison(self, record: InboundRecord, error: BaseException) -> Outcome:
+        reason, detail = classify(error)
+        self._log.warning(
+            "record cannot be processed; dead-lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason,
+            error=type(error).__name__,
+        )
+        try:
+            return self.handler.poison(record, reason, detail)
+        except Exception as second:  # noqa: BLE001 - the last resort must not fail
+            letter = letter_for(
+                record,
+                dlq_topic=self.dlq_topic,
+                stage=self.stage,
+                reason=INTERNAL_ERROR,
+                detail=f"{detail}; then {type(second).__name__}: {second}",
+            )
+            return Outcome([letter], f"rejected:{INTERNAL_ERROR}")
+
+    # ------------------------------------------------------------------ sending
+
+    async def _send_all(self, pending: list[_Pending], sink: Sink) -> BaseException | None:
+        """Hand every output to the producer in order; stop at the first producer failure
+        (later records stay unsent and are read again)."""
+        for item in pending:
+            try:
+                item.futures = [await sink.send(out) for out in item.outcome.outputs]
+            except MessageSizeTooLargeError as error:
+                # Refused before it left: this record, not the broker, is the problem.
+                # (Outputs of it sent before the refusal stay sent; the letter says why.)
+                item.outcome = self._poison(item.record, error)
+                try:
+                    item.futures.extend([await sink.send(o) for o in item.outcome.outputs])
+                except Exception as again:  # noqa: BLE001 - then the producer is at fault
+                    item.failure = again
+                    return again
+            except Exception as error:  # noqa: BLE001 - producer trouble: retry later
+                item.failure = error
+                return error
+            item.sent = True
+        return None
+
+    async def _await_all(self, pending: list[_Pending], sink: Sink) -> None:
+        """Wait for every acknowledgement at once; a record the broker refused for its size
+        is dead-lettered in a second round, any other failure leaves it unfinished."""
+        futures = [f for item in pending for f in item.futures]
+        if futures:
+            await asyncio.gather(*futures, return_exceptions=True)
+        retry: list[_Pending] = []
+        for item in pending:
+            errors = [f.exception() for f in item.futures if f.done() and not f.cancelled()]
+            error = next((e for e in errors if e is not None), None)
+            if error is None:
+                continue
+            if isinstance(error, MessageSizeTooLargeError):
+                item.outcome = self._poison(item.record, error)
+                retry.append(item)
+            else:
+                item.failure = error
+        if retry:
+            for item in retry:
+                item.futures = []
+            await self._send_all(retry, sink)
+            await asyncio.gather(*(f for i in retry for f in i.futures), return_exceptions=True)
+            for item in retry:
+                for future in item.futures:
+                    if future.exception() is not None and item.failure is None:
+                        item.failure = future.exception()
+
+    # ------------------------------------------------------------------ settling
+
+    async def _settle(
+        self, pending: list[_Pending], offsets: Offsets, failure: BaseException | None
+    ) -> BatchReport:
+        report = BatchReport(error=failure)
+        by_partition: dict[Partition, list[_Pending]] = {}
+        for item in pending:
+            by_partition.setdefault((item.record.topic, item.record.partition), []).append(item)
+        finished: list[_Pending] = []
+        for partition, items in by_partition.items():
+            for index, item in enumerate(items):
+                if not item.sent or item.failure is not None:
+                    report.rewinds[partition] = item.record.offset
+                    report.unfinished += len(items) - index
+                    report.error = report.error or item.failure
+                    break
+                finished.append(item)
+                report.commits[partition] = item.record.offset + 1
+        if report.error is None and report.unfinished:
+            report.error = RuntimeError("outputs were not sent")
+        if report.commits:
+            try:
+                await offsets.commit(report.commits)
+            except Exception as error:  # noqa: BLE001 - outputs are durable; a later commit covers them
+                # (or, after a rebalance, their new owner re-reads them: at-least-once).
+                self._log.warning(
+                    "offset commit failed; records may be read again",
+                    error=type(error).__name__,
+                    detail=str(error)[:300],
+                )
+        for partition, offset in report.rewinds.items():
+            try:
+                offsets.rewind(partition, offset)
+            except Exception as error:  # noqa: BLE001 - revoked meanwhile: its new owner reads it
+                self._log.warning(
+                    "could not rewind a partition", partition=partition[1], error=str(error)
+                )
+        report.settled = len(finished)
+        for item in finished:
+            if item.outcome.settle is not None:
+                item.outcome.settle()
+        return report
+
+    def _account(self, pending: list[_Pending], report: BatchReport, duration_s: float) -> None:
+        outcomes: Counter[str] = Counter()
+        tenants: Counter[str] = Counter()
+        per_topic: Counter[str] = Counter()
+        sizes: dict[str, list[int]] = {}
+        settled: Counter[str] = Counter()
+        unfinished = set(report.rewinds)
+        for item in pending:
+            topic = item.record.topic
+            per_topic[topic] += 1
+            sizes.setdefault(topic, []).append(len(item.record.value or b""))
+            partition = (topic, item.record.partition)
+            if partition in unfinished and item.record.offset >= report.rewinds[partition]:
+                continue
+            settled[topic] += 1
+            outcomes[item.outcome.label] += 1
+            tenants[item.outcome.tenant or "-"] += 1
+        if self.metrics is not None:
+            self.metrics.batch(per_topic, sizes, settled, duration_s)
+            if report.error is not None:
+                self.metrics.exception(sorted(per_topic), report.error)
+        if pending:
+            self._log.info(
+                "batch settled",
+                records=len(pending),
+                settled=report.settled,
+                unfinished=report.unfinished,
+                outcomes=dict(outcomes),
+                tenants=dict(tenants),
+                duration_ms=round(duration_s * 1000, 1),
+            )
+
+
+def record_from(raw: ConsumerRecord[bytes, bytes]) -> InboundRecord:
+    """The transport facts of an aiokafka record (headers as raw bytes, undecoded)."""
+    return InboundRecord(
+        topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        timestamp_ms=raw.timestamp,
+        key=raw.key,
+        value=raw.value,
+        headers=tuple((name, value) for name, value in (raw.headers or ()) if value is not None),
+    )
+
+
+def kafka_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka client options for the cluster in ``kafka`` (TLS and SASL included)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "security_protocol": kafka.security_protocol,
+        "metadata_max_age_ms": kafka.metadata_max_age_ms,
+    }
+    context = kafka_ssl(kafka)
+    if context is not None:
+        options["ssl_context"] = context
+    if kafka.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = kafka.sasl_username or ""
+        options["sasl_plain_password"] = (
+            kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        )
+    return options
+
+
+class _ProducerSink:
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+
+    async def send(self, record: Outbound) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await self._producer.send(
+            record.topic, record.value, key=record.key, headers=list(record.headers)
+        )
+        return future
+
+
+class _ConsumerOffsets:
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None:
+        await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+
+    def rewind(self, partition: Partition, offset: int) -> None:
+        self._consumer.seek(TopicPartition(*partition), offset)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What the loop reads: named topics, or every topic matching a pattern."""
+
+    topics: tuple[str, ...] = ()
+    pattern: str | None = None
+
+
+class BatchLoop:
+    """The consuming half of a service process, started and stopped with its ASGI app.
+
+    Start fails when the broker cannot be reached (the process exits instead of serving
+    health without consuming). SIGTERM: the batch in flight finishes and commits, then the
+    consumer leaves its group and the producer flushes. An unexpected failure of the loop
+    itself stops the process (SIGTERM to itself) so a supervisor restarts it.
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        runner: BatchRunner,
+        subscription: Subscription,
+        *,
+        client_id: str,
+        lag: ConsumerLag,
+        max_records: int,
+    ) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.subscription = subscription
+        self.client_id = client_id
+        self.lag = lag
+        self.max_records = max_records
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._next: dict[TopicPartition, int] = {}
+
+    async def start(self) -> None:
+        """Connect producer and consumer, subscribe, and start consuming in the background."""
+        options = kafka_options(self.settings.kafka)
+        self._producer = AIOKafkaProducer(
+            client_id=self.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_batch_size=256 * 1024,
+            **options,
+        )
+        self._consumer = AIOKafkaConsumer(
+            client_id=self.client_id,
+            group_id=self.settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.max_records,
+            **options,
+        )
+        await self._producer.start()
+        try:
+            await self._consumer.start()
+        except BaseException:
+            await self._producer.stop()
+            raise
+        if self.subscription.pattern is not None:
+            self._consumer.subscribe(pattern=self.subscription.pattern)
+        else:
+            self._consumer.subscribe(topics=list(self.subscription.topics))
+        self._task = asyncio.create_task(self._consume(), name=f"{self.client_id}-batches")
+
+    async def ready(self) -> bool:
+        """Readiness: the loop is running."""
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        """Finish the batch in flight (its commit included), then disconnect."""
+        self._stopping.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self.settings.graceful_timeout_s)
+            except TimeoutError:
+                log.error("batch still running at the graceful timeout; stopping anyway")
+                self._task.cancel()
+            except Exception:  # noqa: BLE001, S110 - already logged by the loop
+                pass
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def _consume(self) -> None:
+        assert self._consumer is not None
+        assert self._producer is not None
+        consumer = self._consumer
+        sink, offsets = _ProducerSink(self._producer), _ConsumerOffsets(consumer)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    fetched = await consumer.getmany(
+                        timeout_ms=POLL_TIMEOUT_MS, max_records=self.max_records
+                    )
+                except KafkaError as error:
+                    log.warning("fetch failed; retrying", error=type(error).__name__)
+                    await asyncio.sleep(self.settings.redelivery_backoff_s)
+                    continue
+                records = [record_from(r) for part in fetched.values() for r in part]
+                if not records:
+                    continue
+                report = await self.runner.run(records, sink, offsets)
+                self._observe_lag(fetched, report)
+        except Exception:
+            log.exception("consumer loop failed; stopping the service")
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise
+
+    def _observe_lag(
+        self, fetched: Mapping[TopicPartition, Sequence[Any]], report: BatchReport
+    ) -> None:
+        assert self._consumer is not None
+        for tp, part in fetched.items():
+            if part:
+                self._next[tp] = part[-1].offset + 1
+            rewound = report.rewinds.get((tp.topic, tp.partition))
+            if rewound is not None:
+                self._next[tp] = rewound
+        assigned = self._consumer.assignment()
+        for tp, position in self._next.items():
+            if tp not in assigned:
+                continue
+            highwater = self._consumer.highwater(tp)
+            if isinstance(highwater, int):
+                self.lag.set(tp.topic, tp.partition, max(0, highwater - position))
+
+
+def is_debug(logger_name: str) -> bool:
+    """Whether per-record DEBUG lines of ``logger_name`` would be written. Services check it
+    once, not per line: structlog renders a line before the standard library drops it by
+    level, so an unguarded DEBUG line costs about as much as a written one."""
+    return logging.getLogger(logger_name).isEnabledFor(logging.DEBUG)
