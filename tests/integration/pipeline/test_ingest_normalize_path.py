@@ -42,6 +42,8 @@ def _env(service: str, bootstrap: str, prefix: str) -> dict[str, str]:
         f"{p}GROUP_ID": f"{prefix}cayg-{service}",
         f"{p}TENANTS_FILE": str(TENANTS),
         f"{p}REDELIVERY_BACKOFF_S": "0.2",
+        # Per-record lines are DEBUG (INFO has one line per batch); these tests count them.
+        f"{p}LOG_LEVEL": "DEBUG",
     }
 
 

@@ -154,7 +154,9 @@ async def test_every_record_of_a_mixed_stream_is_accounted_for_exactly_once(
     services = {
         name: ServiceProcess(
             name,
-            env=service_env(name, kafka_bootstrap, topic_prefix, TENANTS),
+            # Per-record lines are DEBUG: the accounting reads normalize's, and the leak
+            # check must see every line a record can cause.
+            env=service_env(name, kafka_bootstrap, topic_prefix, TENANTS, LOG_LEVEL="DEBUG"),
             log_dir=tmp_path,
         )
         for name in ("ingest", "normalize")
