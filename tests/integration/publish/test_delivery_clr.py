@@ -22,9 +22,9 @@ from cayg_publish.config import ClrTargetConfig, HttpTimeouts, IssuerProfile, Se
 from cayg_publish.domain import DeliveryReport, DeliveryStatus, Target
 from cayg_publish.ledger import Ledger, LedgerError, SqliteLedger
 from cayg_publish.retry import RetryPolicy
-from cayg_publish.signing import SigningKey
 from cayg_publish.usecase import ThrottleBook, deliver
 from cayg_shared.schema import AwardStatus, Change, Operation
+from cayg_signing import SigningKey
 from cayg_standins import ClrConfig, FaultPlan, OAuthClient, create_clr_app
 from integration.publish.publish_support import SleepRecorder, serve_asgi
 from unit.publish.publish_factories import award, change, definition, learner_identity

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from jsonschema import Draft201909Validator
 
-from cayg_publish.signing import ContextLoader, SigningKey, sign_credential
+from cayg_signing import ContextLoader, SigningKey, sign_credential
 from integration.standins.standins_support import (
     ADMIN_TOKEN,
     CLIENT_ID,

@@ -18,7 +18,7 @@ from cayg_publish.config import (
     SecretRef,
     SqliteLedgerConfig,
 )
-from cayg_publish.signing import SigningKey
+from cayg_signing import SigningKey
 
 pytestmark = pytest.mark.unit
 

@@ -28,7 +28,6 @@ from cayg_publish.render.openbadges import (
     learner_identifiers,
     sign_for_upload,
 )
-from cayg_publish.signing import ContextLoader, SigningKey, sign_credential, verify_credential
 from cayg_shared.schema import (
     AwardStatus,
     CredentialRef,
@@ -38,6 +37,7 @@ from cayg_shared.schema import (
     Result,
     ResultType,
 )
+from cayg_signing import ContextLoader, SigningKey, sign_credential, verify_credential
 from unit.publish.publish_factories import (
     TENANT,
     award,

@@ -33,9 +33,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cayg_ops import kafka_view
 from cayg_ops.feed import FeedMessage, sample_feed
 from cayg_ops.stack import Component, Stack, StackError
-from cayg_publish.signing import SigningKey
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
+from cayg_signing import SigningKey
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[4]
 KAFKA_SH: Final = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"

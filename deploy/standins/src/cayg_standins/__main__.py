@@ -184,7 +184,7 @@ def parse_clients(items: Sequence[str]) -> dict[str, OAuthClient]:
 
 def parse_trusted_keys(items: Sequence[str]) -> dict[str, bytes]:
     """``VERIFICATION_METHOD=KEY`` items (KEY hex or multibase) -> raw public keys."""
-    from cayg_publish.signing import public_key_from_multibase  # noqa: PLC0415
+    from cayg_signing import public_key_from_multibase  # noqa: PLC0415
 
     keys: dict[str, bytes] = {}
     for item in items:

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from cayg_publish.signing import ContextLoader
+from cayg_signing import ContextLoader
 from cayg_standins.clr.checks import CLR, OB, ApiSpec, CredentialChecks, parse_datetime
 from cayg_standins.clr.oauth import Clock, OAuthClient, TokenService
 from cayg_standins.clr.store import ClrStore, TokenGrant

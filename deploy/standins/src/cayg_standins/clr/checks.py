@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from jsonschema import Draft201909Validator
 
-from cayg_publish.signing import ContextLoader, ProofError, verify_credential
+from cayg_signing import ContextLoader, ProofError, verify_credential
 from cayg_standins.conformance import load_json
 
 __all__ = ["ApiSpec", "CredentialChecks", "SchemaCheck", "parse_datetime"]

@@ -34,8 +34,8 @@ from cayg_publish.render.openbadges import (
     sign_for_upload,
 )
 from cayg_publish.retry import RetryPolicy
-from cayg_publish.signing import ContextLoader, SigningKey, sign_credential
 from cayg_shared.schema import Change
+from cayg_signing import ContextLoader, SigningKey, sign_credential
 
 #: Test hook: an httpx transport per target name (e.g. respx or an ASGI app).
 Transports = Mapping[str, httpx.AsyncBaseTransport]

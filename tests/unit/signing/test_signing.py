@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pyld import jsonld
 
-from cayg_publish.signing import (
+from cayg_signing import (
     PINNED_CONTEXTS,
     ContextError,
     ContextLoader,

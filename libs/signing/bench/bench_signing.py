@@ -4,8 +4,8 @@ Reproducible: a fixed key (seed bytes 0..31), a fixed ``created`` time and deter
 credential ids; only the timings vary between runs. Each credential differs (id, subject,
 achievement name), so nothing can be served from a per-document cache.
 
-    uv run python services/publish/bench/bench_signing.py -n 200
-    uv run python services/publish/bench/bench_signing.py -n 50 \\
+    uv run python libs/signing/bench/bench_signing.py -n 200
+    uv run python libs/signing/bench/bench_signing.py -n 50 \\
         --credential ../shared/conformance/1edtech/vectors/clr_unsigned.json
 
 Contexts come from ``--contexts`` (default: ``../shared/conformance/1edtech/contexts``
@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cayg_publish.signing import ContextLoader, SigningKey, sign_credential, verify_credential
+from cayg_signing import ContextLoader, SigningKey, sign_credential, verify_credential
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_CONTEXTS = REPO_ROOT.parent / "shared" / "conformance" / "1edtech" / "contexts"
