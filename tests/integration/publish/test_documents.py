@@ -21,12 +21,23 @@ from cayg_publish.projection import (
     DocumentState,
     RetrySchedule,
     Settlement,
+    linked_definition,
     parse_award_subject,
 )
-from cayg_shared.schema import EntityType, LearnerRef, Operation
+from cayg_shared.schema import (
+    CredentialDefinition,
+    CredentialRef,
+    EntityType,
+    LearnerRef,
+    Operation,
+    OrganizationRef,
+    Program,
+)
+from cayg_shared.schema.vocab import CtdlCredentialType, ProgramStatus
 from integration.publish.conftest import LedgerFactory
 from integration.publish.publish_support import Clock
 from unit.publish.publish_factories import (
+    ORG_CTID,
     TENANT,
     award,
     change,
@@ -275,3 +286,59 @@ async def test_documents_are_listed_by_tenant_target_state_and_subject(ledger: L
 def test_award_subjects_parse_back() -> None:
     assert parse_award_subject("AW/1#x\nMC-SQL") == ("AW/1#x", "MC-SQL")
     assert parse_award_subject("AW-9\n") == ("AW-9", "")
+
+
+def _program(*members: CredentialDefinition) -> Program:
+    return Program(
+        source_id="PROG-DATA",
+        name="Data Analytics pathway",
+        status=ProgramStatus.ACTIVE,
+        owned_by=OrganizationRef(ctid=ORG_CTID),
+        credentials=tuple(CredentialRef(ctid=d.ctid, source_id=d.source_id) for d in members),
+    )
+
+
+MICRO = definition("MC-SQL")
+CERT = definition(
+    "CERT-DATA",
+    name="Certificate in Data Analytics",
+    credential_type=CtdlCredentialType.CERTIFICATE,
+)
+
+
+async def test_a_program_dirties_its_members_and_their_holders(ledger: Ledger) -> None:
+    await ledger.record_change(change(MICRO, seq=1), KINDS)
+    await ledger.record_change(change(CERT, seq=2), KINDS)
+    await ledger.record_change(change(award(of=MICRO), seq=3), KINDS)
+
+    marked = await ledger.record_change(change(_program(MICRO, CERT), seq=4), KINDS)
+
+    subjects = {(t, r.kind.value, r.subject) for t, r in marked}
+    assert (REGISTRY, "credential", "MC-SQL") in subjects
+    assert (REGISTRY, "credential", "CERT-DATA") in subjects
+    assert (CLR, "learner-record", LEARNER) in subjects
+
+
+async def test_a_changed_member_dirties_the_other_members_of_its_programs(
+    ledger: Ledger,
+) -> None:
+    await ledger.record_change(change(MICRO, seq=1), KINDS)
+    await ledger.record_change(change(_program(MICRO, CERT), seq=2), KINDS)
+
+    marked = await ledger.record_change(change(CERT, seq=3), KINDS)
+
+    subjects = {(t, r.subject) for t, r in marked if r.kind is DocumentKind.CREDENTIAL}
+    assert subjects == {(REGISTRY, "CERT-DATA"), (REGISTRY, "MC-SQL")}
+
+
+async def test_program_links_are_derived_from_the_catalog(ledger: Ledger) -> None:
+    await ledger.record_change(change(MICRO, seq=1), KINDS)
+    await ledger.record_change(change(CERT, seq=2), KINDS)
+    await ledger.record_change(change(_program(MICRO, CERT), seq=3), KINDS)
+
+    whole = await linked_definition(TENANT, CERT, ledger.catalog)
+    part = await linked_definition(TENANT, MICRO, ledger.catalog)
+
+    assert [r.ctid for r in whole.has_part] == [MICRO.ctid]
+    assert [r.ctid for r in part.is_part_of] == [CERT.ctid]
+    assert whole.is_part_of == ()

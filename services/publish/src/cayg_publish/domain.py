@@ -19,6 +19,7 @@ from cayg_shared.schema import (
     Change,
     CredentialAward,
     CredentialDefinition,
+    CredentialRef,
     Entity,
     EntityKey,
     EntityType,
@@ -596,6 +597,14 @@ class Catalog(Protocol):
 
     async def award_rows_of(self, tenant: str, learner: str) -> list[CatalogRow]:
         """Every award row of a learner: current, revoked and deleted."""
+        ...
+
+    async def programs(self, tenant: str) -> list[CatalogRow]:
+        """The tenant's current programs (stacking is derived from them)."""
+        ...
+
+    async def definition_named(self, tenant: str, ref: CredentialRef) -> CatalogRow | None:
+        """A definition row by CTID, else by SIS id (an imported CTID)."""
         ...
 
     async def definition_by_source(

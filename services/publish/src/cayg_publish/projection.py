@@ -32,15 +32,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Final
+from typing import Final, Protocol
 
 from cayg_publish.domain import CatalogRow, CatalogStatus, learner_key
 from cayg_shared.schema import (
-    Change,
     CredentialAward,
     CredentialDefinition,
+    CredentialRef,
     EntityType,
-    LearnerIdentity,
+    Program,
+    stacking_links,
 )
 
 #: A time far enough away to mean "not until something changes".
@@ -371,38 +372,115 @@ class Waiting(Exception):
         return f"{self.reason}: {self.key}"
 
 
-@dataclass(frozen=True, slots=True)
-class DependencyQuery:
-    """Catalog rows whose documents also change when a definition or learner changes.
+class ProgramLookup(Protocol):
+    """What deriving stacking links needs from the catalog."""
 
-    The adapter answers it with indexed lookups in the same transaction: awards naming
-    the definition (by CTID or SIS id), awards of the learner.
+    async def programs(self, tenant: str) -> list[CatalogRow]:
+        """The tenant's program rows."""
+        ...
+
+    async def definition_named(self, tenant: str, ref: CredentialRef) -> CatalogRow | None:
+        """A definition row by CTID, else by SIS id."""
+        ...
+
+
+class DependencyLookup(ProgramLookup, Protocol):
+    """Indexed catalog lookups the adapter answers inside the recording transaction."""
+
+    async def awards_naming(
+        self, tenant: str, ctid: str | None, source: str | None
+    ) -> list[CatalogRow]:
+        """Award rows naming a definition by CTID or SIS id."""
+        ...
+
+    async def award_history(self, tenant: str, learner: str) -> list[CatalogRow]:
+        """Award rows of a learner, whatever their status."""
+        ...
+
+
+def _lists(program: Program, definition: CredentialDefinition) -> bool:
+    return any(
+        ref.ctid == definition.ctid
+        or (ref.source_id is not None and ref.source_id == definition.source_id)
+        for ref in program.credentials
+    )
+
+
+async def affected_rows(
+    written: Sequence[CatalogRow], lookup: DependencyLookup
+) -> list[CatalogRow]:
+    """The catalog rows whose documents a change affects: the rows it wrote, and
+
+    * for a definition: the awards naming it (their learners' records hold it), and the
+      other definitions of every program listing it (stacking links are derived from
+      programs: a new or changed member changes the others' ``hasPart``/``isPartOf``);
+    * for a program: every definition it lists and the awards naming them;
+    * for a learner's identity: that learner's awards.
     """
-
-    tenant: str
-    definition_ctid: str | None = None
-    definition_source: str | None = None
-    learner: str | None = None
-
-
-def dependency_queries(
-    change: Change, written: Sequence[CatalogRow]
-) -> tuple[DependencyQuery, ...]:
-    """Which dependents to look up for a change: the awards that render a changed definition
-    (every learner holding one gets a new record) or a changed learner identity."""
-    queries: list[DependencyQuery] = []
+    rows: list[CatalogRow] = list(written)
     for row in written:
         entity = row.entity
+        tenant = row.tenant
         if row.entity_type is EntityType.CREDENTIAL_DEFINITION:
             ctid = entity.ctid if isinstance(entity, CredentialDefinition) else row.ctid
-            queries.append(
-                DependencyQuery(
-                    change.tenant, definition_ctid=ctid, definition_source=row.source_id
-                )
-            )
-        elif row.entity_type is EntityType.LEARNER_IDENTITY or isinstance(entity, LearnerIdentity):
-            queries.append(DependencyQuery(change.tenant, learner=f"person:{row.source_id}"))
-    return tuple(queries)
+            rows.extend(await lookup.awards_naming(tenant, ctid, row.source_id))
+            if isinstance(entity, CredentialDefinition):
+                for program_row in await lookup.programs(tenant):
+                    program = program_row.entity
+                    if isinstance(program, Program) and _lists(program, entity):
+                        rows.extend(await _members(tenant, program, lookup, holders=False))
+        elif row.entity_type is EntityType.PROGRAM and isinstance(entity, Program):
+            rows.extend(await _members(tenant, entity, lookup, holders=True))
+        elif row.entity_type is EntityType.LEARNER_IDENTITY:
+            rows.extend(await lookup.award_history(tenant, f"person:{row.source_id}"))
+    return rows
+
+
+async def _members(
+    tenant: str, program: Program, lookup: DependencyLookup, *, holders: bool
+) -> list[CatalogRow]:
+    found: list[CatalogRow] = []
+    for ref in program.credentials:
+        member = await lookup.definition_named(tenant, ref)
+        if member is None:
+            continue
+        found.append(member)
+        if holders:
+            found.extend(await lookup.awards_naming(tenant, member.ctid, member.source_id))
+    return found
+
+
+def with_program_links(
+    definition: CredentialDefinition,
+    programs: Sequence[Program],
+    members: Mapping[str, CredentialDefinition],
+) -> CredentialDefinition:
+    """``definition`` with the stacking links its programs imply added to its own.
+
+    ``members`` holds every definition the programs list that the catalog knows, keyed by
+    the CTID each program names (a CTID imported by SIS code resolves to the definition's
+    own). Links are :func:`~cayg_shared.schema.stacking_links`; declared links are kept.
+    """
+    has_part = list(definition.has_part)
+    is_part_of = list(definition.is_part_of)
+    for program in programs:
+        if not _lists(program, definition):
+            continue
+        by_ref = {ref.ctid: members[ref.ctid] for ref in program.credentials if ref.ctid in members}
+        for link in stacking_links(program, by_ref):
+            if link.whole.ctid == definition.ctid and all(
+                r.ctid != link.part.ctid for r in has_part
+            ):
+                has_part.append(link.part)
+            if link.part.ctid == definition.ctid and all(
+                r.ctid != link.whole.ctid for r in is_part_of
+            ):
+                is_part_of.append(link.whole)
+    if len(has_part) == len(definition.has_part) and len(is_part_of) == len(definition.is_part_of):
+        return definition
+    return definition.model_copy(
+        update={"has_part": tuple(has_part), "is_part_of": tuple(is_part_of)}
+    )
 
 
 def route(
@@ -425,3 +503,24 @@ def is_current(row: CatalogRow) -> bool:
 def ms(moment: datetime) -> int:
     """Epoch milliseconds of a timezone-aware time."""
     return int(moment.timestamp() * 1000)
+
+
+async def linked_definition(
+    tenant: str, definition: CredentialDefinition, catalog: ProgramLookup
+) -> CredentialDefinition:
+    """``definition`` with the stacking links of the tenant's programs (see
+    :func:`with_program_links`), read from the catalog."""
+    programs = [
+        row.entity
+        for row in await catalog.programs(tenant)
+        if isinstance(row.entity, Program) and _lists(row.entity, definition)
+    ]
+    if not programs:
+        return definition
+    members: dict[str, CredentialDefinition] = {}
+    for program in programs:
+        for ref in program.credentials:
+            row = await catalog.definition_named(tenant, ref)
+            if row is not None and isinstance(row.entity, CredentialDefinition):
+                members[ref.ctid] = row.entity
+    return with_program_links(definition, programs, members)

@@ -13,7 +13,7 @@ from typing import Any
 
 from cayg_publish.domain import CatalogRow, CatalogStatus, HeldAward
 from cayg_publish.ledger._rows import CatalogStatements
-from cayg_shared.schema import CredentialDefinition, EntityType, LearnerIdentity
+from cayg_shared.schema import CredentialDefinition, CredentialRef, EntityType, LearnerIdentity
 
 
 class SqlCatalogReads(ABC):
@@ -44,6 +44,17 @@ class SqlCatalogReads(ABC):
     ) -> CatalogRow | None:
         """The catalog row of one entity, whatever its status."""
         return await self._one(self._sql.select_one, (tenant, entity_type.value, source_id, part))
+
+    async def programs(self, tenant: str) -> list[CatalogRow]:
+        """Current program rows of the tenant."""
+        return await self._rows(self._sql.programs, (tenant,))
+
+    async def definition_named(self, tenant: str, ref: CredentialRef) -> CatalogRow | None:
+        """A definition row by CTID, else by SIS id."""
+        row = await self.definition_row(tenant, ref.ctid)
+        if row is None and ref.source_id is not None:
+            row = await self.row(tenant, EntityType.CREDENTIAL_DEFINITION, ref.source_id)
+        return row
 
     async def award_rows_of(self, tenant: str, learner: str) -> list[CatalogRow]:
         """Every award row of a learner: current, revoked and deleted."""

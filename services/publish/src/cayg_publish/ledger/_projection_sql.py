@@ -29,21 +29,20 @@ from cayg_publish.domain import (
 from cayg_publish.ledger._rows import CATALOG_COLUMNS, CATALOG_KEY, CATALOG_TABLE, CATALOG_VALUES
 from cayg_publish.projection import (
     DeliveryResult,
-    DependencyQuery,
     DocumentKind,
     DocumentRef,
     DocumentRow,
     DocumentState,
     Lease,
     RetrySchedule,
-    dependency_queries,
+    affected_rows,
     documents_of_rows,
     lease_transition,
     reason_of,
     route,
     settle_transition,
 )
-from cayg_shared.schema import Change
+from cayg_shared.schema import Change, CredentialRef
 
 DOCUMENTS_TABLE: Final = "cayg_publish_documents"
 DOCUMENT_COLUMNS: Final = (
@@ -191,7 +190,7 @@ class ProjectionSql:
     def __init__(self, dialect: Dialect) -> None:
         self.d = dialect
         p = dialect.placeholder
-        self._catalog_one = (
+        self.catalog_one = (
             f"{_CATALOG_SELECT} WHERE tenant = {p} AND entity_type = {p} AND source_id = {p} "
             f"AND part = {p}{dialect.lock}"
         )
@@ -208,15 +207,23 @@ class ProjectionSql:
             f"UPDATE {CATALOG_TABLE} SET {', '.join(f'{c} = {p}' for c in CATALOG_VALUES)} "
             f"WHERE tenant = {p} AND entity_type = {p} AND source_id = {p} AND part = {p}"
         )
-        self._awards_by_definition = (
+        self.awards_by_definition = (
             f"{_CATALOG_SELECT} WHERE tenant = {p} AND entity_type = 'credential-award' "
             f"AND (definition_ctid = {p} OR definition_source = {p})"
         )
-        self._awards_by_learner = (
+        self.awards_by_learner = (
             f"{_CATALOG_SELECT} WHERE tenant = {p} AND entity_type = 'credential-award' "
             f"AND learner_key = {p}"
         )
         self._tenant_rows = f"{_CATALOG_SELECT} WHERE tenant = {p}"
+        self.programs = (
+            f"{_CATALOG_SELECT} WHERE tenant = {p} AND entity_type = 'program' "
+            "AND status = 'current'"
+        )
+        self.definition_by_ctid = (
+            f"{_CATALOG_SELECT} WHERE tenant = {p} AND entity_type = 'credential-definition' "
+            f"AND entity_ctid = {p} ORDER BY version_time DESC LIMIT 1"
+        )
         self._mark_dirty = (
             f"INSERT INTO {DOCUMENTS_TABLE} ({', '.join(DOCUMENT_COLUMNS)}) "
             f"VALUES ({dialect.marks(len(DOCUMENT_COLUMNS))}) "
@@ -246,7 +253,7 @@ class ProjectionSql:
         rows = catalog_rows(change)
         for incoming in rows:
             key = (incoming.tenant, incoming.entity_type.value, incoming.source_id, incoming.part)
-            found = await tx.fetchall(self._catalog_one, key)
+            found = await tx.fetchall(self.catalog_one, key)
             existing = tx.catalog_row(found[0]) if found else None
             new = catalog_transition(existing, incoming)
             if new is None:
@@ -257,7 +264,7 @@ class ProjectionSql:
                 )
                 if inserted == 0:
                     # Another instance inserted it first: decide again on its row.
-                    found = await tx.fetchall(self._catalog_one, key)
+                    found = await tx.fetchall(self.catalog_one, key)
                     existing = tx.catalog_row(found[0])
                     new = catalog_transition(existing, incoming)
                     if new is None:
@@ -282,16 +289,9 @@ class ProjectionSql:
             tx.catalog_params(row, CATALOG_VALUES) + tx.catalog_params(row, CATALOG_KEY),
         )
 
-    async def dependents(self, tx: Tx, query: DependencyQuery) -> list[CatalogRow]:
-        """The award rows a changed definition or learner renders into."""
-        if query.learner is not None:
-            found = await tx.fetchall(self._awards_by_learner, (query.tenant, query.learner))
-        else:
-            found = await tx.fetchall(
-                self._awards_by_definition,
-                (query.tenant, query.definition_ctid, query.definition_source),
-            )
-        return [tx.catalog_row(f) for f in found]
+    def lookup(self, tx: Tx) -> _TxLookup:
+        """Dependency lookups inside ``tx``."""
+        return _TxLookup(self, tx)
 
     # -- documents --------------------------------------------------------------------
 
@@ -306,9 +306,7 @@ class ProjectionSql:
         written = await self.write_catalog(tx, change)
         if not written or not kinds_by_target:
             return []
-        rows = list(written)
-        for query in dependency_queries(change, written):
-            rows.extend(await self.dependents(tx, query))
+        rows = await affected_rows(written, self.lookup(tx))
         pairs = route(documents_of_rows(rows), kinds_by_target)
         await self.mark_dirty(tx, pairs, now_ms)
         return pairs
@@ -505,3 +503,36 @@ class SqlProjectionStore(ABC):
         """(target, tenant, state, reason, count) of every document."""
         async with self._tx() as tx:
             return await self._projection.counts(tx)
+
+
+class _TxLookup:
+    """:class:`~cayg_publish.projection.DependencyLookup` over one transaction."""
+
+    def __init__(self, sql: ProjectionSql, tx: Tx) -> None:
+        self._sql = sql
+        self._tx = tx
+
+    async def _rows(self, statement: str, params: Sequence[Any]) -> list[CatalogRow]:
+        return [self._tx.catalog_row(f) for f in await self._tx.fetchall(statement, params)]
+
+    async def awards_naming(
+        self, tenant: str, ctid: str | None, source: str | None
+    ) -> list[CatalogRow]:
+        """Award rows naming a definition."""
+        return await self._rows(self._sql.awards_by_definition, (tenant, ctid, source))
+
+    async def award_history(self, tenant: str, learner: str) -> list[CatalogRow]:
+        """Award rows of a learner."""
+        return await self._rows(self._sql.awards_by_learner, (tenant, learner))
+
+    async def programs(self, tenant: str) -> list[CatalogRow]:
+        """Current program rows of the tenant."""
+        return await self._rows(self._sql.programs, (tenant,))
+
+    async def definition_named(self, tenant: str, ref: CredentialRef) -> CatalogRow | None:
+        """A definition row by CTID, else by SIS id."""
+        found = await self._rows(self._sql.definition_by_ctid, (tenant, ref.ctid))
+        if not found and ref.source_id is not None:
+            key = (tenant, "credential-definition", ref.source_id, "")
+            found = await self._rows(self._sql.catalog_one, key)
+        return found[0] if found else None

@@ -289,6 +289,7 @@ class CatalogStatements:
     definition_by_ctid: str
     awards_of: str
     award_history_of: str
+    programs: str
 
 
 def catalog_statements(placeholder: str, *, for_update: bool) -> CatalogStatements:
@@ -322,6 +323,10 @@ def catalog_statements(placeholder: str, *, for_update: bool) -> CatalogStatemen
             f"SELECT {columns} FROM {CATALOG_TABLE} WHERE tenant = {p} AND entity_type = "
             f"'credential-award' AND learner_key = {p} AND status = 'current' "
             "ORDER BY source_id, part"
+        ),
+        programs=(
+            f"SELECT {columns} FROM {CATALOG_TABLE} WHERE tenant = {p} AND entity_type = "
+            "'program' AND status = 'current' ORDER BY source_id"
         ),
         award_history_of=(
             f"SELECT {columns} FROM {CATALOG_TABLE} WHERE tenant = {p} AND entity_type = "

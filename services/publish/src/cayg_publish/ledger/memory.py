@@ -22,14 +22,13 @@ from cayg_publish.domain import (
 from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError, Mutation, utc_now
 from cayg_publish.projection import (
     DeliveryResult,
-    DependencyQuery,
     DocumentKind,
     DocumentRef,
     DocumentRow,
     DocumentState,
     Lease,
     RetrySchedule,
-    dependency_queries,
+    affected_rows,
     dirty_transition,
     documents_of_rows,
     leasable,
@@ -42,6 +41,7 @@ from cayg_shared.schema import (
     Change,
     CredentialAward,
     CredentialDefinition,
+    CredentialRef,
     EntityType,
     LearnerIdentity,
 )
@@ -139,9 +139,7 @@ class InMemoryLedger(Ledger):
             written = self._catalog.write(change)
             if not written or not kinds_by_target:
                 return []
-            rows = list(written)
-            for query in dependency_queries(change, written):
-                rows.extend(self._catalog.dependents(query))
+            rows = await affected_rows(written, self._catalog)
             pairs = route(documents_of_rows(rows), kinds_by_target)
             self._mark(pairs)
             return pairs
@@ -265,22 +263,41 @@ class InMemoryCatalog:
                         written.append(new)
         return written
 
-    def dependents(self, query: DependencyQuery) -> list[CatalogRow]:
-        """Award rows naming the definition, or of the learner, that ``query`` asks for."""
-        found: list[CatalogRow] = []
-        for row in self._rows.values():
-            if row.tenant != query.tenant or not isinstance(row.entity, CredentialAward):
-                continue
-            if query.learner is not None:
-                if row.learner_key == query.learner:
-                    found.append(row)
-                continue
-            ref = row.entity.definition
-            if (query.definition_ctid is not None and ref.ctid == query.definition_ctid) or (
-                query.definition_source is not None and ref.source_id == query.definition_source
-            ):
-                found.append(row)
-        return found
+    async def awards_naming(
+        self, tenant: str, ctid: str | None, source: str | None
+    ) -> list[CatalogRow]:
+        """Award rows naming a definition by CTID or SIS id."""
+        return [
+            row
+            for row in self._rows.values()
+            if row.tenant == tenant
+            and isinstance(row.entity, CredentialAward)
+            and (
+                (ctid is not None and row.entity.definition.ctid == ctid)
+                or (source is not None and row.entity.definition.source_id == source)
+            )
+        ]
+
+    async def award_history(self, tenant: str, learner: str) -> list[CatalogRow]:
+        """Award rows of a learner, whatever their status."""
+        return await self.award_rows_of(tenant, learner)
+
+    async def programs(self, tenant: str) -> list[CatalogRow]:
+        """Current program rows of the tenant."""
+        return [
+            row
+            for row in self._rows.values()
+            if row.tenant == tenant
+            and row.entity_type is EntityType.PROGRAM
+            and row.status is CatalogStatus.CURRENT
+        ]
+
+    async def definition_named(self, tenant: str, ref: CredentialRef) -> CatalogRow | None:
+        """A definition row by CTID, else by SIS id."""
+        row = await self.definition_row(tenant, ref.ctid)
+        if row is None and ref.source_id is not None:
+            row = await self.row(tenant, EntityType.CREDENTIAL_DEFINITION, ref.source_id)
+        return row
 
     def rows_of(self, tenant: str) -> list[CatalogRow]:
         """Every catalog row of ``tenant``."""

@@ -22,7 +22,7 @@ from typing import Any, Final, Literal
 from cayg_publish.domain import Catalog, CatalogStatus, Rendering
 from cayg_publish.domain import Operation as RenderOperation
 from cayg_publish.idempotency import content_hash
-from cayg_publish.projection import DocumentKind, DocumentRef
+from cayg_publish.projection import DocumentKind, DocumentRef, linked_definition
 from cayg_shared.ids import ctid as derive_ctid
 from cayg_shared.schema import (
     CredentialDefinition,
@@ -371,7 +371,8 @@ class RegistryRenderer:
         renderings: tuple[Rendering, ...] = ()
         if isinstance(entity, CredentialDefinition):
             if row.status is CatalogStatus.CURRENT:
-                renderings = definition_renderings(ref.tenant, entity, self._options)
+                linked = await linked_definition(ref.tenant, entity, self._catalog)
+                renderings = definition_renderings(ref.tenant, linked, self._options)
             else:
                 renderings = self._retired(entity)
         elif (

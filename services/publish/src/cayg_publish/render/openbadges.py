@@ -31,7 +31,13 @@ from cayg_publish.domain import (
 )
 from cayg_publish.domain import Operation as RenderOperation
 from cayg_publish.idempotency import content_hash
-from cayg_publish.projection import DocumentKind, DocumentRef, Waiting, parse_award_subject
+from cayg_publish.projection import (
+    DocumentKind,
+    DocumentRef,
+    Waiting,
+    linked_definition,
+    parse_award_subject,
+)
 from cayg_shared.ids import derived_id
 from cayg_shared.schema import (
     AwardStatus,
@@ -552,14 +558,14 @@ class OpenBadgesRenderer:
     async def _definition_and_row(
         self, tenant: str, ref: CredentialRef
     ) -> tuple[CredentialDefinition, CatalogRow]:
-        row = await self._catalog.definition_row(tenant, ref.ctid)
-        if row is None and ref.source_id is not None:
-            # An award names its credential by SIS id; the CTID it derived may differ from
-            # the definition's when the tenant imported that CTID by SIS code.
-            row = await self._catalog.row(tenant, EntityType.CREDENTIAL_DEFINITION, ref.source_id)
+        # An award names its credential by SIS id too; the CTID it derived may differ from
+        # the definition's when the tenant imported that CTID by SIS code.
+        row = await self._catalog.definition_named(tenant, ref)
         if row is None or not isinstance(row.entity, CredentialDefinition):
             raise Waiting("definition-unknown", ref.source_id or ref.ctid)
-        return row.entity, row
+        # Stacking links its programs imply become associations between the learner's
+        # achievements.
+        return await linked_definition(tenant, row.entity, self._catalog), row
 
 
 def _award_entity_key(row: CatalogRow) -> str:
