@@ -49,6 +49,7 @@ from typing import Any, Final, Literal
 from pydantic import SecretStr
 
 from cayg_ops.demo import TENANTS_FILE
+from cayg_ops.feed import FeedMessage
 from cayg_publish.domain import learner_key
 from cayg_publish.render.openbadges import clr_id, credential_id
 from cayg_shared.ids import ctid as derive_ctid
@@ -101,16 +102,8 @@ SIZES: Final = {
 }
 
 
-@dataclass(frozen=True)
-class Message:
-    """One Kafka record for an SIS topic."""
-
-    tenant: str
-    key: bytes | None
-    value: bytes
-    headers: dict[str, str]
-    #: What the message shows (``definition``, ``award``, ``bad:not-json``, ``duplicate:…``).
-    label: str
+#: One Kafka record for an SIS topic (the demo feed's type: the e2e pipeline feeds it).
+Message = FeedMessage
 
 
 @dataclass(frozen=True)
