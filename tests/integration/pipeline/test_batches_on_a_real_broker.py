@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from itertools import pairwise
 from pathlib import Path
 from uuid import UUID
 
@@ -169,7 +170,7 @@ async def test_sigkill_mid_stream_loses_nothing_keeps_order_and_resends_at_most_
         assert firsts == sorted(firsts), f"{key!r}: first deliveries out of order"
         assert len(firsts) == 100, f"{key!r}: lost versions"
         # A re-sent run starts again at an earlier version and ascends from there.
-        runs = sum(1 for a, b in zip(ids, ids[1:], strict=False) if b <= a)
+        runs = sum(1 for a, b in pairwise(ids) if b <= a)
         assert runs <= 1, f"{key!r}: re-sent more than once"
     duplicates = len(ingested) - len(stream)
     assert 0 <= duplicates <= 50, "at most one batch (BATCH_MAX_RECORDS) is re-sent"
