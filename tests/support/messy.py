@@ -809,7 +809,9 @@ class _Generator:
                         out.append(_resent(created))
                 # Other records stay as they are.
             definitions = self.definitions[tenant][: size.definitions]
-            renamed, deleted = definitions[0], definitions[1]
+            # (Number 1 has no description: it stays active, so a refusal is not hidden
+            # behind a deprecation.)
+            renamed, deleted = definitions[0], definitions[2]
             old_name = renamed.name
             renamed.name = f"{old_name} (revised)"
             out.append(self.send_ethos_definition(renamed, "replaced"))
@@ -917,7 +919,7 @@ class _Generator:
                     events.event("award.issued", award_id, stale, label="stale", binary=None)
                 )
         definitions = self.definitions[HARBOR]
-        renamed, deleted = definitions[0], definitions[1]
+        renamed, deleted = definitions[0], definitions[2]
         old_name = renamed.name
         renamed.name = f"{old_name} (revised)"
         out.append(self.send_harbor_definition(renamed, 2))
