@@ -32,7 +32,11 @@ pytestmark = pytest.mark.e2e
 
 HARBOR = "harbor-tech"
 START = datetime(2025, 9, 1, 8, 0, tzinfo=UTC)
-_AWARDS_V = "application/vnd.hedtech.integration.v1.0.0+json"
+_VERSIONS = {
+    "academic-credentials": "application/vnd.hedtech.integration.v6+json",
+    "persons": "application/vnd.hedtech.integration.v12.3.0+json",
+    "student-academic-credentials": "application/vnd.hedtech.integration.v1.0.0+json",
+}
 
 
 def _guid(name: str) -> str:
@@ -56,7 +60,7 @@ class _Ethos:
             "id": str(self.next_id),
             "published": moment.strftime("%Y-%m-%d %H:%M:%S.%f") + "+00",
             "publisher": NORTHFIELD_PUBLISHER,
-            "resource": {"name": resource, "id": guid, "version": _AWARDS_V},
+            "resource": {"name": resource, "id": guid, "version": _VERSIONS[resource]},
             "operation": operation,
             "contentType": "resource-representation" if content is not None else "empty",
             "content": content if content is not None else {},
