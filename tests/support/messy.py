@@ -200,6 +200,8 @@ class _Learner:
     #: Whether a record can be addressed (Ethos: the persons record was sent).
     addressable: bool
     awards: dict[str, _Award] = field(default_factory=dict)
+    #: What the stream did to the learner, in order (for the mismatch report).
+    history: list[str] = field(default_factory=list)
     delivered_in_phase1: bool = False
 
     def deliverable(self) -> bool:
@@ -710,14 +712,17 @@ class _Generator:
                         )
                     )
                     self.unsent_people.append(learner)
+                    learner.history.append("award created and deleted, persons in phase 2")
                 elif n % 3 == 0:
                     out.append(award)  # the award before its learner
                     late[tenant].append(self.send_person(learner))
+                    learner.history.append("award before persons")
                 else:
                     out.append(self.send_person(learner))
                     out.append(award)
             # A learner whose persons record never comes: waiting, no record at the host.
             ghost = self.ethos_learner(tenant, 9_000)
+            ghost.history.append("persons never sent")
             out.append(self.ethos_award(ghost, [usable[0]], 9_000))
         self.phase1_backfill(streams[NORTHFIELD])
         # Harbor: CloudEvents; awards come before the definitions they name.
@@ -752,6 +757,7 @@ class _Generator:
             on = date(2016, 5, 1) + timedelta(days=self.rng.randrange(300))
             key = _award_key(NORTHFIELD, award_id)
             learner.awards[key] = _Award(NORTHFIELD, key, definition, on)
+            learner.history.append(f"backfill award {award_id}")
             self.backfill_awards.append(award_id)
             out.append(
                 _backfill(
@@ -789,7 +795,7 @@ class _Generator:
                 if learner.tenant == tenant and learner.delivered_in_phase1 and dates
             ]
             for index, (record, _learner) in enumerate(records):
-                action = index % 6
+                action = index % 4
                 before = self.record_content(record)
                 created = self.ethos_created.get(record)
                 _, dates = self.records[record]
@@ -797,16 +803,23 @@ class _Generator:
                     out.append(self.revise_ethos_record(record, list(dates), redate=True))
                     # The superseded version arrives late (an older notification id).
                     out.append(self.stale_ethos_record(record, before))
+                    _learner.history.append(f"record {record} redated, then the old version")
                 elif action == 1:
                     # One credential rescinded (or the only one: the record is emptied).
                     keep = list(dates)[1:]
                     out.append(self.revise_ethos_record(record, keep, redate=False))
                     if created is not None:
                         out.append(_resent(created))
+                    listed = len(before["credentials"])
+                    _learner.history.append(
+                        f"record {record} replaced with {len(keep)} of {listed} credentials, "
+                        "then its created re-sent"
+                    )
                 elif action == 2:
                     out.append(self.delete_ethos_record(record))
                     if created is not None:
                         out.append(_resent(created))
+                    _learner.history.append(f"record {record} deleted, then its created re-sent")
                 # Other records stay as they are.
             definitions = self.definitions[tenant][: size.definitions]
             # (Number 1 has no description: it stays active, so a refusal is not hidden
@@ -825,6 +838,7 @@ class _Generator:
             )
             # New in phase 2: a learner whose award precedes both person and definition.
             learner = self.ethos_learner(tenant, 5_000)
+            learner.history.append("new in phase 2: award before persons and definition")
             fresh_message = self.ethos_definition(
                 tenant, 5_000, description="A new credential, published in the second phase."
             )
@@ -867,6 +881,7 @@ class _Generator:
             key = _award_key(NORTHFIELD, award_id)
             if key in learner.awards:
                 learner.awards[key].live = False
+                learner.history.append(f"backfill award {award_id} revoked by backfill")
         self.backfill_rows += 1
         out.append(
             _backfill(
@@ -894,6 +909,7 @@ class _Generator:
                     }
                 ]
                 learner.awards[key].awarded_on = date.fromisoformat(revised["awardedOn"])
+                learner.history.append(f"{award_id} revised (v2), then v1 re-sent")
                 out.append(
                     events.event("award.issued", award_id, revised, label="revision", binary=None)
                 )
@@ -904,6 +920,7 @@ class _Generator:
                 )
             elif action == 1:
                 learner.awards[key].live = False
+                learner.history.append(f"{award_id} revoked (v3), then v2 re-sent")
                 out.append(
                     events.event(
                         "award.revoked",
@@ -968,7 +985,7 @@ class _Generator:
                     ctid=d.ctid,
                     name=unicodedata.normalize("NFC", d.name).strip(),
                     status="Deprecated" if d.deleted else "Active",
-                    origin=f"{tenant} definition {d.source_id} ({d.code})",
+                    origin=_definition_origin(d),
                 )
         for learner in self.learners.values():
             record = clr_id(learner.tenant, learner.key)
@@ -987,9 +1004,26 @@ class _Generator:
                 clr_id=record,
                 state=state,
                 awards=live,
-                origin=learner.origin,
+                origin="; ".join([learner.origin, *learner.history]),
             )
         return expected
+
+
+def _definition_origin(d: _Definition) -> str:
+    """Which input made the definition, and what is special about it."""
+    source = (
+        "CloudEvent definition.upserted" if d.tenant == HARBOR else "Ethos academic-credentials"
+    )
+    notes = [d.code]
+    if d.description is None:
+        notes.append("sent without a description")
+    elif len(d.description) > 100_000:
+        notes.append(f"sent with a {len(d.description.encode()) // 1024} KB description")
+    if d.deleted:
+        notes.append("deleted in phase 2")
+    if d.name.endswith("(revised)"):
+        notes.append("renamed in phase 2, stale old name re-sent")
+    return f"{d.tenant} {source} {d.source_id}: " + "; ".join(notes)
 
 
 def _resent(message: Message) -> Message:
