@@ -19,6 +19,7 @@ import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +109,82 @@ async def test_messy_stream_ends_the_same_when_publish_is_killed(pipeline: Pipel
     assert publish.starts == 3
     problems = await _end_state_problems(pipeline, stream.expected)
     assert not problems, _report([stream], problems)
+
+
+class _HeldTargets(Targets):
+    """Targets answering from fixed contents (no stand-ins): to check the comparison."""
+
+    def __init__(
+        self,
+        records: dict[str, dict[str, dict[str, Any]]],
+        resources: dict[str, dict[str, Any]],
+    ) -> None:
+        self.records = records
+        self.resources = resources
+
+    def clr_records(self, tenant: str) -> dict[str, dict[str, Any]]:
+        return self.records.get(tenant, {})
+
+    def registry_resource(self, ctid: str) -> dict[str, Any] | None:
+        return self.resources.get(ctid)
+
+    def published_ctids(self, tenant: str) -> set[str]:
+        return set(self.resources)
+
+
+def _as_held(expected: Expected) -> _HeldTargets:
+    """Targets holding exactly what ``expected`` says they must."""
+    records: dict[str, dict[str, dict[str, Any]]] = {}
+    for want in expected.records.values():
+        if want.state == "none":
+            continue
+        credentials = [
+            {"id": award, "awardedDate": f"{day}T00:00:00Z"} for award, day in want.awards.items()
+        ]
+        record: dict[str, Any] = {"id": want.clr_id, "credentialSubject": {}}
+        record["credentialSubject"]["verifiableCredential"] = credentials
+        if want.state == "withdrawn":
+            record["validUntil"] = "2025-09-01T00:00:00Z"
+        records.setdefault(want.tenant, {})[want.clr_id] = record
+    resources = {
+        ctid: {
+            "ceterms:name": {"en-US": d.name},
+            "ceterms:credentialStatusType": {"ceterms:targetNode": f"credentialStat:{d.status}"},
+        }
+        for ctid, d in expected.definitions.items()
+    }
+    return _HeldTargets(records, resources)
+
+
+def test_the_comparison_finds_each_kind_of_difference() -> None:
+    expected = messy_stream(5).expected
+    held = _as_held(expected)
+    assert definition_mismatches(expected, held) == []
+    assert record_mismatches(expected, held) == []
+
+    live = next(r for r in expected.records.values() if r.state == "live")
+    withdrawn = next(r for r in expected.records.values() if r.state == "withdrawn")
+    absent = next(r for r in expected.records.values() if r.state == "none")
+    deprecated = next(d for d in expected.definitions.values() if d.status == "Deprecated")
+    # A revoked award still shown, a withdrawn record still valid, a record that must not
+    # exist, a definition left active, and one missing altogether.
+    held.records[live.tenant][live.clr_id]["credentialSubject"]["verifiableCredential"].append(
+        {"id": "urn:uuid:revoked", "awardedDate": "2025-05-01T00:00:00Z"}
+    )
+    del held.records[withdrawn.tenant][withdrawn.clr_id]["validUntil"]
+    held.records.setdefault(absent.tenant, {})[absent.clr_id] = {"id": absent.clr_id}
+    held.resources[deprecated.ctid]["ceterms:credentialStatusType"] = {
+        "ceterms:targetNode": "credentialStat:Active"
+    }
+    gone = next(c for c, d in expected.definitions.items() if d.status == "Active")
+    del held.resources[gone]
+
+    records = record_mismatches(expected, held)
+    definitions = definition_mismatches(expected, held)
+    assert len(records) == 3, records
+    assert any(live.clr_id in p and "urn:uuid:revoked" in p for p in records)
+    assert any(withdrawn.clr_id in p and "not withdrawn" in p for p in records)
+    assert any(absent.clr_id in p and "expected none" in p for p in records)
+    assert len(definitions) == 2, definitions
+    assert any(deprecated.ctid in p and "expected Deprecated" in p for p in definitions)
+    assert any(gone in p and "missing" in p for p in definitions)
