@@ -7,8 +7,17 @@ Loaded from a JSON file (``deploy/config/tenants.json``)::
 
 The tenant of a message is always the one its topic names (``sis.events.<tenant>``). The
 registry adds what ingest needs to refuse a payload that names *another* institution —
-the Ethos publishers and CloudEvent sources each tenant owns — and the per-tenant mapping
-policy normalize applies.
+the Ethos publishers and CloudEvent sources each tenant owns — the per-tenant mapping
+policy normalize applies, and per-tenant size limits (:class:`TenantLimits`).
+
+Institutions: a tenant's records may name its own home institution and any institution
+that is no tenant's (a partner, an accreditor, a school learners came from). A record
+that makes *another tenant's* home institution act for it — as the home institution, a
+program's authorizing institution, a credential's owner or offerer, the organization an
+event describes — is refused (``tenant-mismatch``); :meth:`TenantProfile.other_tenant_of`
+answers which tenant an institution id or CTID belongs to. References to another
+tenant's institution in relationship roles (partner, approver, accreditor, the
+organization accepting a transfer) are legal and resolve to that tenant's CTID.
 
 Mapping policy for credential types that cannot be decided (an Ethos ``degree`` whose
 abbreviation and title reveal no level, a CloudEvent without ``credentialType`` whose code
@@ -17,12 +26,29 @@ message goes to the normalize DLQ with reason ``unknown-credential-type`` and th
 adds a ``credential_type_overrides`` entry, because publishing a wrong type to a public
 registry is worse than publishing late. A tenant may instead choose ``use-default`` with a
 ``default_credential_type``; the definition then records ``type_basis: tenant-default``.
+
+Missing descriptions: Ethos ``academic-credentials.description`` is optional, but the
+Credential Registry requires a description of at least 15 characters and an OB
+Achievement needs one. ``missing_description`` is ``template`` by default: a definition
+without a description (or with one under 15 characters) gets ``description_template``
+rendered with these placeholders, and records ``description_generated: true``:
+
+* ``{name}`` — the credential's name ('Certified Nursing Assistant');
+* ``{type_label}`` — its CTDL type in words ('License', 'Associate of applied science
+  degree', 'Microcredential');
+* ``{institution}`` — the tenant's ``display_name``.
+
+The default, ``"{type_label} awarded by {institution}: {name}."``, always yields at least
+15 characters; a template that could yield fewer is refused when the registry is loaded.
+Under ``refuse`` such a definition goes to the normalize DLQ (``missing-description``).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import string
+import uuid
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -35,6 +61,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     field_validator,
     model_validator,
@@ -57,6 +84,43 @@ TENANTS_SCHEMA_VERSION: Final = "1.0"
 FORBIDDEN_LEARNER_ID_TYPES: Final = frozenset({"ssn", "sin", "taxIdentificationNumber"})
 
 _Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+
+#: The shortest description the Credential Registry accepts (Registry Assistant API).
+REGISTRY_MIN_DESCRIPTION_CHARS: Final = 15
+#: The template a definition without a description gets unless the tenant sets its own.
+DEFAULT_DESCRIPTION_TEMPLATE: Final = "{type_label} awarded by {institution}: {name}."
+#: Placeholders a description template may use (see module docs).
+DESCRIPTION_PLACEHOLDERS: Final = frozenset({"name", "type_label", "institution"})
+#: The largest message any tenant may be allowed (also the largest free text the shared
+#: schema carries, so that what ingest admits, normalize can map).
+MAX_MESSAGE_BYTES_CEILING: Final = 16 * 1024 * 1024
+
+# Words of CTDL class names that read badly when split at capitals.
+_TYPE_LABEL_OVERRIDES: Final = {
+    CtdlCredentialType.MICRO_CREDENTIAL: "Microcredential",
+    CtdlCredentialType.BACHELOR_DEGREE: "Bachelor's degree",
+    CtdlCredentialType.MASTER_DEGREE: "Master's degree",
+    CtdlCredentialType.GENERAL_EDUCATION_DEVELOPMENT: "General Educational Development (GED)",
+}
+
+
+def type_label(credential_type: CtdlCredentialType) -> str:
+    """A CTDL credential type in words: ``AssociateOfAppliedScienceDegree`` →
+    'Associate of applied science degree'."""
+    override = _TYPE_LABEL_OVERRIDES.get(credential_type)
+    if override is not None:
+        return override
+    words = re.findall(r"[A-Z][a-z]*", credential_type.local_name)
+    return " ".join([words[0], *(w.lower() for w in words[1:])])
+
+
+def _institution_key(value: str) -> str:
+    # Banner and Colleague disagree on GUID case; an institution must have one key.
+    text = value.strip()
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return text.casefold()
 
 
 def normalize_code(code: str) -> str:
@@ -83,6 +147,49 @@ class UnknownTypePolicy(StrEnum):
     """Send the message to the normalize DLQ (``unknown-credential-type``)."""
     USE_DEFAULT = "use-default"
     """Use ``default_credential_type`` and record ``type_basis: tenant-default``."""
+
+
+class MissingDescriptionPolicy(StrEnum):
+    """What normalize does with a definition that has no usable description."""
+
+    TEMPLATE = "template"
+    """Render ``description_template`` and record ``description_generated: true``."""
+    REFUSE = "refuse"
+    """Send the message to the normalize DLQ (``missing-description``)."""
+
+
+def _description_template(value: str) -> str:
+    fields: list[str] = []
+    try:
+        for _text, field, spec, conversion in string.Formatter().parse(value):
+            if field is None:
+                continue
+            if spec or conversion:
+                raise ValueError(f"placeholder {{{field}}} may not carry a format or conversion")
+            fields.append(field)
+    except ValueError as error:
+        raise ValueError(f"not a description template: {error}") from None
+    unknown = sorted(set(fields) - DESCRIPTION_PLACEHOLDERS)
+    if unknown:
+        allowed = ", ".join(f"{{{p}}}" for p in sorted(DESCRIPTION_PLACEHOLDERS))
+        raise ValueError(f"unknown placeholder(s) {unknown}; use {allowed}")
+    if "name" not in fields:
+        raise ValueError("the template must contain {name}")
+    # The shortest text it can ever yield: a one-letter name and institution and the
+    # shortest type label. The registry must accept even that.
+    shortest_label = min((type_label(t) for t in CtdlCredentialType), key=len)
+    shortest = _render_description(value, name="X", label=shortest_label, institution="X")
+    if len(shortest) < REGISTRY_MIN_DESCRIPTION_CHARS:
+        raise ValueError(
+            f"the template can yield {shortest!r}, under the registry's "
+            f"{REGISTRY_MIN_DESCRIPTION_CHARS} characters; add words"
+        )
+    return value
+
+
+def _render_description(template: str, *, name: str, label: str, institution: str) -> str:
+    text = template.format_map({"name": name, "type_label": label, "institution": institution})
+    return " ".join(text.split())
 
 
 class EthosPublisher(_Config):
@@ -121,6 +228,17 @@ class MappingDefaults(_Config):
     """The registry needs a webpage per credential and Ethos sends none: with a template
     such as ``https://college.example/credentials/{code}``, a definition without one gets
     it from its SIS code (URL-quoted, lowercase). None leaves the webpage empty."""
+    missing_description: MissingDescriptionPolicy = MissingDescriptionPolicy.TEMPLATE
+    """Policy for definitions without a description of at least 15 characters (see
+    module docs): ``template`` (default) or ``refuse``."""
+    description_template: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=1000),
+        AfterValidator(_description_template),
+    ] = DEFAULT_DESCRIPTION_TEMPLATE
+    """The description a definition without one gets under ``template``; placeholders
+    ``{name}``, ``{type_label}``, ``{institution}``. Must yield at least 15 characters
+    even for a one-letter name."""
     learner_id_types: tuple[_Label, ...] = (
         "bannerId",
         "colleaguePersonId",
@@ -138,6 +256,19 @@ class MappingDefaults(_Config):
             return None
         return self.credential_webpage_template.replace(
             "{code}", quote(code.strip().lower(), safe="")
+        )
+
+    def fallback_description(
+        self, credential_type: CtdlCredentialType, name: str, institution: str
+    ) -> str | None:
+        """The generated description of a definition without one; None under ``refuse``."""
+        if self.missing_description is MissingDescriptionPolicy.REFUSE:
+            return None
+        return _render_description(
+            self.description_template,
+            name=name,
+            label=type_label(credential_type),
+            institution=institution,
         )
 
     @field_validator("credential_type_overrides")
@@ -173,6 +304,32 @@ class MappingDefaults(_Config):
     def zone(self) -> ZoneInfo:
         """:attr:`time_zone` as a tzinfo."""
         return ZoneInfo(self.time_zone)
+
+
+class TenantLimits(_Config):
+    """Per-tenant size and shape limits of ingest; each unset limit is the service's.
+
+    They are coherent by construction: a string or a key can never be refused for its
+    length when its message is within ``max_message_bytes`` unless a tenant sets a
+    tighter ``max_string_chars`` on purpose (by default it *is* the message limit), and
+    ``max_json_nodes`` defaults to what the message size allows. What stays independent
+    is ``max_json_depth``, which protects the parser, not memory.
+    """
+
+    max_message_bytes: int | None = Field(default=None, ge=1024, le=MAX_MESSAGE_BYTES_CEILING)
+    """Largest record value, in bytes (service default 1 MiB)."""
+    max_json_depth: int | None = Field(default=None, ge=4, le=256)
+    """Deepest nesting of JSON objects and arrays (service default 32)."""
+    max_json_nodes: int | None = Field(default=None, ge=16, le=MAX_MESSAGE_BYTES_CEILING)
+    """Most JSON values in one payload (default: as many as the message can hold)."""
+    max_string_chars: int | None = Field(default=None, ge=256, le=MAX_MESSAGE_BYTES_CEILING)
+    """Longest JSON string or object key (default: the message limit, so never binding)."""
+    max_key_bytes: int | None = Field(default=None, ge=16, le=65536)
+    """Largest record key (service default 1024)."""
+    max_headers: int | None = Field(default=None, ge=1, le=1024)
+    """Most headers on one record (service default 64)."""
+    max_header_value_bytes: int | None = Field(default=None, ge=256, le=1024 * 1024)
+    """Largest header value (service default 8192)."""
 
 
 def _tenant_id_from_key(schema: dict[str, Any]) -> None:
@@ -220,8 +377,39 @@ class TenantProfile(_Config):
     describes, by their SIS id: imported, never re-minted."""
     mapping: MappingDefaults = Field(default_factory=MappingDefaults)
     """Mapping policy and defaults."""
-    max_message_bytes: int | None = Field(default=None, ge=1024, le=16 * 1024 * 1024)
-    """Per-tenant override of ingest's message size limit."""
+    limits: TenantLimits = Field(default_factory=TenantLimits)
+    """Per-tenant overrides of ingest's size and shape limits."""
+    max_message_bytes: int | None = Field(default=None, ge=1024, le=MAX_MESSAGE_BYTES_CEILING)
+    """The older spelling of ``limits.max_message_bytes``: either may be given (equal
+    if both are); the loaded profile carries the value in both."""
+
+    # Home institution ids (GUIDs, lower-case) and organization CTIDs of the *other*
+    # tenants of the registry → (tenant id, organization CTID); set by TenantRegistry.
+    _other_institutions: dict[str, tuple[str, str]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_message_limit(cls, data: Any) -> Any:
+        # Both spellings are readable; the profile carries the one value in both.
+        if not isinstance(data, dict):
+            return data
+        limits = data.get("limits")
+        if isinstance(limits, TenantLimits):
+            limits = limits.model_dump(exclude_none=True)
+        if limits is not None and not isinstance(limits, dict):
+            return data
+        top = data.get("max_message_bytes")
+        nested = (limits or {}).get("max_message_bytes")
+        if top is not None and nested is not None and top != nested:
+            raise ValueError("max_message_bytes and limits.max_message_bytes differ")
+        value = top if top is not None else nested
+        if value is None:
+            return data
+        return {
+            **data,
+            "max_message_bytes": value,
+            "limits": {**(limits or {}), "max_message_bytes": value},
+        }
 
     @property
     def org_ctid(self) -> str:
@@ -251,15 +439,35 @@ class TenantProfile(_Config):
         """The CTID of an organization the tenant's SIS describes, and whether imported.
 
         The institution itself (SIS id = tenant id or its Ethos home institution id) has
-        :attr:`org_ctid`; others an imported CTID from ``organization_ctids`` or one
-        derived from tenant and SIS id.
+        :attr:`org_ctid`; another tenant's home institution (by its Ethos GUID) that
+        tenant's CTID; others an imported CTID from ``organization_ctids`` or one derived
+        from tenant and SIS id.
         """
         if source_id in (self.tenant_id, self.ethos_home_institution_id):
             return self.org_ctid, self.organization_ctid is not None
+        other = self._other_institutions.get(_institution_key(source_id))
+        if other is not None:
+            # Another tenant's home institution: its own CTID, never a second one.
+            return other[1], True
         imported = self.organization_ctids.get(source_id)
         if imported is not None:
             return imported, True
         return derive_ctid(self.tenant_id, EntityType.ORGANIZATION.value, source_id), False
+
+    def other_tenant_of(
+        self, *, source_id: str | None = None, ctid: str | None = None
+    ) -> str | None:
+        """The other tenant whose home institution this is (by GUID/id or CTID), if any.
+
+        The tenant's own institution and institutions that are no tenant's give None.
+        """
+        for key in (
+            _institution_key(source_id) if source_id else None,
+            ctid.strip().lower() if ctid else None,
+        ):
+            if key is not None and key in self._other_institutions:
+                return self._other_institutions[key][0]
+        return None
 
     def _ctids_by_code(self) -> dict[str, str]:
         return {normalize_code(k): v for k, v in self.definition_ctids.items()}
@@ -333,7 +541,21 @@ class TenantRegistry(_Config):
                             f"{other_pattern!r} of {other}",
                         )
                 sources.append((pattern, key))
+        self._share_institutions()
         return self
+
+    def _share_institutions(self) -> None:
+        owners: dict[str, tuple[str, str]] = {}
+        for key, profile in self.tenants.items():
+            ids = [profile.org_ctid.lower()]
+            if profile.ethos_home_institution_id is not None:
+                ids.append(_institution_key(profile.ethos_home_institution_id))
+            for institution in ids:
+                other, _ = owners.setdefault(institution, (key, profile.org_ctid))
+                if other != key:
+                    raise ValueError(f"institution {institution} is the home of {other} and {key}")
+        for key, profile in self.tenants.items():
+            profile._other_institutions = {i: o for i, o in owners.items() if o[0] != key}
 
     def get(self, tenant_id: str) -> TenantProfile | None:
         """The tenant's profile, or None when it is not registered."""

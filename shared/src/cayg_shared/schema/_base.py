@@ -113,10 +113,12 @@ Name = Annotated[
     AfterValidator(_nfc),
     AfterValidator(_single_line),
 ]
-#: Free text (descriptions, narratives): NFC-normalized, line breaks allowed.
+#: Free text (descriptions, narratives): NFC-normalized, line breaks allowed. Bounded by
+#: the largest message a tenant may be allowed (16 MiB, ``cayg_shared.tenants``), not
+#: tighter: a long text ingest admitted must not be refused by normalize.
 Text = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=16 * 1024 * 1024),
     AfterValidator(_nfc),
 ]
 #: An identifier the SIS gives a record (Ethos GUID, SIS code, backfill row id).

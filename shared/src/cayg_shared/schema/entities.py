@@ -237,6 +237,9 @@ class CredentialDefinition(DomainModel):
     """The credential's name ('Associate of Applied Science in Business Analytics')."""
     description: Text | None = None
     """What the credential certifies. The registry wants at least 15 characters."""
+    description_generated: bool = False
+    """True when the SIS sent no usable description and ``description`` was rendered
+    from the tenant's ``description_template`` (type, name and institution)."""
     webpage: WebUrl | None = None
     """A page describing the credential (CTDL ``subjectWebpage``)."""
     language: LanguageTag

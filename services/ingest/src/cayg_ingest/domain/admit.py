@@ -3,11 +3,14 @@
 Order of checks (cheapest and most fundamental first):
 
 1. tenant — from the topic only, and registered;
-2. transport limits — header count and sizes, key size, value size (tenant override);
+2. transport limits — header count and sizes, key size, value size (the service's
+   :class:`IngestLimits` with the tenant's ``limits`` applied);
 3. format — CloudEvent binary (``ce_specversion`` header), CloudEvent structured
    (``content-type: application/cloudevents+json`` or a JSON object with
    ``specversion``), backfill record (``caygBackfill``), Ethos notification (``resource``
-   + ``operation``). XML is refused unparsed; anything else is ``unknown-format``;
+   + ``operation``). HTML (``html-not-supported``: usually a proxy's error page sent in
+   place of the payload) and XML (``xml-not-supported``) are refused unparsed; anything
+   else is ``unknown-format``;
 4. the format's own envelope fields, and ownership: an Ethos publisher or CloudEvent source
    of another tenant is a ``tenant-mismatch``.
 
@@ -51,6 +54,7 @@ from cayg_shared.topics import TopicError, tenant_from_topic
 _CORRELATION_ID: Final = re.compile(r"^[\x21-\x7e]{1,128}$")
 _TRACEPARENT: Final = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
 _XML_MEDIA_TYPES: Final = frozenset({"application/xml", "text/xml"})
+_HTML_MEDIA_TYPES: Final = frozenset({"text/html", "application/xhtml+xml"})
 #: The format family in event ids: both CloudEvent modes are one family, so an event
 #: re-sent in the other mode is recognised as the same event.
 _CLOUDEVENT_FAMILY: Final = "cloudevent"
@@ -65,8 +69,9 @@ def admit(
 ) -> IngestEnvelope:
     """The envelope for an SIS record; raises :class:`Rejection` with a reason if refused."""
     profile = _tenant(message.topic, tenants)
+    limits = limits.for_tenant(profile.limits)
     headers = _headers(message, limits)
-    value = _value(message, profile, limits)
+    value = _value(message, limits)
     received = received_at if received_at.tzinfo is not None else received_at.replace(tzinfo=UTC)
     source = SourceCoordinates(
         topic=message.topic,
@@ -85,12 +90,7 @@ def admit(
                 "CloudEvent batches are not accepted: send one event per record",
                 h.CONTENT_TYPE,
             )
-        if content_type in _XML_MEDIA_TYPES or content_type.endswith("+xml") or _is_xml(value):
-            raise Rejection(
-                Reason.XML_NOT_SUPPORTED,
-                "XML payloads are refused (never parsed); send JSON",
-                "$",
-            )
+        _refuse_markup(value, content_type)
         if content_type == CLOUDEVENTS_JSON:
             document = _object(decode_json(value, limits))
             return _cloudevent(document, InputFormat.CLOUDEVENT_STRUCTURED, CLOUDEVENTS_JSON, ctx)
@@ -156,7 +156,7 @@ def _headers(message: InboundMessage, limits: IngestLimits) -> dict[str, str]:
     return h.decode_headers(message.headers)
 
 
-def _value(message: InboundMessage, profile: TenantProfile, limits: IngestLimits) -> bytes:
+def _value(message: InboundMessage, limits: IngestLimits) -> bytes:
     if message.key is not None and len(message.key) > limits.max_key_bytes:
         raise Rejection(
             Reason.TOO_LARGE, f"the key is larger than {limits.max_key_bytes} bytes", "key"
@@ -164,7 +164,7 @@ def _value(message: InboundMessage, profile: TenantProfile, limits: IngestLimits
     value = message.value
     if value is None or not value.strip():
         raise Rejection(Reason.EMPTY, "the record has no value", "$")
-    limit = profile.max_message_bytes or limits.max_message_bytes
+    limit = limits.max_message_bytes
     if len(value) > limit:
         raise Rejection(
             Reason.TOO_LARGE, f"the value is {len(value)} bytes, over the {limit} limit", "$"
@@ -172,8 +172,36 @@ def _value(message: InboundMessage, profile: TenantProfile, limits: IngestLimits
     return value
 
 
-def _is_xml(value: bytes) -> bool:
+def _is_markup(value: bytes) -> bool:
     return strip_bom(value).lstrip()[:1] == b"<"
+
+
+def _looks_like_html(value: bytes) -> bool:
+    # Only the head is inspected (never parsed): an HTML page opens with a doctype, an
+    # <html>/<head>/<body> tag, or a comment before one of them.
+    head = strip_bom(value).lstrip()[:1024].lower()
+    while head.startswith(b"<!--"):
+        end = head.find(b"-->")
+        if end < 0:
+            return False
+        head = head[end + 3 :].lstrip()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+
+
+def _refuse_markup(value: bytes, content_type: str) -> None:
+    """Refuse HTML and XML without parsing them, each under its own reason."""
+    if content_type in _HTML_MEDIA_TYPES or (_is_markup(value) and _looks_like_html(value)):
+        raise Rejection(
+            Reason.HTML_NOT_SUPPORTED,
+            "looks like an HTML page (an error page from a proxy?); refused, never parsed",
+            "$",
+        )
+    if content_type in _XML_MEDIA_TYPES or content_type.endswith("+xml") or _is_markup(value):
+        raise Rejection(
+            Reason.XML_NOT_SUPPORTED,
+            "XML payloads are refused (never parsed); send JSON",
+            "$",
+        )
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -256,8 +284,8 @@ def _binary_cloudevent(value: bytes, content_type: str, ctx: _Context) -> Ingest
             "CloudEvent data must be JSON (content-type application/json)",
             h.CONTENT_TYPE,
         )
-    if _is_xml(value):
-        raise Rejection(Reason.XML_NOT_SUPPORTED, "XML payloads are refused (never parsed)", "$")
+    # A declared JSON content type may still carry a proxy's HTML page or XML.
+    _refuse_markup(value, "")
     data = decode_json(value, ctx.limits, where="$.data")
     event = binary_event(ctx.headers, data)
     return _cloudevent(

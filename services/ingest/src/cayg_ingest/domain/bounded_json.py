@@ -3,7 +3,8 @@
 * UTF-8 only (a leading BOM is tolerated); duplicate object keys are refused, so no two
   readers can see different values for one field; ``NaN``/``Infinity`` and numbers that
   overflow to infinity are refused.
-* Nesting depth, number of values and string lengths are bounded (:class:`IngestLimits`).
+* Nesting depth, number of values and string lengths are bounded (:class:`IngestLimits`;
+  by default only the depth binds within the message size limit).
 """
 
 from __future__ import annotations
@@ -79,22 +80,23 @@ def decode_json(raw: bytes, limits: IngestLimits, *, where: str = "$") -> Any:
 def check_shape(value: Any, limits: IngestLimits, *, where: str = "$") -> None:
     """Refuse JSON deeper, bigger or with longer strings than ``limits`` allow."""
     nodes = 0
+    node_limit, string_limit = limits.node_limit, limits.string_limit
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         nodes += 1
-        if nodes > limits.max_json_nodes:
+        if nodes > node_limit:
             raise Rejection(Reason.TOO_COMPLEX, "too many JSON values", where)
         if isinstance(item, dict):
             if depth > limits.max_json_depth:
                 raise Rejection(Reason.TOO_DEEP, "JSON nested too deeply", where)
             for key, child in item.items():
-                if len(key) > limits.max_string_chars:
+                if len(key) > string_limit:
                     raise Rejection(Reason.TOO_COMPLEX, "an object key is too long", where)
                 stack.append((child, depth + 1))
         elif isinstance(item, list):
             if depth > limits.max_json_depth:
                 raise Rejection(Reason.TOO_DEEP, "JSON nested too deeply", where)
             stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str) and len(item) > limits.max_string_chars:
+        elif isinstance(item, str) and len(item) > string_limit:
             raise Rejection(Reason.TOO_COMPLEX, "a string is too long", where)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
+
+from cayg_shared.tenants import TenantLimits
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,11 @@ class InboundMessage:
 class IngestLimits:
     """Size and shape limits every SIS message must respect before it is parsed further.
 
-    A tenant's ``max_message_bytes`` in the tenant registry replaces the size limit here.
+    These are the service's; a tenant's ``limits`` in the tenant registry replace any of
+    them (:meth:`for_tenant`). The limits are coherent: by default no string, key or
+    count of values can be refused in a message that is within ``max_message_bytes``
+    (a string of n characters needs at least n bytes), so only the message size and the
+    nesting depth bind unless a tighter limit is set on purpose.
     """
 
     max_message_bytes: int = 1_048_576
@@ -40,10 +46,31 @@ class IngestLimits:
     """Largest header value."""
     max_json_depth: int = 32
     """Deepest nesting of JSON objects and arrays (Ethos resources need about 6)."""
-    max_json_nodes: int = 200_000
-    """Most JSON values (objects, arrays, scalars) in one payload."""
-    max_string_chars: int = 100_000
-    """Longest JSON string (or object key)."""
+    max_json_nodes: int | None = None
+    """Most JSON values (objects, arrays, scalars) in one payload; None: as many as
+    ``max_message_bytes`` can hold."""
+    max_string_chars: int | None = None
+    """Longest JSON string (or object key); None: ``max_message_bytes``."""
+
+    @property
+    def string_limit(self) -> int:
+        """The longest string accepted (the message limit unless set tighter)."""
+        return (
+            self.max_string_chars if self.max_string_chars is not None else self.max_message_bytes
+        )
+
+    @property
+    def node_limit(self) -> int:
+        """The most JSON values accepted (what the message can hold unless set tighter)."""
+        # The smallest JSON value with its separator takes two bytes ("0,").
+        if self.max_json_nodes is not None:
+            return self.max_json_nodes
+        return self.max_message_bytes // 2 + 1
+
+    def for_tenant(self, tenant: TenantLimits) -> IngestLimits:
+        """These limits with the tenant's overrides applied."""
+        overrides = {k: v for k, v in tenant.model_dump().items() if v is not None}
+        return replace(self, **overrides) if overrides else self
 
 
 class Reason:
@@ -71,6 +98,9 @@ class Reason:
     """JSON, but not an object (a batch array, a bare string…)."""
     XML_NOT_SUPPORTED: Final = "xml-not-supported"
     """An XML payload: refused without parsing it."""
+    HTML_NOT_SUPPORTED: Final = "html-not-supported"
+    """An HTML page (typically a proxy's or gateway's error page sent as the payload):
+    refused without parsing it."""
     UNKNOWN_FORMAT: Final = "unknown-format"
     """A JSON object that is no Ethos notification, CloudEvent or backfill record."""
     UNSUPPORTED_CONTENT_TYPE: Final = "unsupported-content-type"

@@ -12,6 +12,14 @@ is the same data replayed from a file. Decisions:
 * ``retro-award``: explicit ``approach`` always wins. Live CloudEvents are tagged by the
   tenant's ``retro_award_after_days`` like Ethos awards; backfill rows never are, because
   a historic award replayed today is not a retro-award.
+* Descriptions: a definition without one of at least 15 characters gets the tenant's
+  ``missing_description`` policy (template, ``description_generated: true``; or
+  ``missing-description``), exactly like an Ethos credential.
+* Institutions: one rule for every format (:mod:`cayg_shared.tenants`). An offerer
+  (``offeredBy``) or an ``organization.upserted`` that is another tenant's home
+  institution, by ``sourceId`` or ``ctid``, is ``tenant-mismatch``. Partners, approvers,
+  accreditors and transfer acceptors may be another tenant's institution: references
+  resolve to its CTID. Awards name no institution (the issuer is the tenant).
 * ``award.revoked`` → ``revoke`` of that award (entity None: the issued credential is
   known to publish). ``definition.deleted`` → ``delete``.
 * Ordering: ``sourceVersion``, when sent, is a sequence in stream ``sis-row-version``;
@@ -240,6 +248,16 @@ class _EventContext:
         credential_type, basis = self.credential_type(data)
         organization = self.tenant.organization_ref()
         path = self.path
+        description, generated = self.ctx.definition_description(
+            data.description, credential_type, data.name, f"{path}.description"
+        )
+        for index, offerer in enumerate(data.offered_by):
+            self.ctx.refuse_other_tenants_institution(
+                "offerer",
+                f"{path}.offeredBy[{index}]",
+                source_id=offerer.source_id,
+                ctid=offerer.ctid,
+            )
         definition = build(
             CredentialDefinition,
             path,
@@ -251,7 +269,8 @@ class _EventContext:
             type_basis=basis,
             achievement_type=data.achievement_type or ob_achievement_type(credential_type),
             name=data.name,
-            description=data.description,
+            description=description,
+            description_generated=generated,
             webpage=data.webpage,
             language=data.language or self.tenant.mapping.default_language,
             status=data.status,
@@ -342,6 +361,9 @@ class _EventContext:
 
     def organization_upserted(self, data: OrganizationUpsertedData) -> list[Change]:
         source_id = canonical_id(data.source_id)
+        self.ctx.refuse_other_tenants_institution(
+            "the organization described", self.path, source_id=source_id, ctid=data.ctid
+        )
         ctid, imported = self.tenant.organization_ctid_for(source_id)
         if data.ctid is not None and data.ctid != ctid:
             raise MappingError(

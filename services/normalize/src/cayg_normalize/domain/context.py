@@ -14,6 +14,7 @@ from cayg_normalize.domain.errors import MappingError, Reason, from_validation_e
 from cayg_shared.envelope import IngestEnvelope
 from cayg_shared.schema import (
     Change,
+    CtdlCredentialType,
     Entity,
     EntityKey,
     EntityType,
@@ -21,7 +22,7 @@ from cayg_shared.schema import (
     SourceVersion,
     parse_sis_date,
 )
-from cayg_shared.tenants import TenantProfile
+from cayg_shared.tenants import REGISTRY_MIN_DESCRIPTION_CHARS, TenantProfile
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -53,6 +54,43 @@ class MappingContext:
     @property
     def source_time(self) -> datetime:
         return self.version.time
+
+    def definition_description(
+        self, given: str | None, credential_type: CtdlCredentialType, name: str, path: str
+    ) -> tuple[str, bool]:
+        """A definition's description and whether it was generated.
+
+        The SIS's own when it has at least the registry's 15 characters; else the
+        tenant's template over type, name and institution, or ``missing-description``
+        under the ``refuse`` policy.
+        """
+        if given is not None and len(given.strip()) >= REGISTRY_MIN_DESCRIPTION_CHARS:
+            return given, False
+        generated = self.tenant.mapping.fallback_description(
+            credential_type, name, self.tenant.display_name
+        )
+        if generated is None:
+            raise MappingError(
+                Reason.MISSING_DESCRIPTION,
+                f"{path} is absent or under {REGISTRY_MIN_DESCRIPTION_CHARS} characters and "
+                "the tenant's missing_description policy is refuse",
+                path,
+            )
+        return generated, True
+
+    def refuse_other_tenants_institution(
+        self, role: str, path: str, *, source_id: str | None = None, ctid: str | None = None
+    ) -> None:
+        """``tenant-mismatch`` when an institution acting for this tenant's record (``role``)
+        is another tenant's home institution; its own and external ones are legal."""
+        other = self.tenant.other_tenant_of(source_id=source_id, ctid=ctid)
+        if other is not None:
+            raise MappingError(
+                Reason.TENANT_MISMATCH,
+                f"{path} names the home institution of tenant {other} as {role}; a "
+                f"record of {self.tenant_id} may only name it as a partner or reference",
+                path,
+            )
 
     def key(self, entity_type: EntityType, source_id: str, part: str | None = None) -> EntityKey:
         """The key of an entity of this tenant."""

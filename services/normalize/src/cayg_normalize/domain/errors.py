@@ -11,8 +11,12 @@ class Reason:
     """The short codes a :class:`MappingError` carries (``DeadLetter.reason``)."""
 
     TENANT_MISMATCH: Final = "tenant-mismatch"
-    """The envelope's tenant is not the profile's, or an Ethos 'home' institution is not
-    the tenant's."""
+    """The envelope's tenant is not the profile's, or a record makes another tenant's home
+    institution act for it (home institution, program authorizer, credential offerer, the
+    organization described), or an Ethos 'home' institution is not the configured one."""
+    MISSING_DESCRIPTION: Final = "missing-description"
+    """A definition has no description of at least 15 characters and the tenant's
+    ``missing_description`` policy is ``refuse``."""
     UNSUPPORTED_FORMAT: Final = "unsupported-format"
     """An input format normalize does not map."""
     UNSUPPORTED_RESOURCE: Final = "unsupported-resource"

@@ -2,8 +2,9 @@
 
 * ``homeInstitution: home`` → upsert of the tenant's institution: its CTID is the
   tenant's (imported or derived), its webpage the tenant's (Ethos has none), role
-  ``issuer``. If the tenant configured ``ethos_home_institution_id`` and this is another
-  GUID: ``tenant-mismatch``.
+  ``issuer``. If this is another tenant's home institution, or the tenant configured
+  ``ethos_home_institution_id`` and this is another GUID: ``tenant-mismatch`` (the rule
+  every resource naming an institution follows, see :mod:`cayg_shared.tenants`).
 * ``external`` → nothing. External institutions are the schools learners came from;
   they have registry records of their own (if any), and minting CTIDs for them would
   create duplicates in a public registry. Events that need them reference their CTIDs.
@@ -31,6 +32,9 @@ def upserted(ctx: MappingContext, resource_id: str, content: dict[str, Any]) -> 
         )
     if institution.homeInstitution != "home":
         return []
+    ctx.refuse_other_tenants_institution(
+        "its home institution", "$.content.id", source_id=source_id
+    )
     configured = ctx.tenant.ethos_home_institution_id
     if configured is not None and canonical_id(configured) != source_id:
         raise MappingError(

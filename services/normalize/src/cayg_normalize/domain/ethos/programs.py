@@ -5,8 +5,11 @@ stacking alone (it sees credential GUIDs, not their types), so it publishes the 
 with CTID references and a ``credential_type_hint`` from its code or title; publish
 applies :func:`cayg_shared.schema.stacking_links` with the definitions it holds.
 The owner is always the tenant's institution (a program authorized by another institution
-gets no CTID minted for that institution). Missing ``status`` is ``inactive`` iff an
-``endOn`` is set (Colleague's own rule). Deleted → ``delete`` of the program.
+gets no CTID minted for that institution). A program whose ``authorizing.institution`` is
+*another tenant's* home institution is ``tenant-mismatch``, the rule every resource naming
+an institution follows (see :mod:`cayg_shared.tenants`); the tenant's own and external
+authorizers (a partner university, a state board) are legal. Missing ``status`` is
+``inactive`` iff an ``endOn`` is set (Colleague's own rule). Deleted → ``delete`` of the program.
 """
 
 from __future__ import annotations
@@ -40,6 +43,13 @@ def upserted(ctx: MappingContext, resource_id: str, content: dict[str, Any]) -> 
     if source_id != resource_id:
         raise MappingError(
             Reason.INCONSISTENT_ID, "$.content.id differs from $.resource.id", "$.content.id"
+        )
+    authorizer = program.authorizing.institution if program.authorizing else None
+    if authorizer is not None:
+        ctx.refuse_other_tenants_institution(
+            "the authorizing institution",
+            "$.content.authorizing.institution.id",
+            source_id=canonical_id(authorizer.id),
         )
     end_on = sis_date(program.endOn, "$.content.endOn")
     status = program.status or ("inactive" if end_on is not None else "active")
