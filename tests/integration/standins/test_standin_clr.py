@@ -314,6 +314,29 @@ def test_embedded_achievement_credentials_are_verified_too(
     assert not body["imsx_description"].startswith("credential:")
 
 
+def test_verified_proofs_are_remembered_but_never_for_a_tampered_copy(
+    clr: LiveServer, conformance_dir: Path, sign: Signer
+) -> None:
+    genuine = vector(conformance_dir, "clr_signed.json")
+    # The same CLR with its embedded credential changed and the outer proof made again:
+    # the embedded proof no longer covers it, although the genuine one is remembered.
+    forged = copy.deepcopy(genuine)
+    forged["credentialSubject"]["verifiableCredential"][0]["name"] = "Forged Degree"
+    forged = sign({**forged, "validFrom": "2011-01-01T00:00:00Z"})
+    edited = {**genuine, "name": "Sample Transcript (edited after signing)"}
+    with clr.client() as client:
+        headers = bearer(token(client))
+        assert client.post(CLR_CREDENTIALS, json=genuine, headers=headers).status_code == 201
+        for _ in range(2):
+            again = client.post(CLR_CREDENTIALS, json=genuine, headers=headers)
+            assert again.headers["X-Upsert-Outcome"] == "unchanged"
+        for tampered in (forged, edited, forged):
+            response = client.post(CLR_CREDENTIALS, json=tampered, headers=headers)
+            assert_imsx(response, 400, "invalid_data", conformance_dir)
+        listed = client.get(CLR_CREDENTIALS, headers=headers).json()["credential"]
+    assert listed == [genuine]
+
+
 def test_compact_jws_and_other_media_types_are_refused(
     clr: LiveServer, conformance_dir: Path
 ) -> None:

@@ -11,10 +11,24 @@ JSON-LD contexts are read only from the given directory and must match the sha25
 in :data:`PINNED_CONTEXTS`; nothing is fetched from the network. Documents using terms
 the contexts do not define are refused (:class:`UndefinedTermError` when signing,
 :class:`ProofError` when verifying), because that data would not be covered by the proof.
+
+For services: :class:`SigningPool` signs in worker processes behind a
+:class:`SignatureCache` (``await pool.sign(credential, key)``); :class:`VerificationCache`
+verifies each distinct credential once. See :mod:`cayg_signing.cache` for what a cached
+proof's ``created`` means.
 """
 
 from __future__ import annotations
 
+from .cache import (
+    DEFAULT_SIGNATURE_CACHE_SIZE,
+    DEFAULT_VERIFICATION_CACHE_SIZE,
+    CacheStats,
+    SignatureCache,
+    VerificationCache,
+    canonical_json,
+    signature_cache_key,
+)
 from .canon import canonicalize
 from .contexts import PINNED_CONTEXTS, ContextLoader, PinnedContext
 from .errors import ContextError, KeyFormatError, ProofError, SigningError, UndefinedTermError
@@ -26,10 +40,12 @@ from .keys import (
     public_key_from_did_key,
     public_key_from_multibase,
 )
+from .pool import SigningPool
 from .proof import (
     CRYPTOSUITE,
     PROOF_PURPOSE,
     PROOF_TYPE,
+    format_created,
     hash_data,
     sign_credential,
     verify_credential,
@@ -37,24 +53,33 @@ from .proof import (
 
 __all__ = [
     "CRYPTOSUITE",
+    "DEFAULT_SIGNATURE_CACHE_SIZE",
+    "DEFAULT_VERIFICATION_CACHE_SIZE",
     "PINNED_CONTEXTS",
     "PROOF_PURPOSE",
     "PROOF_TYPE",
+    "CacheStats",
     "ContextError",
     "ContextLoader",
     "KeyFormatError",
     "PinnedContext",
     "ProofError",
+    "SignatureCache",
     "SigningError",
     "SigningKey",
+    "SigningPool",
     "UndefinedTermError",
+    "VerificationCache",
+    "canonical_json",
     "canonicalize",
     "decode_multibase",
     "did_key",
     "encode_multibase",
+    "format_created",
     "hash_data",
     "public_key_from_did_key",
     "public_key_from_multibase",
     "sign_credential",
+    "signature_cache_key",
     "verify_credential",
 ]

@@ -39,6 +39,11 @@ class UndefinedTermError(SigningError):
             + "; ".join(problems)
         )
 
+    def __reduce__(self) -> tuple[type[UndefinedTermError], tuple[tuple[str, ...]]]:
+        # Pickled from ``problems``, not the message, so it survives the trip back from a
+        # signing worker process (the default would pass the message as ``problems``).
+        return (type(self), (self.problems,))
+
 
 class ProofError(ValueError):
     """A credential's proof is missing, malformed, untrusted, or does not verify.

@@ -31,6 +31,7 @@ __all__ = [
     "CRYPTOSUITE",
     "PROOF_PURPOSE",
     "PROOF_TYPE",
+    "format_created",
     "hash_data",
     "sign_credential",
     "verify_credential",
@@ -53,7 +54,13 @@ def hash_data(proof_options_nquads: str, document_nquads: str) -> bytes:
     )
 
 
-def _format_created(created: datetime | None) -> str:
+def format_created(created: datetime | None) -> str:
+    """``created`` as a proof writes it: UTC, ``Z``, seconds (microseconds if any); now
+    (to the second) for None.
+
+    Raises:
+        SigningError: ``created`` is a naive datetime.
+    """
     if created is None:
         created = datetime.now(UTC).replace(microsecond=0)
     if created.tzinfo is None or created.utcoffset() is None:
@@ -94,7 +101,7 @@ def sign_credential(
         raise SigningError("credential has no @context")
     options: dict[str, Any] = {
         "type": PROOF_TYPE,
-        "created": _format_created(created),
+        "created": format_created(created),
         "verificationMethod": key.verification_method,
         "cryptosuite": CRYPTOSUITE,
         "proofPurpose": PROOF_PURPOSE,

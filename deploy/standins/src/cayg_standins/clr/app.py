@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from cayg_signing import ContextLoader
+from cayg_signing import DEFAULT_VERIFICATION_CACHE_SIZE, ContextLoader, VerificationCache
 from cayg_standins.clr.checks import CLR, OB, ApiSpec, CredentialChecks, parse_datetime
 from cayg_standins.clr.oauth import Clock, OAuthClient, TokenService
 from cayg_standins.clr.store import ClrStore, TokenGrant
@@ -88,6 +88,8 @@ class ClrConfig:
         admin_token: opens ``/_admin`` (header ``X-Admin-Token``); ``None`` keeps it closed.
         faults: fault plan installed at start-up.
         max_body_bytes: larger request bodies are answered 413.
+        verified_cache_size: credentials whose proofs verified, remembered so the same
+            bytes are not verified again (0: verify every time).
     """
 
     data_dir: Path
@@ -100,11 +102,14 @@ class ClrConfig:
     admin_token: str | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    verified_cache_size: int = DEFAULT_VERIFICATION_CACHE_SIZE
 
     def __post_init__(self) -> None:
         """Reject unusable settings early."""
         if self.token_ttl_s <= 0 or self.refresh_ttl_s <= 0:
             raise ValueError("token lifetimes must be positive")
+        if self.verified_cache_size < 0:
+            raise ValueError("verified_cache_size must be 0 (off) or positive")
         for key in self.trusted_keys.values():
             if len(key) != 32:
                 raise ValueError("trusted keys are raw 32-byte Ed25519 public keys")
@@ -410,6 +415,10 @@ def create_clr_app(config: ClrConfig) -> Starlette:
     conformance_dir = resolve_conformance_dir(config.conformance_dir)
     loader = ContextLoader.from_directory(conformance_dir / "1edtech" / "contexts")
     schemas_dir = conformance_dir / "1edtech" / "schemas"
+    # One cache for both APIs: the same trust map and contexts decide every proof.
+    proofs = VerificationCache(
+        loader, trusted_keys=config.trusted_keys, maxsize=config.verified_cache_size
+    )
     store = ClrStore(config.data_dir)
     clock = Clock()
     all_scopes = frozenset(CLR.scopes) | frozenset(OB.scopes)
@@ -428,7 +437,7 @@ def create_clr_app(config: ClrConfig) -> Starlette:
     servers = [
         _ResourceServer(
             spec,
-            CredentialChecks(spec, schemas_dir, loader, config.trusted_keys),
+            CredentialChecks(spec, schemas_dir, proofs),
             store,
             tokens,
             config,

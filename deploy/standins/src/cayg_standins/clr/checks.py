@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from jsonschema import Draft201909Validator
 
-from cayg_signing import ContextLoader, ProofError, verify_credential
+from cayg_signing import ProofError, VerificationCache
 from cayg_standins.conformance import load_json
 
 __all__ = ["ApiSpec", "CredentialChecks", "SchemaCheck", "parse_datetime"]
@@ -105,20 +105,20 @@ def _short(message: str, width: int = 300) -> str:
 class CredentialChecks:
     """Schema + proof checks for one API."""
 
-    def __init__(
-        self,
-        spec: ApiSpec,
-        schemas_dir: Path,
-        loader: ContextLoader,
-        trusted_keys: Mapping[str, bytes],
-    ) -> None:
-        """Load the credential, profile and list-response schemas of ``spec``."""
+    def __init__(self, spec: ApiSpec, schemas_dir: Path, proofs: VerificationCache) -> None:
+        """Load the credential, profile and list-response schemas of ``spec``; verify
+        proofs with ``proofs`` (its contexts and trusted keys).
+
+        ``proofs`` remembers credentials whose proofs already verified: a CLR re-issued
+        with unchanged embedded credentials costs one verification (the CLR's own), so the
+        local stack measures cayg-sync rather than this stand-in. A changed byte anywhere
+        in a credential or its proof misses the cache and is verified again.
+        """
         self.spec = spec
         self.credential_schema = SchemaCheck(schemas_dir / spec.credential_schema)
         self.profile_schema = SchemaCheck(schemas_dir / spec.profile_schema)
         self.list_schema = SchemaCheck(schemas_dir / spec.list_schema)
-        self._loader = loader
-        self._trusted_keys = dict(trusted_keys)
+        self._proofs = proofs
 
     def credential_errors(self, credential: Mapping[str, Any]) -> list[str]:
         """Everything wrong with an upserted credential; empty when it may be stored."""
@@ -143,7 +143,7 @@ class CredentialChecks:
 
     def _proof_errors(self, credential: Mapping[str, Any], where: str) -> list[str]:
         try:
-            verify_credential(credential, self._loader, trusted_keys=self._trusted_keys)
+            self._proofs.verify(credential)
         except ProofError as exc:
             return [f"{where}: proof verification failed: {exc}"]
         return []

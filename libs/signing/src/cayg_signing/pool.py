@@ -1,0 +1,280 @@
+"""Signing off the event loop, in a pool of worker processes, behind a signature cache.
+
+eddsa-rdfc-2022 signing is CPU work (JSON-LD expansion and RDF canonicalization in pure
+Python take nearly all of it; the Ed25519 signature itself is microseconds). Run on the
+event loop it stalls every consumer and HTTP client of the service; run in threads it
+holds the GIL. :class:`SigningPool` sends it to worker processes instead, one per CPU by
+default, and keeps the caller async::
+
+    async with SigningPool(contexts_dir) as pool:
+        signed = await pool.sign(credential, key)
+
+Only plain data crosses the process boundary: the document as a JSON dict, the key as
+its key-file object (multibase secret and public key, verification method), ``created``
+as a datetime. Each worker builds its :class:`ContextLoader` once, in the pool's
+initializer, from the same contexts directory (checked against the pins there too).
+
+The :class:`SignatureCache` sits in front: a document the same key already signed is
+served from the parent process without a round trip (see :mod:`cayg_signing.cache` for
+the key and for how ``created`` is treated). ``max_workers=0`` signs inline, in the
+calling thread, for tests and tiny deployments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
+from multiprocessing.context import BaseContext
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from .cache import SignatureCache, signature_cache_key
+from .canon import as_json_object
+from .contexts import ContextLoader
+from .keys import SigningKey
+from .proof import sign_credential
+
+__all__ = ["SigningPool"]
+
+# Per worker process: the loader built by the initializer, and keys already parsed (a
+# service signs with a handful of issuer keys; parsing one re-derives its public key).
+_worker_loader: ContextLoader | None = None
+_worker_keys: dict[tuple[tuple[str, str], ...], SigningKey] = {}
+_WORKER_KEYS_MAX: Final = 64
+
+
+def _init_worker(contexts_dir: str) -> None:
+    """Pool initializer: build this process's context loader once."""
+    global _worker_loader  # noqa: PLW0603 -- one loader per worker process, by design
+    # Ctrl-C goes to the whole process group; the parent shuts the pool down, so workers
+    # must not die mid-task with a KeyboardInterrupt traceback of their own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_loader = ContextLoader.from_directory(Path(contexts_dir))
+
+
+def _worker_ready() -> int:
+    """A no-op task that proves the initializer ran; returns the worker's pid."""
+    if _worker_loader is None:
+        raise RuntimeError("signing worker started without its context loader")
+    return os.getpid()
+
+
+def _worker_key(key_file: Mapping[str, str]) -> SigningKey:
+    cache_key = tuple(sorted(key_file.items()))
+    key = _worker_keys.get(cache_key)
+    if key is None:
+        if len(_worker_keys) >= _WORKER_KEYS_MAX:
+            _worker_keys.clear()
+        key = _worker_keys[cache_key] = SigningKey.from_json(key_file)
+    return key
+
+
+def _sign_in_worker(
+    document: dict[str, Any], key_file: dict[str, str], created: datetime | None
+) -> dict[str, Any]:
+    """The task run in a worker: sign ``document`` with the key ``key_file`` describes."""
+    if _worker_loader is None:
+        raise RuntimeError("signing worker started without its context loader")
+    return sign_credential(document, _worker_key(key_file), _worker_loader, created=created)
+
+
+class SigningPool:
+    """Signs credentials in worker processes (or inline), with a :class:`SignatureCache`
+    in front.
+
+    Use one pool per process for the whole service life: ``await start()`` (or ``async
+    with``) at start-up, ``await aclose()`` at shutdown.
+    """
+
+    def __init__(
+        self,
+        contexts_dir: Path,
+        *,
+        max_workers: int | None = None,
+        cache: SignatureCache | None = None,
+        mp_context: BaseContext | None = None,
+    ) -> None:
+        """Prepare the pool; worker processes start on first use (or in :meth:`start`).
+
+        Args:
+            contexts_dir: the pinned JSON-LD contexts (see :meth:`ContextLoader.from_directory`).
+            max_workers: worker processes; ``None`` = ``os.cpu_count()``; ``0`` = sign
+                inline in the calling thread (blocking it).
+            cache: the signature cache to use; a default-sized one when omitted.
+            mp_context: how workers start; ``spawn`` by default, because forking a
+                process that runs other threads (database drivers, the event loop's
+                executor) can copy a held lock into the child and deadlock it.
+
+        Raises:
+            ContextError: the contexts directory is unusable (checked here, before any
+                worker starts).
+            ValueError: ``max_workers`` is negative.
+        """
+        workers = (os.cpu_count() or 1) if max_workers is None else max_workers
+        if workers < 0:
+            raise ValueError("max_workers must be 0 (inline) or positive")
+        # Loaded in the parent too: it validates the directory up front, and it is what
+        # inline mode signs with.
+        self._loader = ContextLoader.from_directory(contexts_dir)
+        self._cache = cache if cache is not None else SignatureCache()
+        self._max_workers = workers
+        self._closed = False
+        self._executor: ProcessPoolExecutor | None = None
+        if workers > 0:
+            self._executor = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=mp_context or multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(str(Path(contexts_dir).resolve()),),
+            )
+
+    @property
+    def max_workers(self) -> int:
+        """Worker processes (0: inline)."""
+        return self._max_workers
+
+    @property
+    def cache(self) -> SignatureCache:
+        """The signature cache in front of the workers."""
+        return self._cache
+
+    async def start(self) -> None:
+        """Start the workers now (one task per worker) and wait until they have their
+        context loaders, so a broken installation fails at start-up, not on the first
+        credential.
+
+        Raises:
+            concurrent.futures.process.BrokenProcessPool: a worker could not start.
+        """
+        self._check_open()
+        if self._executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._executor, _worker_ready) for _ in range(self._max_workers))
+        )
+
+    async def sign(
+        self,
+        credential: Mapping[str, Any],
+        key: SigningKey,
+        *,
+        created: datetime | None = None,
+    ) -> dict[str, Any]:
+        """The credential with its eddsa-rdfc-2022 proof (see :func:`sign_credential`),
+        from the cache when the same key already signed the same content.
+
+        Raises:
+            SigningError: the credential cannot be signed (e.g. ``UndefinedTermError``).
+            RuntimeError: the pool is closed.
+        """
+        self._check_open()
+        cache_key = signature_cache_key(
+            credential,
+            verification_method=key.verification_method,
+            public_key=key.public_key,
+            created=created,
+        )
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            return cached
+        if self._executor is None:
+            signed = sign_credential(credential, key, self._loader, created=created)
+        else:
+            document = as_json_object(credential, "credential")
+            loop = asyncio.get_running_loop()
+            signed = await loop.run_in_executor(
+                self._executor, _sign_in_worker, document, key.to_json(), created
+            )
+        # The cache keeps its own (text) copy, so the caller may change ``signed``.
+        self._cache.put(cache_key, signed)
+        return signed
+
+    async def sign_all(
+        self,
+        credentials: Iterable[Mapping[str, Any]],
+        key: SigningKey,
+        *,
+        created: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Sign several credentials concurrently (spread over the workers), in order."""
+        return list(
+            await asyncio.gather(*(self.sign(c, key, created=created) for c in credentials))
+        )
+
+    async def sign_with_embedded(
+        self,
+        credential: Mapping[str, Any],
+        key: SigningKey,
+        *,
+        created: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Sign the credentials embedded in ``credentialSubject.verifiableCredential``
+        that have no proof yet (a ClrCredential's AchievementCredentials), then the
+        credential around them, whose proof then covers theirs.
+
+        Embedded credentials are where the cache pays: one whose content did not change
+        is served as it was signed before.
+        """
+        subject = credential.get("credentialSubject")
+        embedded = subject.get("verifiableCredential") if isinstance(subject, Mapping) else None
+        if not isinstance(subject, Mapping) or not isinstance(embedded, list):
+            return await self.sign(credential, key, created=created)
+        unsigned = [
+            index
+            for index, item in enumerate(embedded)
+            if isinstance(item, Mapping) and "proof" not in item
+        ]
+        signed = await self.sign_all([embedded[i] for i in unsigned], key, created=created)
+        items = list(embedded)
+        for index, document in zip(unsigned, signed, strict=True):
+            items[index] = document
+        outer = {**credential, "credentialSubject": {**subject, "verifiableCredential": items}}
+        return await self.sign(outer, key, created=created)
+
+    async def aclose(self) -> None:
+        """Stop the workers: queued signing is cancelled, running tasks are waited for.
+
+        The wait happens in a thread, so the event loop keeps running meanwhile.
+        Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        """:meth:`aclose` for code without an event loop (blocks until workers exit)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def __aenter__(self) -> SigningPool:
+        """Start the workers (see :meth:`start`)."""
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Shut the workers down (see :meth:`aclose`)."""
+        await self.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the signing pool is closed")
+
+    def __repr__(self) -> str:
+        return f"SigningPool(max_workers={self._max_workers}, cache={self._cache.stats})"

@@ -1,0 +1,189 @@
+"""SigningPool: worker processes sign the same bytes as inline signing, behind the cache.
+
+These start real worker processes (spawned, two at most): they are slower than the other
+unit tests but still need no network or broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cayg_signing import (
+    ContextLoader,
+    SignatureCache,
+    SigningKey,
+    SigningPool,
+    UndefinedTermError,
+    sign_credential,
+    verify_credential,
+)
+from cayg_signing.pool import _worker_ready
+
+pytestmark = pytest.mark.unit
+
+Json = dict[str, Any]
+CREATED = datetime(2010, 1, 1, 19, 23, 24, tzinfo=UTC)  # the vectors' proof.created
+
+
+def _vector(edtech: Path, name: str) -> Json:
+    data: Json = json.loads((edtech / "vectors" / name).read_text("utf-8"))
+    return data
+
+
+@pytest.fixture(scope="module")
+async def pool(edtech: Path) -> AsyncIterator[SigningPool]:
+    """Two worker processes, shared by this module's tests (spawning costs ~a second)."""
+    async with SigningPool(edtech / "contexts", max_workers=2) as started:
+        yield started
+
+
+def _clr_with_unsigned_awards(edtech: Path, count: int) -> Json:
+    """The CLR vector holding ``count`` distinct, unsigned AchievementCredentials."""
+    clr = _vector(edtech, "clr_unsigned.json")
+    template = clr["credentialSubject"]["verifiableCredential"][0]
+    awards = []
+    for index in range(count):
+        award = {k: v for k, v in copy.deepcopy(template).items() if k != "proof"}
+        award["id"] = f"urn:uuid:00000000-0000-4000-8000-{index:012d}"
+        award["name"] = f"Award {index}"
+        awards.append(award)
+    clr["credentialSubject"]["verifiableCredential"] = awards
+    return clr
+
+
+async def test_workers_sign_the_same_bytes_as_inline_signing(
+    pool: SigningPool,
+    edtech: Path,
+    loader: ContextLoader,
+    vector_key: SigningKey,
+    trusted: dict[str, bytes],
+) -> None:
+    document = _vector(edtech, "ob_unsigned.json")
+    in_worker = await pool.sign(document, vector_key, created=CREATED)
+    inline = sign_credential(document, vector_key, loader, created=CREATED)
+    assert json.dumps(in_worker, sort_keys=True) == json.dumps(inline, sort_keys=True)
+    assert (
+        in_worker["proof"]["proofValue"] == _vector(edtech, "ob_signed.json")["proof"]["proofValue"]
+    )
+    verify_credential(in_worker, loader, trusted_keys=trusted)
+
+
+async def test_work_runs_in_other_processes(pool: SigningPool) -> None:
+    # The pool's executor and its readiness task are private; they are the only way to
+    # see which process runs the work.
+    executor = pool._executor
+    assert executor is not None
+    loop = asyncio.get_running_loop()
+    pids = {await loop.run_in_executor(executor, _worker_ready) for _ in range(4)}
+    assert os.getpid() not in pids
+    assert 1 <= len(pids) <= pool.max_workers == 2
+
+
+async def test_cache_sits_in_front_of_the_workers(
+    edtech: Path, loader: ContextLoader, vector_key: SigningKey, trusted: dict[str, bytes]
+) -> None:
+    cache = SignatureCache()
+    async with SigningPool(edtech / "contexts", max_workers=1, cache=cache) as pool:
+        document = _vector(edtech, "ob_unsigned.json")
+        first = await pool.sign(document, vector_key)
+        again = await pool.sign(document, vector_key)
+    assert again == first  # the original created is kept
+    assert cache.stats.hits == 1
+    assert cache.stats.misses == 1
+    verify_credential(again, loader, trusted_keys=trusted)
+
+
+async def test_nested_credentials_are_signed_once_per_content(
+    pool: SigningPool, edtech: Path, loader: ContextLoader, trusted: dict[str, bytes]
+) -> None:
+    key = SigningKey.from_seed(bytes(32), "https://example.edu/issuers/565049#pool-test")
+    keys = {**trusted, key.verification_method: key.public_key}
+    before = pool.cache.stats
+    clr = _clr_with_unsigned_awards(edtech, 3)
+    first = await pool.sign_with_embedded(clr, key)
+    # Re-issued with one more award and a new validFrom: only that award and the CLR
+    # itself are signed again; the three unchanged awards come back as they were.
+    reissue = _clr_with_unsigned_awards(edtech, 4)
+    reissue["validFrom"] = "2011-01-01T00:00:00Z"
+    second = await pool.sign_with_embedded(reissue, key)
+    after = pool.cache.stats
+    assert after.hits - before.hits == 3
+    assert after.misses - before.misses == 4 + 1 + 1
+    awards_first = first["credentialSubject"]["verifiableCredential"]
+    awards_second = second["credentialSubject"]["verifiableCredential"]
+    assert awards_second[:3] == awards_first
+    for document in (first, second, *awards_second):
+        verify_credential(document, loader, trusted_keys=keys)
+
+
+async def test_already_signed_embedded_credentials_are_left_as_they_are(
+    pool: SigningPool, edtech: Path, loader: ContextLoader, vector_key: SigningKey
+) -> None:
+    clr = _vector(edtech, "clr_unsigned.json")
+    signed = await pool.sign_with_embedded(clr, vector_key, created=CREATED)
+    assert (
+        signed["credentialSubject"]["verifiableCredential"]
+        == clr["credentialSubject"]["verifiableCredential"]
+    )
+    assert signed == sign_credential(clr, vector_key, loader, created=CREATED)
+
+
+async def test_sign_all_keeps_the_order(
+    pool: SigningPool, edtech: Path, vector_key: SigningKey
+) -> None:
+    unsigned = _vector(edtech, "ob_unsigned.json")
+    documents = [{**unsigned, "name": f"Badge {i}"} for i in range(5)]
+    signed = await pool.sign_all(documents, vector_key, created=CREATED)
+    assert [d["name"] for d in signed] == [f"Badge {i}" for i in range(5)]
+
+
+async def test_signing_errors_come_back_from_the_worker_intact(
+    pool: SigningPool, edtech: Path, vector_key: SigningKey
+) -> None:
+    document = {**_vector(edtech, "ob_unsigned.json"), "undefinedTerm": "x"}
+    with pytest.raises(UndefinedTermError) as caught:
+        await pool.sign(document, vector_key)
+    assert caught.value.problems
+    assert all("undefinedTerm" in problem for problem in caught.value.problems)
+
+
+async def test_inline_mode_signs_without_workers(
+    edtech: Path, loader: ContextLoader, vector_key: SigningKey
+) -> None:
+    pool = SigningPool(edtech / "contexts", max_workers=0)
+    document = _vector(edtech, "ob_unsigned.json")
+    signed = await pool.sign(document, vector_key, created=CREATED)
+    assert signed == sign_credential(document, vector_key, loader, created=CREATED)
+    assert pool._executor is None
+    await pool.aclose()
+
+
+async def test_a_closed_pool_refuses_work_and_closing_twice_is_fine(
+    edtech: Path, vector_key: SigningKey
+) -> None:
+    pool = SigningPool(edtech / "contexts", max_workers=1)
+    await pool.start()
+    await pool.aclose()
+    await pool.aclose()
+    pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await pool.sign(_vector(edtech, "ob_unsigned.json"), vector_key)
+
+
+def test_default_size_is_the_machine_and_negative_is_refused(edtech: Path) -> None:
+    pool = SigningPool(edtech / "contexts")
+    try:
+        assert pool.max_workers == (os.cpu_count() or 1)
+    finally:
+        pool.close()
+    with pytest.raises(ValueError, match="max_workers"):
+        SigningPool(edtech / "contexts", max_workers=-1)
