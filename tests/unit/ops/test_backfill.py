@@ -96,7 +96,7 @@ def test_every_example_row_is_admitted_by_ingest_and_mapped_by_normalize(
                 headers=tuple(
                     (k, v.encode())
                     for k, v in backfill.headers_for(
-                        plan, "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+                        plan.batch_id, "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
                     ).items()
                 ),
             ),

@@ -21,23 +21,34 @@ identifier: problems name lines and fields, never values.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import csv
 import hashlib
 import io
 import json
 import re
+import sqlite3
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, TextIO
+from typing import Any, BinaryIO, Final, Literal, Protocol, TextIO
 
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
+from cayg_ops import checkpoint as checkpoint_store
+from cayg_ops.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    FileIdentity,
+    RunSettings,
+    default_path,
+)
 from cayg_shared import headers as h
 from cayg_shared.envelope import InputFormat
 from cayg_shared.headers import child_traceparent, new_traceparent
@@ -171,42 +182,104 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def read_jsonl(text: str) -> tuple[list[Row], list[Problem]]:
-    """Rows of a JSONL file: one object per line, blank lines ignored.
+@dataclass(frozen=True)
+class Position:
+    """Where a row ends: the byte offset just past it and the number of its last line."""
+
+    offset: int = 0
+    line: int = 0
+
+
+#: The start of a file, before its first line.
+START: Final = Position()
+
+
+class _Lines:
+    """The decoded lines of a binary file from a position on, each with its terminator
+    (the ``csv`` module wants them), counting bytes and lines as they are handed out.
+
+    After ``csv.reader`` yields a row it has taken exactly that row's lines, so
+    :attr:`position` is where the row ends — the offset a resume seeks to.
+    """
+
+    def __init__(self, stream: BinaryIO, at: Position) -> None:
+        stream.seek(at.offset)
+        self._stream = stream
+        self.offset = at.offset
+        self.line = at.line
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        start = self.offset
+        raw = self._stream.readline()
+        if not raw:
+            raise StopIteration
+        self.offset += len(raw)
+        self.line += 1
+        if start == 0 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise BackfillError(f"the file is not UTF-8 (byte {start + error.start})") from None
+
+    @property
+    def position(self) -> Position:
+        """Just past the last line handed out."""
+        return Position(self.offset, self.line)
+
+
+def read_rows(
+    stream: BinaryIO, fmt: FileFormat, at: Position = START
+) -> Iterator[tuple[Row | Problem, Position]]:
+    """Every row of a backfill file from ``at`` on, one at a time, with where it ends.
+
+    Blank rows are passed over. Raises :class:`BackfillError` when the file as a whole is
+    not a backfill file (not UTF-8, a JSONL line that is not an object, a bad CSV header).
+    """
+    if fmt == "jsonl":
+        yield from _jsonl_rows(stream, at)
+    else:
+        yield from _csv_rows(stream, at)
+
+
+def _jsonl_rows(stream: BinaryIO, at: Position) -> Iterator[tuple[Row | Problem, Position]]:
+    lines = _Lines(stream, at)
+    for raw in lines:
+        item = _jsonl_row(raw, lines.line)
+        if item is not None:
+            yield item, lines.position
+
+
+def _jsonl_row(raw: str, line: int) -> Row | Problem | None:
+    """One JSONL line: a row, a problem, or None when blank.
 
     A line that is JSON but not an object means this is not a backfill file (a JSON
     array, a list of ids…): the whole file is refused.
     """
-    rows: list[Row] = []
-    problems: list[Problem] = []
-    for line, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            value = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
-        except ValueError as error:
-            reason = str(error) if "appears twice" in str(error) else "not valid JSON"
-            problems.append(Problem(line, reason))
-            continue
-        if not isinstance(value, dict):
-            raise BackfillError(
-                f"line {line} is a JSON {type(value).__name__}, not an object: a backfill "
-                "file holds one JSON object per line"
-            )
-        unknown = sorted(set(value) - _JSONL_KEYS)
-        if unknown:
-            problems.append(
-                Problem(line, f"unknown keys {unknown} (allowed: {sorted(_JSONL_KEYS)})")
-            )
-            continue
-        rows.append(Row(line, value, from_csv=False))
-    return rows, problems
+    if not raw.strip():
+        return None
+    try:
+        value = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
+    except ValueError as error:
+        reason = str(error) if "appears twice" in str(error) else "not valid JSON"
+        return Problem(line, reason)
+    if not isinstance(value, dict):
+        raise BackfillError(
+            f"line {line} is a JSON {type(value).__name__}, not an object: a backfill "
+            "file holds one JSON object per line"
+        )
+    unknown = sorted(set(value) - _JSONL_KEYS)
+    if unknown:
+        return Problem(line, f"unknown keys {unknown} (allowed: {sorted(_JSONL_KEYS)})")
+    return Row(line, value, from_csv=False)
 
 
-def read_csv(text: str) -> tuple[list[Row], list[Problem]]:
-    """Rows of a CSV file with a header; data columns are dotted paths (``learner.email``)."""
-    reader = csv.DictReader(io.StringIO(text, newline=""), restkey="\x00extra")
-    header = reader.fieldnames
+def _csv_header(stream: BinaryIO) -> tuple[list[str], Position]:
+    lines = _Lines(stream, START)
+    header = next(csv.reader(lines), None)
     if not header:
         raise BackfillError("the CSV file is empty (a header row is required)")
     names = [name.strip() for name in header]
@@ -215,25 +288,34 @@ def read_csv(text: str) -> tuple[list[Row], list[Problem]]:
         raise BackfillError(f"the CSV header has empty or repeated columns {repeated}")
     if "type" not in names:
         raise BackfillError("the CSV header has no 'type' column")
-    reader.fieldnames = names
-    rows: list[Row] = []
-    problems: list[Problem] = []
-    for cells in reader:
-        line = reader.line_num
-        if cells.get("\x00extra"):
-            problems.append(Problem(line, "more cells than header columns"))
-            continue
-        present = {k: v.strip() for k, v in cells.items() if isinstance(v, str) and v.strip()}
-        if not present:
-            continue
-        fields: dict[str, Any] = {k: present[k] for k in RECORD_FIELDS if k in present}
-        try:
-            fields["data"] = _csv_data({k: v for k, v in present.items() if k not in RECORD_FIELDS})
-        except _RowProblem as problem:
-            problems.append(Problem(line, problem.reason))
-            continue
-        rows.append(Row(line, fields, from_csv=True))
-    return rows, problems
+    return names, lines.position
+
+
+def _csv_rows(stream: BinaryIO, at: Position) -> Iterator[tuple[Row | Problem, Position]]:
+    """Rows of a CSV file with a header; data columns are dotted paths (``learner.email``).
+
+    The header is read from the top even when resuming in the middle of the file.
+    """
+    names, after_header = _csv_header(stream)
+    lines = _Lines(stream, at if at.offset > after_header.offset else after_header)
+    for cells in csv.reader(lines):
+        item = _csv_row(names, cells, lines.line)
+        if item is not None:
+            yield item, lines.position
+
+
+def _csv_row(names: list[str], cells: list[str], line: int) -> Row | Problem | None:
+    if len(cells) > len(names):
+        return Problem(line, "more cells than header columns")
+    present = {k: v.strip() for k, v in zip(names, cells, strict=False) if v.strip()}
+    if not present:
+        return None
+    fields: dict[str, Any] = {k: present[k] for k in RECORD_FIELDS if k in present}
+    try:
+        fields["data"] = _csv_data({k: v for k, v in present.items() if k not in RECORD_FIELDS})
+    except _RowProblem as problem:
+        return Problem(line, problem.reason)
+    return Row(line, fields, from_csv=True)
 
 
 def _csv_data(cells: dict[str, str]) -> dict[str, Any]:
@@ -280,7 +362,159 @@ def _put(data: dict[str, Any], path: list[str], value: Any, column: str) -> None
 
 def default_batch_id(content: bytes) -> str:
     """``bf-`` + the start of the file's SHA-256: the same bytes, the same batch."""
-    return "bf-" + hashlib.sha256(content).hexdigest()[:20]
+    return batch_id_of(hashlib.sha256(content).hexdigest())
+
+
+def batch_id_of(sha256: str) -> str:
+    """The default batch id of a file whose SHA-256 (hex) is ``sha256``."""
+    return "bf-" + sha256[:20]
+
+
+def checked_batch_id(batch_id: str) -> str:
+    """``batch_id`` if an operator may use it (it also goes into the correlation id)."""
+    if not _BATCH_ID.match(batch_id):
+        raise BackfillError(
+            "a batch id is 1-100 letters, digits, '.', '_', ':' or '-', starting alphanumeric"
+        )
+    return batch_id
+
+
+class RecordIds(Protocol):
+    """The record ids met so far in a file, to refuse a second row with the same one."""
+
+    def claim(self, record_id: str, line: int) -> int:
+        """The line that first used ``record_id``: ``line`` itself when it is new."""
+        ...
+
+
+class MemoryRecordIds:
+    """Record ids in a dict: for files already in memory (tests, :func:`plan_backfill`)."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, int] = {}
+
+    def claim(self, record_id: str, line: int) -> int:
+        """See :meth:`RecordIds.claim`."""
+        return self._first.setdefault(record_id, line)
+
+
+class DiskRecordIds:
+    """Record ids as 16-byte BLAKE2b digests in a SQLite table on disk.
+
+    A Python set of a million 16-byte digests takes about 96 MiB, most of the CLI's
+    memory budget; SQLite keeps them on disk behind a bounded page cache. A 128-bit digest
+    makes a false "repeats" practically impossible. Use as a context manager.
+    """
+
+    def __init__(self, directory: Path, *, cache_kib: int = 8192) -> None:
+        self._db = sqlite3.connect(directory / "record-ids.sqlite", isolation_level=None)
+        self._db.execute(f"PRAGMA cache_size = -{cache_kib}")
+        # A scratch file, deleted afterwards: nothing to journal, nothing to sync.
+        self._db.execute("PRAGMA journal_mode = OFF")
+        self._db.execute("PRAGMA synchronous = OFF")
+        self._db.execute("CREATE TABLE seen (digest BLOB PRIMARY KEY, line INTEGER) WITHOUT ROWID")
+        self._db.execute("BEGIN")
+        self._pending = 0
+
+    def claim(self, record_id: str, line: int) -> int:
+        """See :meth:`RecordIds.claim`."""
+        digest = hashlib.blake2b(record_id.encode("utf-8"), digest_size=16).digest()
+        inserted = self._db.execute(
+            "INSERT OR IGNORE INTO seen (digest, line) VALUES (?, ?)", (digest, line)
+        ).rowcount
+        self._pending += 1
+        if self._pending >= 50_000:
+            # One transaction per many rows: per-row commits would make this the slow part.
+            self._db.execute("COMMIT")
+            self._db.execute("BEGIN")
+            self._pending = 0
+        if inserted:
+            return line
+        (first,) = self._db.execute("SELECT line FROM seen WHERE digest = ?", (digest,)).fetchone()
+        return int(first)
+
+    def close(self) -> None:
+        """Drop the connection (the caller removes the directory)."""
+        self._db.close()
+
+    def __enter__(self) -> DiskRecordIds:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class KnownDuplicates:
+    """The send pass's view of record ids: the check pass already found the repeats, so
+    only their lines are kept, not every id."""
+
+    def __init__(self, lines: Iterable[int]) -> None:
+        self._lines = frozenset(lines)
+
+    def claim(self, record_id: str, line: int) -> int:  # noqa: ARG002 - the protocol's
+        """``line``, or 0 for a line the check pass found repeating an earlier id."""
+        return 0 if line in self._lines else line
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One row after the checks: the record to send or why not, and where the row ends."""
+
+    outcome: PreparedRecord | Problem
+    end: Position
+
+
+@dataclass(frozen=True)
+class RecordRules:
+    """What turns rows into records for one run: the tenant, the batch, the limits."""
+
+    profile: TenantProfile
+    batch_id: str
+    recorded_at: str | None
+    limit: int
+
+
+def rules_for(
+    profile: TenantProfile,
+    *,
+    batch_id: str,
+    recorded_at: str | None = None,
+    max_message_bytes: int = SERVICE_MAX_MESSAGE_BYTES,
+) -> RecordRules:
+    """The rules of a run; raises :class:`BackfillError` when the tenant takes no
+    backfill or the batch id is not allowed."""
+    if not profile.backfill_enabled:
+        raise BackfillError(f"backfill is not enabled for {profile.tenant_id}")
+    return RecordRules(
+        profile=profile,
+        batch_id=checked_batch_id(batch_id),
+        recorded_at=recorded_at,
+        limit=profile.max_message_bytes or max_message_bytes,
+    )
+
+
+def check_rows(
+    stream: BinaryIO,
+    fmt: FileFormat,
+    rules: RecordRules,
+    ids: RecordIds,
+    at: Position = START,
+) -> Iterator[Checked]:
+    """Every row from ``at`` on, read, checked and — when valid — prepared, one at a time."""
+    for item, end in read_rows(stream, fmt, at):
+        if isinstance(item, Problem):
+            yield Checked(item, end)
+            continue
+        try:
+            record = _prepare(item, rules.profile, rules.batch_id, rules.recorded_at, rules.limit)
+        except _RowProblem as problem:
+            yield Checked(Problem(item.line, problem.reason), end)
+            continue
+        earlier = ids.claim(record.record_id, item.line)
+        if earlier != item.line:
+            yield Checked(Problem(item.line, f"recordId repeats the one of line {earlier}"), end)
+            continue
+        yield Checked(record, end)
 
 
 def plan_backfill(
@@ -292,45 +526,32 @@ def plan_backfill(
     recorded_at: str | None = None,
     max_message_bytes: int = SERVICE_MAX_MESSAGE_BYTES,
 ) -> Plan:
-    """Read and check every row of a file for ``profile``'s tenant; nothing is sent.
+    """Read and check every row of a file already in memory; nothing is sent.
 
+    The same checks as the CLI's streaming pass, kept whole — for tests and small files.
     Raises :class:`BackfillError` when the file as a whole is unusable (not UTF-8, rows
     that are not objects, no header, backfill disabled for the tenant).
     """
-    if not profile.backfill_enabled:
-        raise BackfillError(f"backfill is not enabled for {profile.tenant_id}")
-    batch = batch_id or default_batch_id(content)
-    if not _BATCH_ID.match(batch):
-        raise BackfillError(
-            "a batch id is 1-100 letters, digits, '.', '_', ':' or '-', starting alphanumeric"
-        )
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise BackfillError(f"the file is not UTF-8 (byte {error.start})") from None
-    rows, problems = read_csv(text) if fmt == "csv" else read_jsonl(text)
-    read = len(rows) + len(problems)
-    limit = profile.max_message_bytes or max_message_bytes
+    rules = rules_for(
+        profile,
+        batch_id=batch_id or default_batch_id(content),
+        recorded_at=recorded_at,
+        max_message_bytes=max_message_bytes,
+    )
     records: list[PreparedRecord] = []
-    first_line: dict[str, int] = {}
-    for row in rows:
-        try:
-            record = _prepare(row, profile, batch, recorded_at, limit)
-        except _RowProblem as problem:
-            problems.append(Problem(row.line, problem.reason))
-            continue
-        earlier = first_line.setdefault(record.record_id, row.line)
-        if earlier != row.line:
-            problems.append(Problem(row.line, f"recordId repeats the one of line {earlier}"))
-            continue
-        records.append(record)
+    problems: list[Problem] = []
+    for checked in check_rows(io.BytesIO(content), fmt, rules, MemoryRecordIds()):
+        if isinstance(checked.outcome, Problem):
+            problems.append(checked.outcome)
+        else:
+            records.append(checked.outcome)
     return Plan(
         tenant=profile.tenant_id,
-        batch_id=batch,
-        rows=read,
+        batch_id=rules.batch_id,
+        rows=len(records) + len(problems),
         records=tuple(records),
         problems=tuple(sorted(problems, key=lambda p: p.line)),
-        limit=limit,
+        limit=rules.limit,
     )
 
 
@@ -491,9 +712,12 @@ class ProgressBar:
         every_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         interactive: bool | None = None,
+        start: int = 0,
     ) -> None:
         self.total = total
-        self.done = 0
+        #: Rows done before this process began (a resumed run); they do not count in rows/s.
+        self.start = start
+        self.done = start
         self.stream = stream
         self.width = width
         self.every_s = every_s
@@ -503,11 +727,12 @@ class ProgressBar:
         self._last_drawn = float("-inf")
 
     @staticmethod
-    def render(done: int, total: int, elapsed_s: float, width: int = 30) -> str:
-        """``[#####-----]  500/1000  50%  250 rows/s  ETA 0:02``."""
+    def render(done: int, total: int, elapsed_s: float, width: int = 30, *, start: int = 0) -> str:
+        """``[#####-----]  500/1000  50%  250 rows/s  ETA 0:02``; the rate counts the rows
+        after ``start`` only."""
         fraction = done / total if total else 1.0
         filled = round(width * fraction)
-        rate = done / elapsed_s if elapsed_s > 0 else 0.0
+        rate = (done - start) / elapsed_s if elapsed_s > 0 else 0.0
         if done >= total:
             eta = "done"
         elif rate > 0:
@@ -531,7 +756,9 @@ class ProgressBar:
 
     def _draw(self, now: float) -> None:
         self._last_drawn = now
-        line = "backfill " + self.render(self.done, self.total, now - self.started, self.width)
+        line = "backfill " + self.render(
+            self.done, self.total, now - self.started, self.width, start=self.start
+        )
         if self.interactive:
             end = "\n" if self.done >= self.total else ""
             self.stream.write(f"\r{line}{end}")
@@ -540,59 +767,115 @@ class ProgressBar:
         self.stream.flush()
 
 
-def headers_for(plan: Plan, traceparent: str) -> dict[str, str]:
+def headers_for(batch_id: str, traceparent: str) -> dict[str, str]:
     """What travels with every record of a run: JSON, the run's correlation id, a span
     of the run's trace."""
     return {
         h.CONTENT_TYPE: "application/json",
-        h.CORRELATION_ID: f"backfill:{plan.batch_id}",
+        h.CORRELATION_ID: f"backfill:{batch_id}",
         h.TRACEPARENT: child_traceparent(traceparent),
     }
 
 
-async def send(
-    plan: Plan,
-    *,
-    bootstrap: str,
-    topic: str,
-    batch_size: int = 500,
-    progress: ProgressBar | None = None,
-) -> int:
-    """Produce the plan's records to ``topic`` (acks=all, idempotent), one batch at a
-    time, each confirmed before the next starts; the number confirmed. A failure raises
-    after the confirmed ones: re-running the file is safe (same event ids)."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=20,
-        max_request_size=max(SERVICE_MAX_MESSAGE_BYTES, plan.limit + 64 * 1024),
-        client_id="cayg-backfill",
-    )
-    await producer.start()
-    trace = new_traceparent()
-    confirmed = 0
-    try:
-        for start in range(0, len(plan.records), batch_size):
-            chunk = plan.records[start : start + batch_size]
-            pending = []
-            for record in chunk:
-                headers = headers_for(plan, trace)
-                pending.append(
-                    await producer.send(
-                        topic,
-                        record.value,
-                        key=record.key,
-                        headers=[(name, text.encode()) for name, text in headers.items()],
-                    )
+@dataclass(frozen=True)
+class Chunk:
+    """Records sent and acknowledged together, and where the rows they came from end."""
+
+    records: tuple[PreparedRecord, ...]
+    end: Position
+    skipped: int
+
+
+def chunked(checked: Iterable[Checked], size: int, *, skip_invalid: bool) -> Iterator[Chunk]:
+    """``size`` records at a time; invalid rows are passed over only with ``skip_invalid``.
+
+    The send pass reads a file the check pass found valid; a problem there without
+    ``skip_invalid`` means the file changed in between, and the run stops.
+    """
+    records: list[PreparedRecord] = []
+    skipped = 0
+    end: Position | None = None
+    for item in checked:
+        if isinstance(item.outcome, Problem):
+            if not skip_invalid:
+                raise BackfillError(
+                    f"{item.outcome} — the file changed after it was checked; nothing "
+                    "past the last confirmed chunk was sent"
                 )
-            await asyncio.gather(*pending)
-            confirmed += len(chunk)
-            if progress is not None:
-                progress.advance(len(chunk))
-    finally:
-        await producer.stop()
-    return confirmed
+            skipped += 1
+        else:
+            records.append(item.outcome)
+        end = item.end
+        if len(records) >= size:
+            yield Chunk(tuple(records), end, skipped)
+            records, skipped = [], 0
+    if end is not None and (records or skipped):
+        yield Chunk(tuple(records), end, skipped)
+
+
+class Outlet(Protocol):
+    """Where chunks go: every record of a chunk is durable when :meth:`deliver` returns."""
+
+    async def deliver(self, records: Sequence[PreparedRecord]) -> None:
+        """Send ``records`` and wait for every acknowledgement."""
+        ...
+
+
+class KafkaOutlet:
+    """A tenant's SIS topic, with acks=all and an idempotent producer."""
+
+    def __init__(self, *, bootstrap: str, topic: str, batch_id: str, limit: int) -> None:
+        self.topic = topic
+        self.batch_id = batch_id
+        self._trace = new_traceparent()
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=20,
+            max_request_size=max(SERVICE_MAX_MESSAGE_BYTES, limit + 64 * 1024),
+            client_id="cayg-backfill",
+        )
+
+    async def __aenter__(self) -> KafkaOutlet:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._producer.stop()
+
+    async def deliver(self, records: Sequence[PreparedRecord]) -> None:
+        """Hand every record to the producer, then await all their acknowledgements."""
+        pending = []
+        for record in records:
+            headers = headers_for(self.batch_id, self._trace)
+            pending.append(
+                await self._producer.send(
+                    self.topic,
+                    record.value,
+                    key=record.key,
+                    headers=[(name, text.encode()) for name, text in headers.items()],
+                )
+            )
+        await asyncio.gather(*pending)
+
+
+async def send_chunks(
+    chunks: Iterable[Chunk],
+    outlet: Outlet,
+    checkpoint: Checkpoint,
+    on_acknowledged: Callable[[Checkpoint, Chunk], None],
+) -> Checkpoint:
+    """Deliver chunk after chunk; after each acknowledgement the advanced checkpoint goes
+    to ``on_acknowledged`` (which saves it) before the next chunk is read."""
+    for chunk in chunks:
+        if chunk.records:
+            await outlet.deliver(chunk.records)
+        checkpoint = checkpoint.advanced(
+            offset=chunk.end.offset, line=chunk.end.line, records=len(chunk.records)
+        )
+        on_acknowledged(checkpoint, chunk)
+    return checkpoint
 
 
 # --------------------------------------------------------------------------- command
@@ -611,24 +894,93 @@ class Options:
     recorded_at: str | None = None
     max_message_bytes: int = SERVICE_MAX_MESSAGE_BYTES
     batch_size: int = 500
+    resume: bool = False
+    checkpoint: Path | None = None
 
 
-def _report(plan: Plan, file: Path, out: TextIO, err: TextIO) -> None:
-    short = {kind: name for name, kind in SHORT_TYPES.items()}
-    kinds = Counter(short[r.type] for r in plan.records)
-    retro = sum(1 for r in plan.records if r.approach == "retro-award")
-    print(f"backfill {plan.batch_id} of {file.name} for {plan.tenant}", file=out)
-    print(
-        f"  rows: {plan.rows}, valid: {len(plan.records)}, invalid: {len(plan.problems)}",
-        file=out,
-    )
-    if kinds:
-        listed = ", ".join(f"{name} {count}" for name, count in sorted(kinds.items()))
-        print(f"  records: {listed}; retro-awards: {retro}", file=out)
-    for problem in plan.problems[:200]:
+#: Problems printed in full; the rest are counted.
+SHOWN_PROBLEMS: Final = 200
+
+
+@dataclass
+class Tally:
+    """What the check pass found, without keeping the records."""
+
+    rows: int = 0
+    valid: int = 0
+    retro: int = 0
+    problems: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    shown: list[Problem] = field(default_factory=list)
+    duplicate_lines: list[int] = field(default_factory=list)
+
+    def add(self, checked: Checked) -> None:
+        """Count one checked row."""
+        self.rows += 1
+        outcome = checked.outcome
+        if isinstance(outcome, Problem):
+            self.problems += 1
+            if len(self.shown) < SHOWN_PROBLEMS:
+                self.shown.append(outcome)
+            if outcome.reason.startswith("recordId repeats"):
+                self.duplicate_lines.append(outcome.line)
+            return
+        self.valid += 1
+        self.kinds[_SHORT_NAMES[outcome.type]] += 1
+        self.retro += outcome.approach == "retro-award"
+
+
+_SHORT_NAMES: Final = {kind: name for name, kind in SHORT_TYPES.items()}
+
+
+def check_file(path: Path, fmt: FileFormat, rules: RecordRules) -> Tally:
+    """The streaming check pass: every row read, checked and counted, none kept.
+
+    Record ids go to a scratch SQLite file in a temporary directory, removed afterwards.
+    """
+    tally = Tally()
+    with (
+        tempfile.TemporaryDirectory(prefix="cayg-backfill-") as scratch,
+        DiskRecordIds(Path(scratch)) as ids,
+        path.open("rb") as stream,
+    ):
+        for checked in check_rows(stream, fmt, rules, ids):
+            tally.add(checked)
+    return tally
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One invocation, as resolved from its options."""
+
+    options: Options
+    fmt: FileFormat
+    rules: RecordRules
+    checkpoint_path: Path
+    out: TextIO
+    err: TextIO
+
+
+def _report(tally: Tally, run: _Run) -> None:
+    out, err = run.out, run.err
+    tenant = run.rules.profile.tenant_id
+    print(f"backfill {run.rules.batch_id} of {run.options.file.name} for {tenant}", file=out)
+    print(f"  rows: {tally.rows}, valid: {tally.valid}, invalid: {tally.problems}", file=out)
+    if tally.kinds:
+        listed = ", ".join(f"{name} {count}" for name, count in sorted(tally.kinds.items()))
+        print(f"  records: {listed}; retro-awards: {tally.retro}", file=out)
+    for problem in tally.shown:
         print(f"  {problem}", file=err)
-    if len(plan.problems) > 200:
-        print(f"  … and {len(plan.problems) - 200} more problems", file=err)
+    if tally.problems > len(tally.shown):
+        print(f"  … and {tally.problems - len(tally.shown)} more problems", file=err)
+
+
+class _Refused(Exception):
+    """The run cannot start; the message is the one line to print, ``status`` the exit."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def run(
@@ -639,66 +991,180 @@ def run(
     topic: str,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    outlet: Outlet | None = None,
 ) -> int:
-    """Check the file, then (unless a dry run) send it. Exit status: 0 done (invalid rows
-    skipped only with ``skip_invalid``), 1 invalid rows or a failed send, 2 an unusable
-    file."""
+    """Check the file, then (unless a dry run) send it, or resume an interrupted run.
+
+    Exit status: 0 done (invalid rows skipped only with ``skip_invalid``), 1 invalid rows
+    or a failed send, 2 an unusable file or a checkpoint that cannot be resumed, 130
+    interrupted (the checkpoint lets ``--resume`` go on). ``outlet`` replaces Kafka in tests.
+    """
     out = out or sys.stdout
     err = err or sys.stderr
+    checkpoint_path = options.checkpoint or default_path(options.file, profile.tenant_id)
     try:
-        content = options.file.read_bytes()
         fmt = options.fmt or detect_format(options.file)
-        plan = plan_backfill(
-            content,
-            fmt=fmt,
-            profile=profile,
-            batch_id=options.batch_id,
+        # First pass: the file's identity (and the default batch id), one sequential read.
+        identity = FileIdentity.of(options.file)
+        rules = rules_for(
+            profile,
+            batch_id=options.batch_id or batch_id_of(identity.sha256),
             recorded_at=options.recorded_at,
             max_message_bytes=options.max_message_bytes,
         )
+        settings = RunSettings(
+            tenant=profile.tenant_id,
+            topic=topic,
+            format=fmt,
+            batch_id=rules.batch_id,
+            recorded_at=options.recorded_at,
+            skip_invalid=options.skip_invalid,
+            limit=rules.limit,
+        )
+        resolved = _Run(options, fmt, rules, checkpoint_path, out, err)
+        if options.resume and not options.dry_run:
+            checkpoint = _resumable(resolved, identity, settings)
+        else:
+            checkpoint = _checked(resolved, identity, settings)
+        if checkpoint is None:
+            return 0
+        _save(resolved, checkpoint)
+    except _Refused as refusal:
+        if str(refusal):
+            print(f"cayg backfill: {refusal}", file=err)
+        return refusal.status
     except OSError as error:
         print(f"cayg backfill: cannot read {options.file}: {error.strerror}", file=err)
         return 2
     except BackfillError as error:
         print(f"cayg backfill: {options.file.name} refused: {error}", file=err)
         return 2
-    _report(plan, options.file, out, err)
-    if plan.problems and not options.skip_invalid:
+    except CheckpointError as error:
+        print(f"cayg backfill: {error}", file=err)
+        return 2
+    return _send(resolved, checkpoint, bootstrap, outlet)
+
+
+def _save(run: _Run, checkpoint: Checkpoint) -> None:
+    try:
+        checkpoint_store.save(run.checkpoint_path, checkpoint)
+    except OSError as error:
+        raise _Refused(
+            f"cannot write the checkpoint {run.checkpoint_path}: {error.strerror} "
+            "(give --checkpoint PATH somewhere writable)"
+        ) from None
+
+
+def _checked(run: _Run, identity: FileIdentity, settings: RunSettings) -> Checkpoint | None:
+    """The check pass and its report; the fresh checkpoint to send from, or None when
+    there is nothing to send (raises :class:`_Refused` with status 1 on invalid rows)."""
+    options, out = run.options, run.out
+    tally = check_file(options.file, run.fmt, run.rules)
+    _report(tally, run)
+    if tally.problems and not options.skip_invalid:
         print(
             "  nothing sent: fix the rows above, or add --skip-invalid to send the valid ones",
             file=out,
         )
-        return 1
+        raise _Refused("", status=1)  # the report above says it all
     if options.dry_run:
-        print(f"  dry run: nothing sent (would send {len(plan.records)} to {topic})", file=out)
-        return 0
-    if not plan.records:
+        print(f"  dry run: nothing sent (would send {tally.valid} to {settings.topic})", file=out)
+        return None
+    if not tally.valid:
         print("  nothing to send", file=out)
-        return 0
-    progress = ProgressBar(len(plan.records), stream=err)
-    started = time.monotonic()
-    try:
-        sent = asyncio.run(
-            send(
-                plan,
-                bootstrap=bootstrap,
-                topic=topic,
-                batch_size=options.batch_size,
-                progress=progress,
-            )
+        return None
+    return Checkpoint(
+        file=identity,
+        settings=settings,
+        records=tally.valid,
+        duplicate_lines=tuple(tally.duplicate_lines),
+    )
+
+
+def _resumable(run: _Run, identity: FileIdentity, settings: RunSettings) -> Checkpoint | None:
+    """The saved checkpoint, if it continues a run of this very file with these settings."""
+    path, out = run.checkpoint_path, run.out
+    saved = checkpoint_store.load(path)
+    if saved is None:
+        raise _Refused(f"no checkpoint at {path} to resume: run without --resume")
+    refusal = saved.refusal(identity, settings)
+    if refusal is not None:
+        raise _Refused(f"cannot resume: {refusal}")
+    if saved.complete:
+        print(
+            f"backfill {settings.batch_id}: all {saved.sent} records were already sent "
+            f"(checkpoint {path})",
+            file=out,
         )
+        return None
+    print(
+        f"backfill {settings.batch_id} of {Path(identity.path).name} for {settings.tenant}: "
+        f"resuming after line {saved.line} ({saved.sent} of {saved.records} records sent "
+        "and acknowledged)",
+        file=out,
+    )
+    return saved
+
+
+def _send(run: _Run, checkpoint: Checkpoint, bootstrap: str, outlet: Outlet | None) -> int:
+    """The send pass, from the checkpoint's position; the checkpoint saved per chunk."""
+    options, rules, checkpoint_path = run.options, run.rules, run.checkpoint_path
+    out, err = run.out, run.err
+    progress = ProgressBar(checkpoint.records, stream=err, start=checkpoint.sent)
+    state = [checkpoint]
+
+    def acknowledged(advanced: Checkpoint, chunk: Chunk) -> None:
+        checkpoint_store.save(checkpoint_path, advanced)
+        state[0] = advanced
+        progress.advance(len(chunk.records))
+
+    async def deliver_all() -> Checkpoint:
+        with options.file.open("rb") as stream:
+            rows = check_rows(
+                stream,
+                run.fmt,
+                rules,
+                KnownDuplicates(checkpoint.duplicate_lines),
+                Position(checkpoint.offset, checkpoint.line),
+            )
+            chunks = chunked(rows, options.batch_size, skip_invalid=options.skip_invalid)
+            if outlet is not None:
+                return await send_chunks(chunks, outlet, checkpoint, acknowledged)
+            async with KafkaOutlet(
+                bootstrap=bootstrap,
+                topic=checkpoint.settings.topic,
+                batch_id=rules.batch_id,
+                limit=rules.limit,
+            ) as kafka:
+                return await send_chunks(chunks, kafka, checkpoint, acknowledged)
+
+    started = time.monotonic()
+    resume_hint = f"  `--resume` goes on after line {{line}} (checkpoint {checkpoint_path})"
+    try:
+        finished = asyncio.run(deliver_all())
+    except KeyboardInterrupt:
+        print(
+            f"\ncayg backfill: interrupted after {state[0].sent} confirmed records\n"
+            + resume_hint.format(line=state[0].line),
+            file=err,
+        )
+        return 130
     except Exception as error:  # noqa: BLE001 - any Kafka failure ends the run with advice
         print(
-            f"cayg backfill: sending failed after {progress.done} confirmed records: "
+            f"cayg backfill: sending failed after {state[0].sent} confirmed records: "
             f"{type(error).__name__}: {str(error)[:300]}\n"
-            "  re-running the same file is safe: it sends the same event ids",
+            + resume_hint.format(line=state[0].line)
+            + "\n  re-sending is safe either way: the same rows get the same event ids",
             file=err,
         )
         return 1
+    checkpoint_store.save(checkpoint_path, finished.model_copy(update={"complete": True}))
+    sent = finished.sent - checkpoint.sent
     seconds = max(time.monotonic() - started, 1e-9)
+    total = f" ({finished.sent} in all)" if checkpoint.sent else ""
     print(
-        f"  sent {sent} records to {topic} in {seconds:.1f} s ({sent / seconds:,.0f} rows/s); "
-        "re-running this file sends the same event ids",
+        f"  sent {sent} records to {finished.settings.topic} in {seconds:.1f} s "
+        f"({sent / seconds:,.0f} rows/s){total}; re-running this file sends the same event ids",
         file=out,
     )
     return 0

@@ -4,7 +4,8 @@
     cayg dlq list [--stage S]         parked messages with their reasons
     cayg dlq replay [--stage S] [--reason R] [--yes]
                                       send parked messages back to where they came from
-    cayg backfill FILE --tenant T     feed historic awards/definitions (CSV or JSONL)
+    cayg backfill FILE --tenant T [--resume]
+                                      feed historic awards/definitions (CSV or JSONL)
     cayg published --tenant T [--target N] [--ctid C] [--learner K] [--state S] [--json]
                                       what publish delivered (or holds back) per document
     cayg reconcile --tenant T [--target N] [--dry-run]
@@ -215,6 +216,8 @@ def _backfill(args: argparse.Namespace, topics: Topics) -> int:
         recorded_at=args.recorded_at,
         max_message_bytes=args.max_message_bytes,
         batch_size=args.batch_size,
+        resume=args.resume,
+        checkpoint=args.checkpoint,
     )
     return backfill.run(options, profile=profile, bootstrap=args.bootstrap, topic=topic)
 
@@ -231,7 +234,9 @@ def _add_backfill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "backfill",
         help="feed historic awards/definitions (CSV or JSONL) through ingest",
         description="Check every row of FILE, then produce them as backfill records to "
-        "sis.events.<tenant>. Re-running the same file sends the same event ids.",
+        "sis.events.<tenant>, in chunks, keeping a checkpoint after each acknowledged one. "
+        "Re-running the same file sends the same event ids; --resume goes on where an "
+        "interrupted run stopped.",
     )
     parser.add_argument("file", type=Path, help="CSV or JSONL file (see deploy/ops/README.md)")
     parser.add_argument("--tenant", required=True, help="the tenant the rows belong to")
@@ -262,6 +267,18 @@ def _add_backfill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument(
         "--batch-size", type=_positive, default=500, help="records confirmed per batch"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on after the last acknowledged batch of an interrupted run of FILE "
+        "(refused when FILE or the options changed)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="where the run's progress is kept (default: FILE.<tenant>.checkpoint.json "
+        "next to FILE)",
     )
 
 
