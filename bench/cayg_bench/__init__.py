@@ -1,0 +1,1 @@
+"""cayg-bench: the benchmark harness of cayg-sync (see docs/BENCHMARKS.md)."""

@@ -1,0 +1,191 @@
+"""``python -m cayg_bench`` (or ``bash bench/run.sh``): run every measurement in one go and
+write the results as JSON and as ``docs/BENCHMARKS.md``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cayg_bench import machine, report, stages
+from cayg_bench.kafka import REPO_ROOT, Broker, start_broker
+from cayg_bench.records import mean_size, sis_records
+
+#: The harness's own broker port (the demo uses 19092, tests pick free ports).
+BENCH_KAFKA_PORT = 19192
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How big each measurement is."""
+
+    records: int
+    e2e_seconds: float
+    backfill_sizes: tuple[int, ...]
+    drain_timeout_s: float
+
+
+MODES = {
+    # CI's smoke test: every section runs, nothing is meant to be a figure.
+    "tiny": Mode(records=60, e2e_seconds=0.1, backfill_sizes=(100,), drain_timeout_s=90),
+    "quick": Mode(
+        records=3_000, e2e_seconds=10, backfill_sizes=(10_000, 100_000), drain_timeout_s=240
+    ),
+    "full": Mode(
+        records=20_000,
+        e2e_seconds=60,
+        backfill_sizes=(10_000, 100_000, 1_000_000),
+        drain_timeout_s=1_800,
+    ),
+}
+SECTIONS = ("raw", "alone", "publish", "scale_out", "e2e", "backfill", "profile")
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    return tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The harness's options."""
+    parser = argparse.ArgumentParser(prog="cayg-bench", description=__doc__)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--tiny", action="store_true", help="smallest sizes (the CI smoke test)")
+    size.add_argument("--quick", action="store_true", help="minutes instead of an hour")
+    parser.add_argument("--bootstrap", help="use this broker instead of starting kafka.sh")
+    parser.add_argument("--kafka-port", type=int, default=BENCH_KAFKA_PORT)
+    parser.add_argument("--keep-kafka", action="store_true", help="leave a started broker up")
+    parser.add_argument("--records", type=int, help="records per stage measurement")
+    parser.add_argument("--e2e-seconds", type=float, help="seconds offered per rate")
+    parser.add_argument("--rates", default="50,200,1000", help="offered events/s, end to end")
+    parser.add_argument("--backfill-sizes", type=_sizes, help="rows, e.g. 10000,100000")
+    parser.add_argument("--drain-timeout", type=float, help="seconds any one drain may take")
+    parser.add_argument(
+        "--only", help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})"
+    )
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results.json")
+    parser.add_argument(
+        "--doc", type=Path, default=REPO_ROOT / "docs" / "BENCHMARKS.md", help="'-' for none"
+    )
+    parser.add_argument("--work", type=Path, default=REPO_ROOT / ".cayg" / "bench")
+    return parser
+
+
+def _say(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the harness; exit 0 when every section produced its figures."""
+    args = build_parser().parse_args(argv)
+    # aiokafka warns while a just-created topic elects its leaders; it retries by itself.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    name = "tiny" if args.tiny else "quick" if args.quick else "full"
+    base = MODES[name]
+    mode = Mode(
+        records=args.records or base.records,
+        e2e_seconds=args.e2e_seconds or base.e2e_seconds,
+        backfill_sizes=args.backfill_sizes or base.backfill_sizes,
+        drain_timeout_s=args.drain_timeout or base.drain_timeout_s,
+    )
+    rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    wanted = set(args.only.split(",")) if args.only else set(SECTIONS)
+    unknown = wanted - set(SECTIONS)
+    if unknown:
+        print(f"cayg-bench: unknown section(s) {sorted(unknown)}", file=sys.stderr)
+        return 2
+    run_id = uuid.uuid4().hex[:8]
+    work = (args.work / run_id).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    command = "bash bench/run.sh " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    results: dict[str, Any] = {
+        "command": command.strip(),
+        "mode": name,
+        "settings": {
+            "records": mode.records,
+            "e2e_seconds": mode.e2e_seconds,
+            "rates": rates,
+            "backfill_sizes": list(mode.backfill_sizes),
+            "drain_timeout_s": mode.drain_timeout_s,
+            "partitions": 3,
+        },
+        "machine": machine.facts(),
+    }
+    broker: Broker | None = None
+    if args.bootstrap:
+        bootstrap = args.bootstrap
+        results["broker"] = {"bootstrap": bootstrap, "source": "given (--bootstrap)"}
+    else:
+        broker = start_broker(args.work / "kafka", args.kafka_port)
+        bootstrap = broker.bootstrap
+        how = "started by kafka.sh" if broker.started_here else "reused (kafka.sh)"
+        results["broker"] = {"bootstrap": bootstrap, "source": how}
+    _say(f"run {run_id} ({name}) against {bootstrap}; work in {work}")
+    ctx = stages.Context(bootstrap, work, run_id, mode.drain_timeout_s)
+    needed = max(mode.records, int(sum(rates) * mode.e2e_seconds) + 1)
+    pool = sis_records(needed)
+    records = pool[: mode.records]
+    results["records"] = {"count": len(records), "mean_bytes": round(mean_size(records), 1)}
+    failures: list[str] = []
+
+    def section(key: str, label: str, run: Callable[[], Any]) -> None:
+        if key not in wanted:
+            return
+        _say(f"{label} …")
+        started = time.monotonic()
+        try:
+            results[key] = run()
+        except Exception as error:  # noqa: BLE001 - one failed section must not lose the rest
+            results[key] = {"error": f"{type(error).__name__}: {error}"[:2000]}
+            failures.append(key)
+        _say(f"{label}: {time.monotonic() - started:.0f} s")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2, default=str))
+
+    try:
+        section("raw", "raw limit (aiokafka passthrough)", lambda: stages.raw_limit(ctx, records))
+        section("alone", "ingest and normalize alone", lambda: stages.services_alone(ctx, records))
+        section("publish", "publish alone", lambda: stages.publish_alone(ctx, "alone"))
+        section(
+            "scale_out",
+            "scale-out (two instances each)",
+            lambda: stages.services_alone(ctx, records, instances=2, stage="scale"),
+        )
+        section(
+            "e2e",
+            "end to end",
+            lambda: stages.end_to_end(ctx, pool, rates, mode.e2e_seconds),
+        )
+        section("backfill", "backfill", lambda: stages.backfill(ctx, mode.backfill_sizes))
+        section("profile", "profile", lambda: stages.profile(ctx, records, _slowest(results)))
+    finally:
+        if broker is not None and not args.keep_kafka:
+            broker.stop()
+    results["failed_sections"] = failures
+    args.out.write_text(json.dumps(results, indent=2, default=str))
+    if str(args.doc) != "-":
+        args.doc.parent.mkdir(parents=True, exist_ok=True)
+        args.doc.write_text(report.markdown(results))
+        _say(f"wrote {args.doc}")
+    _say(f"wrote {args.out}")
+    return 1 if failures else 0
+
+
+def _slowest(results: dict[str, Any]) -> str:
+    """Ingest or normalize, whichever moved fewer records per second alone."""
+    alone = results.get("alone", {})
+    try:
+        ingest = float(alone["ingest"]["records_per_s"])
+        normalize = float(alone["normalize"]["records_per_s"])
+    except (KeyError, TypeError, ValueError):
+        return "ingest"
+    return "ingest" if ingest <= normalize else "normalize"

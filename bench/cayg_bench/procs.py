@@ -1,0 +1,180 @@
+"""The services (and stand-ins) as OS processes, the way an operator runs them, with their
+memory read from ``/proc``.
+
+Each process is configured only through its environment (``CAYG_<SERVICE>_…``), logs to a
+file, and is ready when its ready URL answers. Peak memory is the kernel's high-water mark
+(``VmHWM``), read just before the process is stopped, so nothing between samples is missed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+import httpx
+
+from cayg_bench.kafka import REPO_ROOT
+
+TENANTS_FILE: Final = REPO_ROOT / "deploy" / "config" / "tenants.json"
+
+
+def free_port() -> int:
+    """A loopback port that is free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """``VmRSS`` and ``VmHWM`` of ``pid`` in KiB (empty once the process is gone)."""
+    found: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                found[name] = int(value.split()[0])
+    return found
+
+
+class Proc:
+    """One long-running process of a measurement."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        log_dir: Path,
+        ready_url: str,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_dir / f"{name}.log"
+        self.ready_url = ready_url
+        self.process: subprocess.Popen[bytes] | None = None
+        self.launched_at = 0.0
+        self.ready_at = 0.0
+        self.peak_rss_kib = 0
+
+    @property
+    def pid(self) -> int:
+        """The process id (the process must have been launched)."""
+        assert self.process is not None
+        return self.process.pid
+
+    def launch(self) -> None:
+        """Start the process; :meth:`wait_ready` waits for it."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.launched_at = time.monotonic()
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        """Block until the ready URL answers below 500."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start-up:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.ready_url, timeout=2).status_code < 500:
+                    self.ready_at = time.monotonic()
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready in {timeout_s} s:\n{self.log_tail()}")
+
+    def sample(self) -> None:
+        """Keep the high-water mark seen so far (also read by :meth:`stop`)."""
+        if self.process is not None and self.process.poll() is None:
+            status = proc_status(self.process.pid)
+            self.peak_rss_kib = max(self.peak_rss_kib, status.get("VmHWM", 0))
+
+    def stop(self, timeout_s: float = 40.0) -> None:
+        """SIGTERM (the graceful path), SIGKILL if it is ignored; records peak RSS first."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.sample()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the process's log, for error messages."""
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_all(procs: Iterable[Proc], timeout_s: float = 90.0) -> None:
+    """Launch every process at once (start-up is mostly imports), then wait for each."""
+    started = list(procs)
+    for proc in started:
+        proc.launch()
+    try:
+        for proc in started:
+            proc.wait_ready(timeout_s)
+    except BaseException:
+        stop_all(started)
+        raise
+
+
+def stop_all(procs: Iterable[Proc]) -> None:
+    """Stop every process (in reverse order of start)."""
+    for proc in reversed(list(procs)):
+        proc.stop()
+
+
+def service(
+    service_name: str,
+    *,
+    bootstrap: str,
+    prefix: str,
+    log_dir: Path,
+    name: str | None = None,
+    group: str | None = None,
+    extra: Mapping[str, str] | None = None,
+    python_args: Sequence[str] = (),
+) -> Proc:
+    """One cayg service (``ingest``, ``normalize``, ``publish``) on topics under ``prefix``."""
+    port = free_port()
+    p = f"CAYG_{service_name.upper()}_"
+    env = {
+        f"{p}KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        f"{p}KAFKA__METADATA_MAX_AGE_MS": "1000",
+        f"{p}TOPIC_PREFIX": prefix,
+        f"{p}GROUP_ID": group or f"{prefix}cayg-{service_name}",
+        f"{p}TENANTS_FILE": str(TENANTS_FILE),
+        f"{p}HTTP_PORT": str(port),
+        **{f"{p}{k}": v for k, v in (extra or {}).items()},
+    }
+    module = python_args or ["-m", f"cayg_{service_name}"]
+    return Proc(
+        name or service_name,
+        [sys.executable, *module],
+        env=env,
+        log_dir=log_dir,
+        ready_url=f"http://127.0.0.1:{port}/readyz",
+    )

@@ -1,0 +1,742 @@
+"""The measurements: each stage alone on a preloaded topic, end to end at offered rates,
+backfill, scale-out and a profile.
+
+Every stage runs on its own topic prefix (``bench-<run>-<stage>.``), so stages never read
+each other's records and a run never reads an earlier run's. Throughput of a service is
+records moved from the moment it is ready until its consumer group's committed offsets reach
+the end of its input (everything it read is then settled, outputs included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from cayg_bench import kafka, raw
+from cayg_bench.procs import (
+    TENANTS_FILE,
+    Proc,
+    free_port,
+    proc_status,
+    service,
+    start_all,
+    stop_all,
+)
+from cayg_bench.records import TENANTS, SisRecord, backfill_rows
+from cayg_ops.demo import Ports, publish_config, standin_components, tenant_secrets
+from cayg_publish.render.openbadges import credential_id
+from cayg_shared.headers import CORRELATION_ID
+from cayg_shared.schema.change import EntityKey
+from cayg_shared.schema.vocab import EntityType
+from cayg_shared.tenants import TenantRegistry
+from cayg_shared.topics import Topics
+
+#: Publish runs as the demo runs it: two lanes, so the registry never holds up the CLR host.
+PUBLISH_LANES: Final = {"registry": "*-registry", "clr": "*-clr"}
+_DOCUMENTS: Final = re.compile(r"^cayg_publish_documents\{([^}]*)\}\s+(\S+)$", re.MULTILINE)
+_STATE: Final = re.compile(r'state="([^"]*)"')
+
+
+@dataclass
+class Context:
+    """What every stage needs: the broker, a work directory, this run's id and limits."""
+
+    bootstrap: str
+    work: Path
+    run_id: str
+    drain_timeout_s: float
+
+    def topics(self, stage: str) -> Topics:
+        """The topic namespace of one stage of this run."""
+        return Topics(f"bench-{self.run_id}-{stage}.")
+
+    def logs(self, stage: str) -> Path:
+        """Where a stage's processes log."""
+        path = self.work / "logs" / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _all_topics(topics: Topics) -> list[str]:
+    return [topics.sis(t) for t in TENANTS] + [
+        topics.ingested,
+        topics.normalized,
+        topics.ingest_dlq,
+        topics.normalize_dlq,
+        topics.publish_dlq,
+    ]
+
+
+async def preload(ctx: Context, topics: Topics, records: Sequence[SisRecord]) -> None:
+    """Create the stage's topics (3 partitions each) and write ``records`` to its SIS topics."""
+    await kafka.create_topics(ctx.bootstrap, _all_topics(topics))
+    await kafka.produce_all(ctx.bootstrap, [r.to(topics) for r in records])
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- raw limit
+
+
+def raw_limit(ctx: Context, records: Sequence[SisRecord]) -> dict[str, Any]:
+    """Batched and per-record aiokafka passthrough over the same records."""
+    topics = ctx.topics("raw")
+    asyncio.run(preload(ctx, topics, records))
+    sources = [topics.sis(t) for t in TENANTS]
+    out: dict[str, Any] = {}
+    for variant, batched in (("batched", True), ("per_record", False)):
+        out[variant] = asyncio.run(
+            raw.passthrough(
+                ctx.bootstrap,
+                sources,
+                f"{topics.prefix}raw.{variant}",
+                f"{topics.prefix}raw-{variant}",
+                batched=batched,
+                timeout_s=ctx.drain_timeout_s,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- services alone
+
+
+def _drain(
+    ctx: Context, procs: Sequence[Proc], group: str, inputs: Sequence[str]
+) -> dict[str, Any]:
+    """Start ``procs`` (one service, one or more instances) on preloaded ``inputs`` and time
+    them until ``group`` has committed everything (commits watched from launch)."""
+    ends = asyncio.run(kafka.end_offsets(ctx.bootstrap, inputs))
+    sampler = _Sampler(procs)
+
+    async def run() -> kafka.Progress:
+        for proc in procs:
+            proc.launch()
+        watching = asyncio.create_task(
+            kafka.watch_commits(ctx.bootstrap, group, ends, timeout_s=ctx.drain_timeout_s)
+        )
+        for proc in procs:
+            await asyncio.to_thread(proc.wait_ready)
+        sampler.start()
+        return await watching
+
+    try:
+        progress = asyncio.run(run())
+    finally:
+        if sampler.started:
+            sampler.stop()
+        stop_all(procs)
+    launched = min(p.launched_at for p in procs)
+    rate, seconds = progress.rate(launched)
+    return {
+        "instances": len(procs),
+        "records": progress.total - progress.behind,
+        "records_offered": progress.total,
+        "drained": progress.behind == 0,
+        "seconds": round(seconds, 3),
+        "records_per_s": round(rate, 1),
+        "launch_to_done_s": round(progress.done_at - launched, 2),
+        "startup_s": round(max(p.ready_at for p in procs) - launched, 2),
+        "peak_rss_mib": {p.name: round(p.peak_rss_kib / 1024, 1) for p in procs},
+    }
+
+
+class _Sampler:
+    """Reads every process's memory high-water mark once a second while a stage runs (the
+    last reading before a process stops is taken by ``Proc.stop`` itself)."""
+
+    def __init__(self, procs: Sequence[Proc]) -> None:
+        self.procs = list(procs)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.started = False
+
+    def start(self) -> None:
+        self._thread.start()
+        self.started = True
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            for proc in self.procs:
+                proc.sample()
+
+
+def services_alone(
+    ctx: Context, records: Sequence[SisRecord], *, instances: int = 1, stage: str = "alone"
+) -> dict[str, Any]:
+    """Ingest on preloaded SIS topics, then normalize on what ingest wrote: each alone."""
+    topics = ctx.topics(stage)
+    asyncio.run(preload(ctx, topics, records))
+    logs = ctx.logs(stage)
+    ingest = [
+        service(
+            "ingest",
+            bootstrap=ctx.bootstrap,
+            prefix=topics.prefix,
+            log_dir=logs,
+            name=f"ingest-{i}",
+        )
+        for i in range(instances)
+    ]
+    result = {
+        "ingest": _drain(
+            ctx, ingest, f"{topics.prefix}cayg-ingest", [topics.sis(t) for t in TENANTS]
+        )
+    }
+    normalize = [
+        service(
+            "normalize",
+            bootstrap=ctx.bootstrap,
+            prefix=topics.prefix,
+            log_dir=logs,
+            name=f"normalize-{i}",
+        )
+        for i in range(instances)
+    ]
+    result["normalize"] = _drain(
+        ctx, normalize, f"{topics.prefix}cayg-normalize", [topics.ingested]
+    )
+    return result
+
+
+# --------------------------------------------------------------------------- publish
+
+
+@dataclass
+class PublishStack:
+    """The two stand-ins and publish's lanes on one topic prefix."""
+
+    standins: list[Proc]
+    lanes: list[Proc]
+    clr_db: Path
+
+
+def publish_stack(ctx: Context, topics: Topics, stage: str) -> PublishStack:
+    """Stand-ins and publish lanes configured as the demo configures them (fresh state)."""
+    base = ctx.work / stage
+    base.mkdir(parents=True, exist_ok=True)
+    registry = TenantRegistry.load(TENANTS_FILE)
+    tenants = tenant_secrets(base, registry)
+    ports = Ports(registry=free_port(), clr=free_port())
+    targets = publish_config(base, tenants, registry, ports)
+    logs = ctx.logs(stage)
+    standins = [
+        Proc(c.name, c.argv, env=c.env, log_dir=logs, ready_url=c.ready_url)
+        for c in standin_components(base, tenants, ports)
+    ]
+    lanes = [
+        service(
+            "publish",
+            bootstrap=ctx.bootstrap,
+            prefix=topics.prefix,
+            log_dir=logs,
+            name=f"publish-{lane}",
+            extra={
+                "TARGETS_FILE": str(targets),
+                "LANE": lane,
+                "LANE_TARGETS": json.dumps([pattern]),
+                "RETRY_FIRST_S": "2",
+                "RETRY_MAX_S": "10",
+            },
+        )
+        for lane, pattern in PUBLISH_LANES.items()
+    ]
+    return PublishStack(standins, lanes, base / "clr" / "clr.sqlite3")
+
+
+def _owed(lane: Proc) -> int:
+    """Documents a lane still has to deliver (dirty or failing), from its ``/metrics``."""
+    url = lane.ready_url.replace("/readyz", "/metrics")
+    try:
+        text = httpx.get(url, timeout=5).text
+    except httpx.HTTPError:
+        return -1
+    owed = 0
+    for labels, value in _DOCUMENTS.findall(text):
+        state = _STATE.search(labels)
+        if state and state.group(1) in ("dirty", "failing"):
+            owed += int(float(value))
+    return owed
+
+
+def clr_writes(db: Path) -> list[tuple[float, float, list[str]]]:
+    """Every record the CLR stand-in holds: (first written, last written, the award
+    credential ids inside it), times as Unix seconds."""
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT created_at, updated_at, body_json FROM credentials WHERE api = 'clr'"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [
+        (
+            datetime.fromisoformat(created).timestamp(),
+            datetime.fromisoformat(updated).timestamp(),
+            _award_ids(json.loads(body)),
+        )
+        for created, updated, body in rows
+    ]
+
+
+def _award_ids(body: Any) -> list[str]:
+    """Ids of the AchievementCredentials nested in a ClrCredential (wherever they sit)."""
+    found: list[str] = []
+    if isinstance(body, dict):
+        for name, value in body.items():
+            if name == "verifiableCredential" and isinstance(value, list):
+                found += [str(v["id"]) for v in value if isinstance(v, dict) and "id" in v]
+            else:
+                found += _award_ids(value)
+    elif isinstance(body, list):
+        for item in body:
+            found += _award_ids(item)
+    return found
+
+
+def wait_publish_idle(
+    ctx: Context, stack: PublishStack, topics: Topics, settle_s: float = 6.0
+) -> dict[str, Any]:
+    """Wait until each lane has committed everything and owes nothing, and the CLR host's
+    records have stopped changing for ``settle_s`` (longer than the gauge's refresh)."""
+    ends = asyncio.run(kafka.end_offsets(ctx.bootstrap, [topics.normalized]))
+    deadline = time.monotonic() + ctx.drain_timeout_s
+    behind = 0
+    for lane in PUBLISH_LANES:
+        _, behind_lane = asyncio.run(
+            kafka.wait_committed(
+                ctx.bootstrap,
+                f"{topics.prefix}cayg-publish.{lane}",
+                ends,
+                timeout_s=max(1.0, deadline - time.monotonic()),
+            )
+        )
+        behind += behind_lane
+    last: tuple[int, float] | None = None
+    stable_since = time.monotonic()
+    owed = -1
+    while time.monotonic() < deadline:
+        writes = clr_writes(stack.clr_db)
+        state = (len(writes), max((w[1] for w in writes), default=0.0))
+        owed = sum(max(0, _owed(lane)) for lane in stack.lanes)
+        if state != last:
+            last, stable_since = state, time.monotonic()
+        elif owed == 0 and time.monotonic() - stable_since >= settle_s:
+            break
+        time.sleep(1.0)
+    return {"behind": behind, "owed": owed, "idle": behind == 0 and owed == 0}
+
+
+def publish_alone(ctx: Context, source_stage: str = "alone") -> dict[str, Any]:
+    """Publish (both lanes) with the stand-ins on what normalize wrote in ``source_stage``."""
+    topics = ctx.topics(source_stage)
+    changes = asyncio.run(_read_changes(ctx.bootstrap, topics.normalized))
+    awards = sum(1 for c in changes if c["entity_type"] == EntityType.CREDENTIAL_AWARD.value)
+    stack = publish_stack(ctx, topics, "publish")
+    start_all(stack.standins)
+    sampler = _Sampler(stack.lanes)
+    try:
+        start_all(stack.lanes)
+        sampler.start()
+        ready = max(p.ready_at for p in stack.lanes)
+        ready_wall = time.time() - (time.monotonic() - ready)
+        idle = wait_publish_idle(ctx, stack, topics)
+    finally:
+        sampler.stop()
+        stop_all(stack.lanes)
+        stop_all(stack.standins)
+    writes = clr_writes(stack.clr_db)
+    last_write = max((w[1] for w in writes), default=ready_wall)
+    delivered = len({a for w in writes for a in w[2]})
+    seconds = last_write - ready_wall
+    return {
+        "changes": len(changes),
+        "awards": awards,
+        "awards_in_clr_records": delivered,
+        "clr_records": len(writes),
+        "seconds_to_last_clr_write": round(seconds, 3),
+        "awards_per_s": _rate(delivered, seconds),
+        "idle": idle,
+        "peak_rss_mib": {p.name: round(p.peak_rss_kib / 1024, 1) for p in stack.lanes},
+        "measured": "from both lanes ready to the CLR stand-in's last write (its updated_at)",
+    }
+
+
+async def _read_changes(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """The entity keys of every change on ``topic``."""
+    ends = await kafka.end_offsets(bootstrap, [topic])
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out: list[dict[str, Any]] = []
+    try:
+        live = [tp for tp, end in ends.items() if end > 0]
+        consumer.assign(live)
+        await consumer.seek_to_beginning(*live)
+        remaining = set(live)
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, got in batch.items():
+                out += [json.loads(r.value)["entity_key"] for r in got if r.value]
+                if got and got[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return out
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float | int]:
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        cuts = [ordered[0]] * 99
+    else:
+        cuts = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {
+        "count": len(ordered),
+        "p50_ms": round(cuts[49] * 1000, 1),
+        "p95_ms": round(cuts[94] * 1000, 1),
+        "p99_ms": round(cuts[98] * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
+    }
+
+
+class _Watcher:
+    """Reads ``cayg.normalized.v1`` from its end while records are offered and notes when
+    each correlation id first arrives, and which award credentials each one caused."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.arrived: dict[str, float] = {}
+        self.awards: dict[str, str] = {}
+        self._stop = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = [TopicPartition(self.topic, p) for p in range(kafka.PARTITIONS)]
+            consumer.assign(parts)
+            await consumer.seek_to_end(*parts)
+            for tp in parts:
+                await consumer.position(tp)
+            self.ready.set()
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=100)
+                now = time.time()
+                for records in batch.values():
+                    for r in records:
+                        self._note(r.headers, r.value, now)
+        finally:
+            await consumer.stop()
+
+    def _note(self, headers: Sequence[tuple[str, bytes]], value: bytes | None, now: float) -> None:
+        tag = next((v.decode() for k, v in headers if k == CORRELATION_ID), None)
+        if tag is None:
+            return
+        self.arrived.setdefault(tag, now)
+        if value:
+            key = json.loads(value)["entity_key"]
+            if key["entity_type"] == EntityType.CREDENTIAL_AWARD.value:
+                entity = EntityKey.model_validate(key)
+                self.awards[credential_id(entity.tenant, str(entity))] = tag
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def _offer(
+    bootstrap: str, topics: Topics, records: Sequence[SisRecord], rate: float
+) -> dict[str, float]:
+    """Send ``records`` at ``rate`` per second; the wall time each was handed to the client."""
+    client = kafka.producer(bootstrap, linger_ms=1)
+    await client.start()
+    sent: dict[str, float] = {}
+    pending = []
+    try:
+        t0 = time.monotonic()
+        for n, record in enumerate(records):
+            delay = t0 + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            topic, key, value, headers = record.to(topics)
+            sent[record.correlation_id] = time.time()
+            pending.append(
+                await client.send(
+                    topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
+                )
+            )
+        await asyncio.gather(*pending)
+        achieved = len(records) / (time.monotonic() - t0)
+    finally:
+        await client.stop()
+    sent["__achieved_rate__"] = achieved
+    return sent
+
+
+async def _offer_and_watch(
+    ctx: Context, topics: Topics, records: Sequence[SisRecord], rate: float
+) -> tuple[dict[str, float], float]:
+    sent = await _offer(ctx.bootstrap, topics, records, rate)
+    achieved = sent.pop("__achieved_rate__")
+    # Everything offered is settled once ingest, then normalize, have committed to the end.
+    for group, inputs in (
+        (f"{topics.prefix}cayg-ingest", [topics.sis(t) for t in TENANTS]),
+        (f"{topics.prefix}cayg-normalize", [topics.ingested]),
+    ):
+        ends = await kafka.end_offsets(ctx.bootstrap, inputs)
+        await kafka.wait_committed(ctx.bootstrap, group, ends, timeout_s=ctx.drain_timeout_s)
+    await asyncio.sleep(0.5)
+    return sent, achieved
+
+
+def end_to_end(
+    ctx: Context, records: Sequence[SisRecord], rates: Sequence[int], seconds: float
+) -> dict[str, Any]:
+    """The whole pipeline at each offered rate for ``seconds``, one rate after another."""
+    topics = ctx.topics("e2e")
+    asyncio.run(kafka.create_topics(ctx.bootstrap, _all_topics(topics)))
+    logs = ctx.logs("e2e")
+    stack = publish_stack(ctx, topics, "e2e")
+    pipeline = [
+        service("ingest", bootstrap=ctx.bootstrap, prefix=topics.prefix, log_dir=logs),
+        service("normalize", bootstrap=ctx.bootstrap, prefix=topics.prefix, log_dir=logs),
+    ]
+    everything = [*stack.standins, *pipeline, *stack.lanes]
+    start_all(stack.standins)
+    sampler = _Sampler([*pipeline, *stack.lanes])
+    runs: list[dict[str, Any]] = []
+    all_sent: dict[str, float] = {}
+    awards: dict[str, str] = {}
+    try:
+        start_all([*pipeline, *stack.lanes])
+        sampler.start()
+        offset = 0
+        for rate in rates:
+            batch = records[offset : offset + int(rate * seconds)]
+            offset += len(batch)
+
+            async def one(
+                batch: Sequence[SisRecord] = batch, rate: int = rate
+            ) -> tuple[dict[str, float], float, dict[str, float], dict[str, str]]:
+                watcher = _Watcher(ctx.bootstrap, topics.normalized)
+                task = asyncio.create_task(watcher.run())
+                await watcher.ready.wait()
+                try:
+                    sent, achieved = await _offer_and_watch(ctx, topics, batch, rate)
+                finally:
+                    watcher.stop()
+                    await task
+                return sent, achieved, watcher.arrived, watcher.awards
+
+            sent, achieved, arrived, seen_awards = asyncio.run(one())
+            all_sent.update(sent)
+            awards.update(seen_awards)
+            latencies = [arrived[t] - sent[t] for t in sent if t in arrived]
+            runs.append(
+                {
+                    "offered_per_s": rate,
+                    "achieved_offer_per_s": round(achieved, 1),
+                    "records": len(batch),
+                    "to_normalized": {
+                        **_percentiles(latencies),
+                        "missing": len(batch) - len(latencies),
+                    },
+                    "_tags": set(sent),
+                }
+            )
+        idle = wait_publish_idle(ctx, stack, topics)
+    finally:
+        sampler.stop()
+        stop_all(everything)
+    writes = clr_writes(stack.clr_db)
+    for run in runs:
+        tags = run.pop("_tags")
+        lags = []
+        for created, _updated, ids in writes:
+            produced = [all_sent[awards[i]] for i in ids if i in awards and awards[i] in tags]
+            if produced:
+                lags.append(created - min(produced))
+        run["to_clr_write"] = _percentiles(lags)
+    return {
+        "seconds_per_rate": seconds,
+        "runs": runs,
+        "publish_idle": idle,
+        "peak_rss_mib": {p.name: round(p.peak_rss_kib / 1024, 1) for p in everything},
+        "clr_measured": "per learner record: its first write on the CLR stand-in (created_at) "
+        "minus the produce time of the earliest award of this rate it holds",
+    }
+
+
+# --------------------------------------------------------------------------- backfill
+
+
+def backfill(ctx: Context, sizes: Sequence[int]) -> dict[str, Any]:
+    """``cayg backfill`` of JSONL files of each size, with ingest and normalize running:
+    the CLI's wall time and peak RSS, then how long the pipeline takes to drain it."""
+    results = []
+    for size in sizes:
+        topics = ctx.topics(f"backfill{size}")
+        asyncio.run(kafka.create_topics(ctx.bootstrap, _all_topics(topics)))
+        file = ctx.work / f"backfill-{size}.jsonl"
+        with file.open("w") as handle:
+            for line in backfill_rows(size):
+                handle.write(line + "\n")
+        logs = ctx.logs(f"backfill{size}")
+        pipeline = [
+            service("ingest", bootstrap=ctx.bootstrap, prefix=topics.prefix, log_dir=logs),
+            service("normalize", bootstrap=ctx.bootstrap, prefix=topics.prefix, log_dir=logs),
+        ]
+        sampler = _Sampler(pipeline)
+        start_all(pipeline)
+        sampler.start()
+        try:
+            cli = _run_cli(ctx, topics, file, size, logs / "cayg-backfill.log")
+            ready = time.monotonic()
+            drained: dict[str, Any] = {}
+            for name, group, inputs in (
+                ("ingest", f"{topics.prefix}cayg-ingest", [topics.sis("northfield-cc")]),
+                ("normalize", f"{topics.prefix}cayg-normalize", [topics.ingested]),
+            ):
+                ends = asyncio.run(kafka.end_offsets(ctx.bootstrap, inputs))
+                remaining = max(1.0, ctx.drain_timeout_s - (time.monotonic() - ready))
+                done_at, behind = asyncio.run(
+                    kafka.wait_committed(ctx.bootstrap, group, ends, timeout_s=remaining)
+                )
+                total = sum(ends.values())
+                drained[name] = {
+                    "records": total - behind,
+                    "drained": behind == 0,
+                    "seconds_after_cli": round(done_at - ready, 2),
+                }
+        finally:
+            sampler.stop()
+            stop_all(pipeline)
+        results.append(
+            {
+                "rows": size,
+                "file_mib": round(file.stat().st_size / 1_048_576, 1),
+                "cli": cli,
+                "pipeline": drained,
+                "peak_rss_mib": {
+                    "cayg backfill": cli["peak_rss_mib"],
+                    **{p.name: round(p.peak_rss_kib / 1024, 1) for p in pipeline},
+                },
+            }
+        )
+        file.unlink()
+    return {"runs": results}
+
+
+def _run_cli(ctx: Context, topics: Topics, file: Path, rows: int, log: Path) -> dict[str, Any]:
+    """Run ``cayg backfill`` as its own process; wall time, exit code and peak RSS (from
+    ``wait4``'s rusage, and VmHWM sampled while it runs)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "cayg_ops",
+        "--bootstrap",
+        ctx.bootstrap,
+        "--topic-prefix",
+        topics.prefix,
+        "backfill",
+        str(file),
+        "--tenant",
+        "northfield-cc",
+        "--tenants",
+        str(TENANTS_FILE),
+    ]
+    started = time.monotonic()
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    peak = 0
+    while True:
+        pid, status, usage = _wait4_nohang(process.pid)
+        if pid:
+            break
+        peak = max(peak, proc_status(process.pid).get("VmHWM", 0))
+        time.sleep(0.2)
+    wall = time.monotonic() - started
+    process.returncode = _exit_code(status)
+    peak = max(peak, int(usage.ru_maxrss) if usage is not None else 0)
+    return {
+        "exit_code": process.returncode,
+        "wall_s": round(wall, 2),
+        "rows_per_s": round(rows / wall, 1),
+        "peak_rss_mib": round(peak / 1024, 1),
+    }
+
+
+def _wait4_nohang(pid: int) -> tuple[int, int, Any]:
+    return os.wait4(pid, os.WNOHANG)
+
+
+def _exit_code(status: int) -> int:
+    return os.waitstatus_to_exitcode(status)
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def profile(ctx: Context, records: Sequence[SisRecord], which: str) -> dict[str, Any]:
+    """``which`` (ingest or normalize) under pyinstrument on a preloaded topic; top frames."""
+    topics = ctx.topics(f"profile-{which}")
+    asyncio.run(preload(ctx, topics, records))
+    logs = ctx.logs(f"profile-{which}")
+    if which == "normalize":
+        # normalize needs ingest's output first (not profiled).
+        feeder = service("ingest", bootstrap=ctx.bootstrap, prefix=topics.prefix, log_dir=logs)
+        _drain(ctx, [feeder], f"{topics.prefix}cayg-ingest", [topics.sis(t) for t in TENANTS])
+        inputs = [topics.ingested]
+    else:
+        inputs = [topics.sis(t) for t in TENANTS]
+    report = ctx.work / f"profile-{which}.json"
+    proc = service(
+        which,
+        bootstrap=ctx.bootstrap,
+        prefix=topics.prefix,
+        log_dir=logs,
+        name=f"{which}-profiled",
+        python_args=["-m", "cayg_bench.profiled", f"cayg_{which}", str(report)],
+    )
+    proc.env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + (
+        ":" + proc.env["PYTHONPATH"] if proc.env.get("PYTHONPATH") else ""
+    )
+    measured = _drain(ctx, [proc], f"{topics.prefix}cayg-{which}", inputs)
+    for _ in range(50):
+        if report.exists():
+            break
+        time.sleep(0.2)
+    summary = json.loads(report.read_text()) if report.exists() else {"error": "no profile written"}
+    return {"service": which, "run": measured, **summary}
