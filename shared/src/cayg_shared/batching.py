@@ -28,15 +28,23 @@ the way of each guarantee this loop keeps:
 5. if any output failed (broker or producer trouble), rewind each affected partition to its
    first unfinished record, pause ``redelivery_backoff_s`` and read again.
 
+Per-key order: outputs leave in consumption order on one idempotent producer, so they land
+in order. Only when the broker fails an earlier output while acknowledging a later one of
+the same key can a consumer downstream see the later one first and then both again after
+the rewind (B, A, B); publish orders by source version, never by arrival, so this costs a
+redundant apply, not a stale one.
+
 **Transactions: not adopted.** A transactional producer with ``send_offsets_to_transaction``
 would remove the duplicates a crash leaves, but aiokafka sends offsets without the consumer
 group's generation (no KIP-447 fencing), so a zombie after a rebalance can still commit;
 and every downstream consumer (publish, the operator tools) would have to read
-``read_committed``, which is outside these two services. The bound instead: after a crash
-(SIGKILL) a service re-sends at most the outputs of the records it had read but not
-committed — one batch (``batch_max_records`` records) per partition it owned — each with
-the same deterministic event id, so downstream recognises the copies. A graceful stop
-(SIGTERM) finishes and commits the batch in flight and re-sends nothing.
+``read_committed``, which is outside these two services. The bound instead: a batch is
+committed before the next one is read, so after a crash (SIGKILL) a service re-sends at most
+the outputs of the one batch in flight — ``batch_max_records`` records — each with the same
+deterministic event id, so downstream recognises the copies. (A failed commit widens that
+to the batches until the next commit succeeds; it is logged.) A rebalance can also re-send
+the batch in flight on a revoked partition. A graceful stop (SIGTERM) finishes and commits
+the batch in flight and re-sends nothing.
 """
 
 from __future__ import annotations
