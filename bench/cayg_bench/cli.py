@@ -75,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--doc", type=Path, default=REPO_ROOT / "docs" / "BENCHMARKS.md", help="'-' for none"
     )
     parser.add_argument("--work", type=Path, default=REPO_ROOT / ".cayg" / "bench")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="start from the results already in --out and replace only the sections run "
+        "(e.g. --only publish --merge after a change to publish)",
+    )
+    parser.add_argument(
+        "--render", action="store_true", help="only regenerate --doc from --out; run nothing"
+    )
     return parser
 
 
@@ -85,6 +94,9 @@ def _say(text: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the harness; exit 0 when every section produced its figures."""
     args = build_parser().parse_args(argv)
+    if args.render:
+        args.doc.write_text(report.markdown(json.loads(args.out.read_text())))
+        return 0
     # aiokafka warns while a just-created topic elects its leaders; it retries by itself.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     name = "tiny" if args.tiny else "quick" if args.quick else "full"
@@ -107,8 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "bash bench/run.sh " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
+    previous: dict[str, Any] = json.loads(args.out.read_text()) if args.merge else {}
     results: dict[str, Any] = {
-        "command": command.strip(),
+        **previous,
+        "command": previous.get("command", command.strip()),
         "mode": name,
         "settings": {
             "records": mode.records,
@@ -120,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "machine": machine.facts(),
     }
+    if args.merge:
+        results["merged"] = [
+            *previous.get("merged", []),
+            {"command": command.strip(), "sections": sorted(wanted), "machine": results["machine"]},
+        ]
+        results["machine"] = previous.get("machine", results["machine"])
     broker: Broker | None = None
     if args.bootstrap:
         bootstrap = args.bootstrap
@@ -154,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         section("raw", "raw limit (aiokafka passthrough)", lambda: stages.raw_limit(ctx, records))
         section("alone", "ingest and normalize alone", lambda: stages.services_alone(ctx, records))
-        section("publish", "publish alone", lambda: stages.publish_alone(ctx, "alone"))
+        section("publish", "publish alone", lambda: _publish(ctx, records, "alone" in wanted))
         section(
             "scale_out",
             "scale-out (two instances each)",
@@ -170,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if broker is not None and not args.keep_kafka:
             broker.stop()
-    results["failed_sections"] = failures
+    results["failed_sections"] = sorted(
+        {*previous.get("failed_sections", []), *failures} - (wanted - set(failures))
+    )
     args.out.write_text(json.dumps(results, indent=2, default=str))
     if str(args.doc) != "-":
         args.doc.parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +200,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"wrote {args.doc}")
     _say(f"wrote {args.out}")
     return 1 if failures else 0
+
+
+def _publish(ctx: stages.Context, records: Sequence[Any], alone_ran: bool) -> Any:
+    """Publish alone on what normalize wrote in this run's "alone" section; when that section
+    was not run, ingest and normalize first prepare the same input (not measured)."""
+    if not alone_ran:
+        stages.services_alone(ctx, records)
+    return stages.publish_alone(ctx, "alone")
 
 
 def _slowest(results: dict[str, Any]) -> str:

@@ -73,6 +73,7 @@ def markdown(r: dict[str, Any]) -> str:
         "alike, so compare figures with the raw limit of the same run, not across runs.",
         "",
     ]
+    lines += _targets(r, limit)
     lines += _raw(raw)
     lines += _alone(r.get("alone"), limit, "Ingest and normalize alone")
     lines += _alone(r.get("scale_out"), limit, "Scale-out: two instances in one group")
@@ -90,11 +91,75 @@ def markdown(r: dict[str, Any]) -> str:
         + " the batched aiokafka loop on the same records).",
         "",
     ]
+    for merged in r.get("merged", []):
+        lines += [
+            f"Sections {', '.join(merged['sections'])} were re-run on "
+            f"{merged['machine']['date_utc']} at commit `{merged['machine']['git_commit']}` "
+            f"with `{merged['command']}` and merged into these results; their raw-limit "
+            "ratios still refer to the raw limit above.",
+            "",
+        ]
     if r.get("failed_sections"):
         lines += ["## Sections that failed in this run", ""]
         lines += [f"* `{k}`: {_error(r.get(k))}" for k in r["failed_sections"]]
         lines.append("")
     return "\n".join(lines)
+
+
+def _met(ok: bool | None) -> str:
+    return "—" if ok is None else "met" if ok else "**missed**"
+
+
+def _targets(r: dict[str, Any], limit: Any) -> list[str]:
+    """The throughput issue's targets against this run's figures."""
+    rows: list[tuple[str, str, bool | None]] = []
+    alone: Any = r.get("alone")
+    for name in ("ingest", "normalize"):
+        rate = alone.get(name, {}).get("records_per_s") if not _error(alone) else None
+        ok = rate / limit >= 0.6 if isinstance(rate, int | float) and limit else None
+        rows.append((f"{name} ≥ 0.6{TIMES} the batched raw limit", _ratio(rate, limit), ok))
+    e2e: Any = r.get("e2e")
+    p99: Any = None
+    if not _error(e2e):
+        at = [run for run in e2e["runs"] if run["offered_per_s"] == 1000]
+        p99 = at[0]["to_normalized"].get("p99_ms") if at else None
+    rows.append(
+        (
+            "end to end p99 < 250 ms to `cayg.normalized.v1` at 1,000 events/s",
+            f"{_num(p99)} ms",
+            p99 < 250 if isinstance(p99, int | float) else None,
+        )
+    )
+    backfill: Any = r.get("backfill")
+    if not _error(backfill) and backfill["runs"]:
+        biggest = max(backfill["runs"], key=lambda run: run["rows"])
+        services = {
+            k: v for k, v in biggest["peak_rss_mib"].items() if not k.startswith("cayg backfill")
+        }
+        worst = max(services.values(), default=None)
+        rows.append(
+            (
+                f"RSS < 250 MiB per service during the backfill ({biggest['rows']:,} rows here)",
+                f"{_num(worst)} MiB",
+                worst < 250 if isinstance(worst, int | float) else None,
+            )
+        )
+        cli = biggest["peak_rss_mib"].get("cayg backfill")
+        rows.append(
+            (
+                f"backfill CLI < 150 MiB RSS (at 1,000,000 rows; {biggest['rows']:,} here)",
+                f"{_num(cli)} MiB",
+                cli < 150 if isinstance(cli, int | float) else None,
+            )
+        )
+    out = [
+        "## Targets (issue 13) in this run",
+        "",
+        "| target | this run | |",
+        "|---|---:|---|",
+    ]
+    out += [f"| {name} | {value} | {_met(ok)} |" for name, value, ok in rows]
+    return [*out, ""]
 
 
 def _raw(raw: dict[str, Any]) -> list[str]:
@@ -105,7 +170,11 @@ def _raw(raw: dict[str, Any]) -> list[str]:
     return [
         *out,
         "Consume → produce passthrough, at-least-once (nothing committed before its output is "
-        "acknowledged), acks=all, idempotent producer.",
+        "acknowledged), acks=all, idempotent producer, `getmany` of up to 500 records (the "
+        "services' batch size). Records/s here and for the services are the steady state: "
+        "from the consumer group's first commit to its last, counting the records committed "
+        "after the first (start-up and group join excluded; tiny runs, whose first commit "
+        "holds most of the input, are timed from connect/launch instead).",
         "",
         "| variant | records | seconds | records/s |",
         "|---|---:|---:|---:|",
@@ -123,8 +192,8 @@ def _alone(section: Any, limit: Any, title: str) -> list[str]:
         return [*out, f"Failed: {_error(section)}", ""]
     out += [
         "Each service as an OS process (`python -m cayg_<service>`, configured by its "
-        "`CAYG_*` environment) on a preloaded topic; records/s from ready until its consumer "
-        "group's committed offsets reach the end of the input.",
+        "`CAYG_*` environment) on a preloaded topic; records/s until its consumer group's "
+        "committed offsets reach the end of the input (steady state, as for the raw limit).",
         "",
         f"| service | instances | records | seconds | records/s | {TIMES} batched raw limit "
         f"({_num(limit)}/s) | peak RSS |",

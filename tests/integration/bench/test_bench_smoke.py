@@ -1,0 +1,114 @@
+"""The benchmark harness works: its smallest mode runs every section against a real broker
+and writes every figure. Nothing here is timed: the figures only have to exist and be
+positive (a harness that silently measured nothing would read as a result)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+SECTIONS = ("raw", "alone", "publish", "scale_out", "e2e", "backfill", "profile")
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and value > 0
+
+
+@pytest.fixture(scope="module")
+def results(
+    kafka_bootstrap: str, repo_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], str]:
+    """One tiny run of ``bash bench/run.sh`` against the session's broker."""
+    work = tmp_path_factory.mktemp("bench")
+    out, doc = work / "results.json", work / "BENCHMARKS.md"
+    run = subprocess.run(
+        [
+            "bash",
+            str(repo_root / "bench" / "run.sh"),
+            "--tiny",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--out",
+            str(out),
+            "--doc",
+            str(doc),
+            "--work",
+            str(work / "state"),
+        ],
+        cwd=repo_root,
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    return json.loads(out.read_text()), doc.read_text()
+
+
+def test_every_section_is_present_without_errors(results: tuple[dict[str, Any], str]) -> None:
+    data, _ = results
+    assert data["failed_sections"] == []
+    for section in SECTIONS:
+        assert section in data, section
+        assert "error" not in data[section], data[section]
+
+
+def test_raw_limit_and_services_have_positive_throughput(
+    results: tuple[dict[str, Any], str],
+) -> None:
+    data, _ = results
+    for variant in ("batched", "per_record"):
+        assert data["raw"][variant]["records"] == data["records"]["count"]
+        assert _positive(data["raw"][variant]["records_per_s"])
+    for section in ("alone", "scale_out"):
+        for name in ("ingest", "normalize"):
+            figure = data[section][name]
+            assert figure["drained"], (section, name, figure)
+            assert _positive(figure["records_per_s"]), (section, name, figure)
+            assert all(_positive(v) for v in figure["peak_rss_mib"].values())
+    assert data["scale_out"]["ingest"]["instances"] == 2
+    assert _positive(data["publish"]["awards_per_s"])
+    assert data["publish"]["idle"]["idle"]
+
+
+def test_end_to_end_has_latencies_at_every_rate(results: tuple[dict[str, Any], str]) -> None:
+    data, _ = results
+    runs = data["e2e"]["runs"]
+    assert [run["offered_per_s"] for run in runs] == [50, 200, 1000]
+    for run in runs:
+        assert run["to_normalized"]["missing"] == 0, run
+        assert _positive(run["to_normalized"]["p99_ms"]), run
+    # At least one learner record reached the CLR stand-in and was matched to its award.
+    assert any(_positive(run["to_clr_write"].get("p50_ms")) for run in runs), runs
+
+
+def test_backfill_and_profile(results: tuple[dict[str, Any], str]) -> None:
+    data, _ = results
+    for run in data["backfill"]["runs"]:
+        assert run["cli"]["exit_code"] == 0
+        assert _positive(run["cli"]["wall_s"])
+        assert run["pipeline"]["ingest"]["drained"], run
+        assert run["pipeline"]["normalize"]["records"] == run["rows"], run
+        assert all(_positive(v) for v in run["peak_rss_mib"].values()), run
+    profile = data["profile"]
+    assert profile["service"] in ("ingest", "normalize")
+    assert profile["top_self"], profile
+    assert _positive(profile["sampled_s"])
+
+
+def test_the_document_shows_the_machine_and_the_command(
+    results: tuple[dict[str, Any], str],
+) -> None:
+    data, doc = results
+    assert data["command"] in doc
+    assert f"| CPUs (nproc) | {data['machine']['nproc']} |" in doc
+    for heading in ("## Raw limit", "## End to end", "## Backfill", "## Profile"):
+        assert heading in doc
