@@ -12,7 +12,15 @@ from pydantic import ValidationError
 
 from cayg_shared.ids import ctid
 from cayg_shared.schema import CtdlCredentialType
-from cayg_shared.tenants import TenantRegistry, UnknownTypePolicy, normalize_code
+from cayg_shared.tenants import (
+    DEFAULT_DESCRIPTION_TEMPLATE,
+    MappingDefaults,
+    MissingDescriptionPolicy,
+    TenantRegistry,
+    UnknownTypePolicy,
+    normalize_code,
+    type_label,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -174,3 +182,126 @@ def test_the_sample_file_validates_against_the_published_schema() -> None:
     assert list(Draft202012Validator(schema).iter_errors(document)) == []
     document["tenants"]["harbor-tech"]["mapping"]["unknown_credential_type"] = "guess"
     assert not Draft202012Validator(schema).is_valid(document)
+
+
+# --------------------------------------------------------------------------- descriptions
+
+
+def test_the_default_template_yields_a_registry_acceptable_description_for_every_type() -> None:
+    mapping = MappingDefaults()
+    assert mapping.missing_description is MissingDescriptionPolicy.TEMPLATE
+    assert mapping.description_template == DEFAULT_DESCRIPTION_TEMPLATE
+    for credential_type in CtdlCredentialType:
+        text = mapping.fallback_description(credential_type, "Q", "X")
+        assert text is not None
+        assert len(text) >= 15, text
+        assert text.endswith(": Q.")
+
+
+def test_type_labels_read_as_words() -> None:
+    assert type_label(CtdlCredentialType.ASSOCIATE_OF_APPLIED_SCIENCE_DEGREE) == (
+        "Associate of applied science degree"
+    )
+    assert type_label(CtdlCredentialType.MICRO_CREDENTIAL) == "Microcredential"
+    assert type_label(CtdlCredentialType.BACHELOR_DEGREE) == "Bachelor's degree"
+    assert type_label(CtdlCredentialType.LICENSE) == "License"
+
+
+def test_a_template_renders_its_placeholders_and_nothing_else() -> None:
+    mapping = MappingDefaults(description_template="{name} ({type_label}) from {institution}")
+    text = mapping.fallback_description(CtdlCredentialType.CERTIFICATE, "Welding {x}", "Harbor")
+    assert text == "Welding {x} (Certificate) from Harbor"
+    refuse = MappingDefaults(missing_description=MissingDescriptionPolicy.REFUSE)
+    assert refuse.fallback_description(CtdlCredentialType.CERTIFICATE, "Welding", "Harbor") is None
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("{name} offered by {college}", "unknown placeholder"),
+        ("A credential of {institution} and more", "must contain {name}"),
+        ("{name} ({type_label})", "under the registry's 15 characters"),
+        ("{name!r} is a credential of {institution}", "format or conversion"),
+        ("{name:>30} is a credential of {institution}", "format or conversion"),
+        ("{name} is a credential of {institution", "not a description template"),
+    ],
+)
+def test_templates_that_could_break_the_registry_are_refused_at_load(
+    template: str, problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        _registry({"a-college": _tenant(mapping={"description_template": template})})
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_limits_are_per_tenant_and_the_message_limit_has_one_value() -> None:
+    registry = _registry(
+        {
+            "a-college": _tenant(limits={"max_message_bytes": 4096, "max_json_depth": 12}),
+            "b-college": _tenant(max_message_bytes=8192),
+            "c-college": _tenant(),
+        }
+    )
+    a, b, c = (registry.get(t) for t in ("a-college", "b-college", "c-college"))
+    assert a is not None
+    assert b is not None
+    assert c is not None
+    assert (a.max_message_bytes, a.limits.max_message_bytes, a.limits.max_json_depth) == (
+        4096,
+        4096,
+        12,
+    )
+    assert (b.max_message_bytes, b.limits.max_message_bytes) == (8192, 8192)
+    assert c.limits.max_message_bytes is None
+    assert TenantRegistry.from_json(registry.to_json()) == registry
+
+
+def test_conflicting_or_unsafe_limits_are_refused() -> None:
+    with pytest.raises(ValidationError, match="differ"):
+        _registry({"a": _tenant(max_message_bytes=4096, limits={"max_message_bytes": 8192})})
+    for limits in (
+        {"max_message_bytes": 32 * 1024 * 1024},
+        {"max_json_depth": 1000},
+        {"max_string_chars": 10},
+        {"max_headers": 0},
+        {"max_string_length": 100},
+    ):
+        with pytest.raises(ValidationError):
+            _registry({"a-college": _tenant(limits=limits)})
+
+
+# --------------------------------------------------------------------------- institutions
+
+
+def test_each_tenant_knows_the_other_tenants_home_institutions() -> None:
+    lakeshore_ctid = "ce-5c2a9e17-8b4d-4f03-a6e2-1d9b7c3f5e80"
+    guid = "1b6d9f30-4e7a-4c52-8a13-d0f2b9e7c645"
+    registry = _registry(
+        {
+            "north-cc": _tenant(ethos_home_institution_id=guid),
+            "lake-univ": _tenant(organization_ctid=lakeshore_ctid),
+        }
+    )
+    north, lake = registry.get("north-cc"), registry.get("lake-univ")
+    assert north is not None
+    assert lake is not None
+    assert lake.other_tenant_of(source_id=guid.upper()) == "north-cc"
+    assert lake.other_tenant_of(ctid=north.org_ctid) == "north-cc"
+    assert north.other_tenant_of(ctid=lakeshore_ctid.upper()) == "lake-univ"
+    assert north.other_tenant_of(source_id=guid, ctid=north.org_ctid) is None
+    assert north.other_tenant_of(source_id="ORG-PFA") is None
+    # A reference to another tenant's institution resolves to its CTID, never a new one.
+    assert lake.organization_ctid_for(guid) == (north.org_ctid, True)
+
+
+def test_two_tenants_cannot_share_a_home_institution() -> None:
+    guid = "1b6d9f30-4e7a-4c52-8a13-d0f2b9e7c645"
+    with pytest.raises(ValidationError, match="home of"):
+        _registry(
+            {
+                "a-college": _tenant(ethos_home_institution_id=guid),
+                "b-college": _tenant(ethos_home_institution_id=guid.upper()),
+            }
+        )

@@ -178,13 +178,13 @@ def _is_markup(value: bytes) -> bool:
 
 def _looks_like_html(value: bytes) -> bool:
     # Only the head is inspected (never parsed): an HTML page opens with a doctype, an
-    # <html>/<head>/<body> tag, or a comment before one of them.
+    # <html>/<head>/<body> tag, possibly after comments or an XML declaration (XHTML).
     head = strip_bom(value).lstrip()[:1024].lower()
-    while head.startswith(b"<!--"):
-        end = head.find(b"-->")
+    while head.startswith((b"<!--", b"<?")):
+        end = head.find(b"-->" if head.startswith(b"<!--") else b"?>")
         if end < 0:
             return False
-        head = head[end + 3 :].lstrip()
+        head = head[end + (3 if head.startswith(b"<!--") else 2) :].lstrip()
     return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
 
 
