@@ -6,19 +6,21 @@ Reproducible inputs: a fixed key (seed bytes 0..31), deterministic credential id
 names; only the timings vary between runs. Scenarios (each for every ``--workers`` value;
 0 means inline, in this process):
 
-* ``ob``: ``-n`` distinct OpenBadgeCredentials, signed with the cache off;
-* ``ob-cached``: the same credentials again through a warm cache (all hits);
+* ``ob``: ``-n`` distinct OpenBadgeCredentials, signed (every cache lookup a miss);
 * ``clr``: ``-n`` learners' ClrCredentials of ``--awards`` distinct, unsigned
-  AchievementCredentials each (every one signed, then the CLR), cache off;
+  AchievementCredentials each (every one signed, then the CLR; all misses);
+* ``ob-cached``: the same credentials again through the now warm cache (all hits);
 * ``clr-reissue``: the same CLRs re-issued with a warm cache after one more award and a
   new ``validFrom`` -- what publish does on an award change: the unchanged awards are
   cache hits, the new award and the CLR are signed;
-* ``verify`` / ``verify-cached``: verifying the signed CLRs and their awards, as the CLR
+* ``verify`` / ``verify-seen``: verifying the signed CLRs and their awards, as the CLR
   stand-in does, without and with the verification cache (inline only).
 
 With workers, the documents of a scenario are submitted together (as a projector
 delivering many documents would), so "ms/doc" is wall time divided by documents, i.e.
-the inverse of throughput, not one document's latency.
+the inverse of throughput, not one document's latency. CPU is reported per document for
+this process and for the workers (read when they exit, start-up subtracted), which holds
+even on a busy machine where wall time does not.
 
     uv run python libs/signing/bench/bench_signing.py -n 40 --awards 5 --workers 0,2
 
@@ -34,6 +36,7 @@ import copy
 import json
 import os
 import platform
+import resource
 import sys
 import time
 import uuid
@@ -107,52 +110,92 @@ def clr(template: Json, learner: int, awards: int) -> Json:
     return record
 
 
-async def timed(label: str, workers: int, count: int, run: Callable[[], Awaitable[Any]]) -> Any:
-    """Run ``run`` once; print wall time and this process's CPU time per document.
-
-    On a busy machine wall time includes waiting for a CPU; the CPU column does not (for
-    inline runs it is the signing cost itself, with workers only the parent's share:
-    cache keys, pickling, the event loop).
-    """
-    cpu_start, start = time.process_time(), time.perf_counter()
-    result = await run()
-    seconds = time.perf_counter() - start
-    cpu = time.process_time() - cpu_start
-    print(
-        f"{label:<14} workers={workers:<2} n={count:<5} wall {seconds:7.2f} s "
-        f"{1000 * seconds / count:8.2f} ms/doc {count / seconds:8.1f} docs/s | "
-        f"cpu here {1000 * cpu / count:8.2f} ms/doc",
-        flush=True,
-    )
-    return result
+def _children_cpu() -> float:
+    """CPU seconds of this process's children that have exited (the pool's workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
-async def run_signing(
-    workers: int, contexts: Path, key: SigningKey, badges: list[Json], records: list[Json]
-) -> list[Json]:
+class Scenarios:
+    """Runs each scenario in a pool of its own, so the workers' CPU can be read when they
+    exit; their start-up and warm-up (measured once, on an idle pool) is subtracted."""
+
+    def __init__(self, workers: int, contexts: Path, key: SigningKey, issuer: str) -> None:
+        self.workers = workers
+        self.contexts = contexts
+        self.key = key
+        self.issuer = issuer
+        self.baseline = 0.0
+        self._runs = 0
+
+    def warmup(self) -> list[Json]:
+        """Documents for an untimed warm-up (the first signature in a worker pays for
+        imports and context processing), new each run so a shared cache cannot serve
+        them."""
+        self._runs += 1
+        count = 2 * max(1, self.workers)
+        return [badge(-1000 * self._runs - i, self.issuer) for i in range(count)]
+
+    async def measure_baseline(self) -> None:
+        """Workers' CPU for start-up and warm-up alone."""
+        before = _children_cpu()
+        async with SigningPool(self.contexts, max_workers=self.workers) as pool:
+            await pool.sign_all(self.warmup(), self.key)
+        self.baseline = _children_cpu() - before
+
+    async def run(
+        self,
+        label: str,
+        count: int,
+        cache: SignatureCache,
+        work: Callable[[SigningPool], Awaitable[Any]],
+    ) -> Any:
+        """Run ``work`` once on a fresh pool using ``cache``; print per-document costs:
+        wall time (on a busy machine it includes waiting for a CPU), this process's CPU
+        (inline: the signing itself; with workers: cache keys, pickling, the event loop)
+        and the workers' CPU."""
+        children_before = _children_cpu()
+        async with SigningPool(self.contexts, max_workers=self.workers, cache=cache) as pool:
+            await pool.sign_all(self.warmup(), self.key)
+            cpu_start, start = time.process_time(), time.perf_counter()
+            result = await work(pool)
+            seconds = time.perf_counter() - start
+            cpu = time.process_time() - cpu_start
+        workers_cpu = max(0.0, _children_cpu() - children_before - self.baseline)
+        in_workers = f"{1000 * workers_cpu / count:8.2f}" if self.workers else "       -"
+        print(
+            f"{label:<12} workers={self.workers:<2} n={count:<4} wall {seconds:6.2f} s "
+            f"{1000 * seconds / count:8.2f} ms/doc {count / seconds:8.1f} docs/s | cpu ms/doc: "
+            f"here {1000 * cpu / count:7.2f}  workers {in_workers}",
+            flush=True,
+        )
+        return result
+
+
+async def run_signing(scenarios: Scenarios, badges: list[Json], records: list[Json]) -> list[Json]:
     """The signing scenarios for one pool size; returns the re-issued, signed CLRs."""
-    async with SigningPool(contexts, max_workers=workers, cache=SignatureCache(0)) as cold:
-        # Warm-up, untimed: the first documents pay for imports and context processing.
-        await cold.sign_all(badges[: max(2, workers)], key)
-        await timed("ob", workers, len(badges), lambda: cold.sign_all(badges, key))
-        await timed(
-            "clr",
-            workers,
-            len(records),
-            lambda: asyncio.gather(*(cold.sign_with_embedded(r, key) for r in records)),
-        )
-    async with SigningPool(contexts, max_workers=workers) as warm:
-        await warm.sign_all(badges, key)  # fills the cache
-        await timed("ob-cached", workers, len(badges), lambda: warm.sign_all(badges, key))
-        await asyncio.gather(*(warm.sign_with_embedded(r, key) for r in records))
-        reissued = [_reissue(r) for r in records]
-        signed: list[Json] = await timed(
-            "clr-reissue",
-            workers,
-            len(reissued),
-            lambda: asyncio.gather(*(warm.sign_with_embedded(r, key) for r in reissued)),
-        )
-        print(f"{'':<14} cache after re-issue: {warm.cache.stats}", flush=True)
+    key = scenarios.key
+    if scenarios.workers:
+        await scenarios.measure_baseline()
+    # Cold runs go through a cache too (every lookup a miss), as in production; the same
+    # cache, now holding every credential and CLR, then serves the warm runs.
+    cache = SignatureCache()
+    await scenarios.run("ob", len(badges), cache, lambda pool: pool.sign_all(badges, key))
+    await scenarios.run(
+        "clr",
+        len(records),
+        cache,
+        lambda pool: asyncio.gather(*(pool.sign_with_embedded(r, key) for r in records)),
+    )
+    await scenarios.run("ob-cached", len(badges), cache, lambda pool: pool.sign_all(badges, key))
+    reissued = [_reissue(r) for r in records]
+    signed: list[Json] = await scenarios.run(
+        "clr-reissue",
+        len(reissued),
+        cache,
+        lambda pool: asyncio.gather(*(pool.sign_with_embedded(r, key) for r in reissued)),
+    )
+    print(f"{'':<12} cache after re-issue: {cache.stats}", flush=True)
     return signed
 
 
@@ -177,25 +220,30 @@ def all_documents(records: list[Json]) -> list[Json]:
     return documents
 
 
-async def run_verification(contexts: Path, trusted: dict[str, bytes], records: list[Json]) -> None:
-    """Verification of the re-issued CLRs, inline, without and with the cache."""
+def run_verification(contexts: Path, trusted: dict[str, bytes], records: list[Json]) -> None:
+    """Verification of the re-issued CLRs and their awards, inline, as the CLR stand-in
+    does it: without the cache, then again through a cache that has seen them all."""
     loader = ContextLoader.from_directory(contexts)
     documents = all_documents(records)
-
-    async def plain() -> None:
-        for document in documents:
-            verify_credential(document, loader, trusted_keys=trusted)
-
     proofs = VerificationCache(loader, trusted_keys=trusted)
-    for document in documents:
-        proofs.verify(document)  # the first delivery of each
-
-    async def cached() -> None:
+    for label, verify in (
+        ("verify", lambda d: verify_credential(d, loader, trusted_keys=trusted)),
+        ("verify-seen", proofs.verify),
+    ):
+        if label == "verify-seen":
+            for document in documents:
+                proofs.verify(document)  # the first delivery of each
+        cpu_start, start = time.process_time(), time.perf_counter()
         for document in documents:
-            proofs.verify(document)
-
-    await timed("verify", 0, len(documents), plain)
-    await timed("verify-cached", 0, len(documents), cached)
+            verify(document)
+        seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
+        print(
+            f"{label:<12} inline     n={len(documents):<4} wall {seconds:6.2f} s "
+            f"{1000 * seconds / len(documents):8.2f} ms/doc | cpu ms/doc: "
+            f"here {1000 * cpu / len(documents):7.2f}",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,9 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     signed: list[Json] = []
     for workers in sizes:
-        signed = asyncio.run(run_signing(workers, contexts, key, badges, records))
+        scenarios = Scenarios(workers, contexts, key, issuer)
+        signed = asyncio.run(run_signing(scenarios, badges, records))
     if signed:
-        asyncio.run(run_verification(contexts, trusted, signed))
+        run_verification(contexts, trusted, signed)
     return 0
 
 
