@@ -37,7 +37,9 @@ def load_publisher(settings: PublishSettings) -> Publisher:
         first_interval=timedelta(seconds=settings.retry_first_s),
         max_interval=timedelta(seconds=max(settings.retry_max_s, settings.retry_first_s)),
     )
-    return Publisher.from_config(config, policy=policy, schedule=schedule)
+    return Publisher.from_config(
+        config, policy=policy, schedule=schedule, signing_workers=settings.signing_workers
+    )
 
 
 def create_app(settings: PublishSettings, publisher: Publisher | None = None) -> AsgiFastStream:

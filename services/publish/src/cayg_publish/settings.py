@@ -37,6 +37,8 @@ class PublishSettings(ServiceSettings):
     #: How long a leased document stays with this instance; a crashed instance's documents
     #: are taken over after this.
     lease_ttl_s: float = Field(default=30.0, ge=5, le=600)
+    #: Processes that sign credentials (None: one per CPU; 0: sign in a thread).
+    signing_workers: int | None = Field(default=None, ge=0, le=64)
     #: How often the projector looks for documents due for a retry or dirtied elsewhere.
     poll_s: float = Field(default=0.5, gt=0, le=30)
     #: Lanes: run one group of publish instances per lane, each delivering only to the

@@ -17,11 +17,12 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Self
+from typing import Any, Final, Self, cast
 from urllib.parse import urljoin
 
 import httpx
@@ -360,6 +361,20 @@ def _oauth_messages(body: Any) -> tuple[str, ...]:
 
 #: Signs an unsigned rendering body (CPU-bound; run in a worker thread).
 Signer = Callable[[Mapping[str, Any]], dict[str, Any]]
+#: Signs off the event loop (a :class:`cayg_signing.SigningPool`): preferred.
+AsyncSigner = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _as_async(signer: Signer | AsyncSigner) -> AsyncSigner:
+    """An async signer: a pool's as it is, a blocking one run in a worker thread."""
+    if inspect.iscoroutinefunction(signer):
+        return cast(AsyncSigner, signer)
+    blocking = cast(Signer, signer)
+
+    async def in_thread(body: Mapping[str, Any]) -> dict[str, Any]:
+        return await asyncio.to_thread(blocking, body)
+
+    return in_thread
 
 
 class ClrTarget:
@@ -370,14 +385,14 @@ class ClrTarget:
         name: str,
         client: ClrClient,
         renderer: DocumentRenderer,
-        signer: Signer,
+        signer: Signer | AsyncSigner,
         *,
         limits: TargetLimits | None = None,
     ) -> None:
         self._name = name
         self._client = client
         self._renderer = renderer
-        self._signer = signer
+        self._sign = _as_async(signer)
         self._limits = limits or TargetLimits()
         # Signed bodies by idempotency key: the retries of one delivery resend the very
         # same bytes (a host compares bodies; a fresh proof timestamp would differ).
@@ -410,7 +425,7 @@ class ClrTarget:
         signed = self._signed.get(idempotency_key)
         if signed is None:
             try:
-                signed = await asyncio.to_thread(self._signer, rendering.body)
+                signed = await self._sign(rendering.body)
             except ValueError as exc:
                 # Signing refuses undefined terms or bad input: retrying cannot help.
                 raise TargetFailure(permanent_failure("signing", str(exc)[:500])) from exc

@@ -9,7 +9,8 @@ migrates the ledger, :meth:`aclose` releases everything.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Self
+from pathlib import Path
+from typing import Any, Self
 
 import httpx
 
@@ -35,7 +36,7 @@ from cayg_publish.render.openbadges import (
 )
 from cayg_publish.retry import RetryPolicy
 from cayg_shared.schema import Change
-from cayg_signing import ContextLoader, SigningKey, sign_credential
+from cayg_signing import ContextLoader, SigningKey, SigningPool, sign_credential
 
 #: Test hook: an httpx transport per target name (e.g. respx or an ASGI app).
 Transports = Mapping[str, httpx.AsyncBaseTransport]
@@ -56,6 +57,7 @@ def create_target(
     *,
     environ: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    pools: SigningPools | None = None,
 ) -> CredentialEngineTarget | ClrTarget:
     """One target from its configuration; secrets and keys are read here."""
     limits = config.limits.to_domain()
@@ -88,13 +90,47 @@ def create_target(
     def signer(body: Mapping[str, object]) -> dict[str, object]:
         return sign_for_upload(body, lambda document: sign_credential(document, key, loader))
 
+    async def pooled(body: Mapping[str, Any]) -> dict[str, Any]:
+        assert pools is not None
+        return await pools.for_contexts(config.contexts_dir).sign_with_embedded(body, key)
+
     return ClrTarget(
         config.name,
         ClrClient.from_config(config, environ=environ, transport=transport),
         OpenBadgesRenderer(options_ob, catalog, api=config.api),
-        signer,
+        signer if pools is None else pooled,
         limits=limits,
     )
+
+
+class SigningPools:
+    """One :class:`~cayg_signing.SigningPool` per contexts directory, shared by every CLR/OB
+    target of the process: signing runs in worker processes (``workers``; 0 signs inline)
+    and each distinct credential content is signed once (the pool's cache), so a nested
+    AchievementCredential is not re-signed with every re-issue of its learner's record."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self._workers = workers
+        self._pools: dict[Path, SigningPool] = {}
+
+    def for_contexts(self, contexts_dir: Path) -> SigningPool:
+        """The pool signing with the contexts in ``contexts_dir``."""
+        key = Path(contexts_dir).resolve()
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = SigningPool(key, max_workers=self._workers)
+            self._pools[key] = pool
+        return pool
+
+    async def start(self) -> None:
+        """Start every pool's workers (a broken installation fails here)."""
+        for pool in self._pools.values():
+            await pool.start()
+
+    async def aclose(self) -> None:
+        """Stop every pool's workers."""
+        for pool in self._pools.values():
+            await pool.aclose()
 
 
 class Publisher:
@@ -111,8 +147,10 @@ class Publisher:
         *,
         policy: RetryPolicy | None = None,
         schedule: RetrySchedule | None = None,
+        pools: SigningPools | None = None,
     ) -> None:
         self.ledger = ledger
+        self._pools = pools
         self._targets = {tenant: tuple(items) for tenant, items in targets.items()}
         self._policy = policy or RetryPolicy()
         self._schedule = schedule or RetrySchedule()
@@ -130,9 +168,15 @@ class Publisher:
         schedule: RetrySchedule | None = None,
         environ: Mapping[str, str] | None = None,
         transports: Transports | None = None,
+        signing_workers: int | None = None,
     ) -> Self:
-        """Everything ``config`` describes; raises ``ConfigError`` for unresolvable secrets."""
+        """Everything ``config`` describes; raises ``ConfigError`` for unresolvable secrets.
+
+        ``signing_workers``: processes that sign credentials (None: one per CPU; 0: sign
+        in a thread of this process, as tests do).
+        """
         ledger = create_ledger(config.ledger, environ=environ)
+        pools = SigningPools(signing_workers) if signing_workers != 0 else None
         targets = {
             tenant: [
                 create_target(
@@ -140,12 +184,13 @@ class Publisher:
                     ledger.catalog,
                     environ=environ,
                     transport=(transports or {}).get(target.name),
+                    pools=pools,
                 )
                 for target in tenant_targets.targets
             ]
             for tenant, tenant_targets in config.tenants.items()
         }
-        return cls(ledger, targets, policy=policy, schedule=schedule)
+        return cls(ledger, targets, policy=policy, schedule=schedule, pools=pools)
 
     def tenants(self) -> tuple[str, ...]:
         """The tenants that have targets."""
@@ -166,8 +211,10 @@ class Publisher:
         }
 
     async def start(self) -> None:
-        """Migrate the ledger schema (idempotent)."""
+        """Migrate the ledger schema (idempotent) and start the signing workers."""
         await self.ledger.migrate()
+        if self._pools is not None:
+            await self._pools.start()
 
     async def record(
         self, change: Change, *, serves: Callable[[str], bool] | None = None
@@ -217,6 +264,8 @@ class Publisher:
                 close = getattr(target, "aclose", None)
                 if close is not None:
                     await close()
+        if self._pools is not None:
+            await self._pools.aclose()
         await self.ledger.close()
 
 
