@@ -48,6 +48,7 @@ from cayg_shared.schema import (
     EntityType,
     LearnerIdentity,
     LearnerRef,
+    Result,
     SourceVersion,
 )
 
@@ -178,8 +179,36 @@ def hashed_identities(
     return objects
 
 
-def achievement(definition: CredentialDefinition, options: OpenBadgesOptions) -> JsonObject:
-    """The OB ``Achievement`` of a definition."""
+def result_description_id(achievement: str, result: Result) -> str:
+    """A stable id for the ``ResultDescription`` of one kind of result of an achievement."""
+    kind = result.result_type.value
+    return f"urn:uuid:{derived_id('result-description', achievement, result.name, kind)}"
+
+
+def result_descriptions(achievement: str, results: Sequence[Result]) -> list[JsonObject]:
+    """OB ``ResultDescription``s of the kinds of result given (one per name and type)."""
+    seen: dict[str, JsonObject] = {}
+    for result in results:
+        identifier = result_description_id(achievement, result)
+        seen.setdefault(
+            identifier,
+            {
+                "id": identifier,
+                "type": ["ResultDescription"],
+                "name": result.name,
+                "resultType": result.result_type.value,
+            },
+        )
+    return [seen[k] for k in sorted(seen)]
+
+
+def achievement(
+    definition: CredentialDefinition,
+    options: OpenBadgesOptions,
+    results: Sequence[Result] = (),
+) -> JsonObject:
+    """The OB ``Achievement`` of a definition, describing the kinds of ``results`` its
+    awards report (OB 3.0 ``resultDescription``; each ``Result`` links to one)."""
     criteria: JsonObject = (
         {"id": definition.webpage}
         if definition.webpage
@@ -217,6 +246,8 @@ def achievement(definition: CredentialDefinition, options: OpenBadgesOptions) ->
     ]
     if alignments:
         body["alignment"] = alignments
+    if results:
+        body["resultDescription"] = result_descriptions(body["id"], results)
     return body
 
 
@@ -241,12 +272,20 @@ def achievement_credential(
     subject: JsonObject = {
         "type": ["AchievementSubject"],
         "identifier": hashed_identities(identifiers, credential, options.identity_salt),
-        "achievement": achievement(definition, options),
+        "achievement": achievement(definition, options, award.results),
     }
     if award.credits_earned is not None and award.credits_earned.value is not None:
         subject["creditsEarned"] = award.credits_earned.value
     if award.results:
-        subject["result"] = [{"type": ["Result"], "value": r.value} for r in award.results]
+        achieved = subject["achievement"]["id"]
+        subject["result"] = [
+            {
+                "type": ["Result"],
+                "resultDescription": result_description_id(achieved, r),
+                "value": r.value,
+            }
+            for r in award.results
+        ]
     valid_from = _timestamp(award.valid_from) if award.valid_from else _start_of(award.awarded_on)
     body: JsonObject = {
         "@context": [VC_CONTEXT, OB_CONTEXT, EXTENSIONS_CONTEXT],
@@ -358,7 +397,7 @@ def clr_credential(
         "type": ["ClrSubject"],
         "identifier": hashed_identities(identifiers, identifier, options.identity_salt),
         "verifiableCredential": [c for c, _ in credentials],
-        "achievement": [achievement(d, options) for d in definitions],
+        "achievement": _record_achievements(credentials),
     }
     associations = stacking_associations(definitions, options)
     if associations:
@@ -376,6 +415,28 @@ def clr_credential(
     if withdrawn_at is not None:
         record["validUntil"] = max(valid_from, _timestamp(withdrawn_at))
     return record
+
+
+def _record_achievements(
+    credentials: Sequence[tuple[JsonObject, CredentialDefinition]],
+) -> list[JsonObject]:
+    """The record's achievements, one per definition, each describing every kind of result
+    the learner's credentials of it report."""
+    by_id: dict[str, JsonObject] = {}
+    for credential, _ in credentials:
+        embedded = credential["credentialSubject"]["achievement"]
+        known = by_id.get(embedded["id"])
+        if known is None:
+            by_id[embedded["id"]] = embedded
+            continue
+        merged = {d["id"]: d for d in known.get("resultDescription", [])}
+        merged |= {d["id"]: d for d in embedded.get("resultDescription", [])}
+        if merged:
+            by_id[embedded["id"]] = {
+                **known,
+                "resultDescription": [merged[k] for k in sorted(merged)],
+            }
+    return list(by_id.values())
 
 
 #: Signs one credential document (``sign_credential`` bound to a key and contexts).
