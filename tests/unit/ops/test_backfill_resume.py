@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from cayg_ops.backfill import (
     rules_for,
 )
 from cayg_ops.checkpoint import Checkpoint, CheckpointError, FileIdentity, RunSettings
+from cayg_shared.schema import CaygEventType
 from cayg_shared.tenants import TenantProfile, TenantRegistry
 
 pytestmark = pytest.mark.unit
@@ -139,10 +141,10 @@ def _checked(lines: Sequence[int | str]) -> list[Checked]:
         record = PreparedRecord(
             line=item,
             record_id=f"r{item}",
-            type=backfill.CaygEventType.AWARD_ISSUED,
+            type=CaygEventType.AWARD_ISSUED,
             key=b"k",
             value=b"{}",
-            event_id=backfill.uuid.uuid4(),
+            event_id=uuid.uuid4(),
             approach=None,
         )
         items.append(Checked(record, Position(offset * 10, item)))

@@ -182,6 +182,12 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+#: Built once: ``json.loads``/``json.dumps`` with options build a new codec per call, which
+#: shows in a profile of a million rows.
+_DECODER: Final = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys)
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class Position:
     """Where a row ends: the byte offset just past it and the number of its last line."""
@@ -262,7 +268,7 @@ def _jsonl_row(raw: str, line: int) -> Row | Problem | None:
     if not raw.strip():
         return None
     try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
+        value = _DECODER.decode(raw)
     except ValueError as error:
         reason = str(error) if "appears twice" in str(error) else "not valid JSON"
         return Problem(line, reason)
@@ -331,7 +337,7 @@ def _csv_data(cells: dict[str, str]) -> dict[str, Any]:
 def _cell(name: str, text: str, column: str) -> Any:
     if text[0] in "[{":
         try:
-            return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+            return _DECODER.decode(text)
         except ValueError:
             raise _RowProblem(f"column {column!r} starts like JSON but is not JSON") from None
     if name in _CREDENTIAL_LISTS or name in _ORGANIZATION_LISTS:
@@ -637,7 +643,7 @@ def _prepare(
     message_id = f"{batch}/{record_id}"
     if len(message_id) > 256:
         raise _RowProblem("batch id and recordId together exceed 255 characters")
-    value = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    value = _ENCODER.encode(document).encode("utf-8")
     if len(value) > limit:
         raise _RowProblem(
             f"the record is {len(value)} bytes, over {profile.tenant_id}'s limit of {limit}"
