@@ -518,6 +518,10 @@ class TenantRegistry(_Config):
                 with_id = value
                 if isinstance(value, dict) and "tenant_id" not in value:
                     with_id = {**value, "tenant_id": key}
+                elif isinstance(value, TenantProfile):
+                    # Its own copy: this registry tells it about *its* other tenants,
+                    # without changing a profile another registry holds.
+                    with_id = value.model_copy()
                 tenants[key] = with_id
             data = {**data, "tenants": tenants}
         return data

@@ -305,3 +305,15 @@ def test_two_tenants_cannot_share_a_home_institution() -> None:
                 "b-college": _tenant(ethos_home_institution_id=guid.upper()),
             }
         )
+
+
+def test_a_profile_reused_in_another_registry_keeps_what_its_own_registry_said() -> None:
+    guid = "1b6d9f30-4e7a-4c52-8a13-d0f2b9e7c645"
+    both = _registry({"north-cc": _tenant(ethos_home_institution_id=guid), "lake-univ": _tenant()})
+    lake = both.get("lake-univ")
+    assert lake is not None
+    alone = TenantRegistry(tenants={"lake-univ": lake})
+    assert lake.other_tenant_of(source_id=guid) == "north-cc"
+    alone_lake = alone.get("lake-univ")
+    assert alone_lake is not None
+    assert alone_lake.other_tenant_of(source_id=guid) is None
