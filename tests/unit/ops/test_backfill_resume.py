@@ -407,3 +407,25 @@ def test_the_rate_of_a_resumed_run_counts_only_its_own_rows() -> None:
     now[0] = 2.0
     bar.advance(400)
     assert stream.getvalue().strip().endswith("1000/1000  100%  200 rows/s  done")
+
+
+def test_a_large_file_shows_a_bar_while_it_is_checked(
+    tmp_path: Path, northfield: TenantProfile
+) -> None:
+    rows = []
+    for n in range(60):
+        row = _award(n)
+        row["data"]["evidence"] = [{"narrative": "n" * 20_000}]
+        rows.append(json.dumps(row) + "\n")
+    file = tmp_path / "awards.jsonl"
+    file.write_text("".join(rows))
+    assert file.stat().st_size >= backfill.CHECK_PROGRESS_BYTES
+
+    status, out, err = _run(file, northfield, FlakyOutlet(), dry_run=True)
+    assert status == 0
+    assert "rows: 60, valid: 60, invalid: 0" in out
+    checking = [line for line in err.splitlines() if line.startswith("checking [")]
+    assert checking
+    assert checking[-1].endswith("done")
+    assert f"{file.stat().st_size // 1024}/{file.stat().st_size // 1024}" in checking[-1]
+    assert "KiB/s" in checking[-1]

@@ -719,8 +719,12 @@ class ProgressBar:
         clock: Callable[[], float] = time.monotonic,
         interactive: bool | None = None,
         start: int = 0,
+        label: str = "backfill",
+        unit: str = "rows",
     ) -> None:
         self.total = total
+        self.label = label
+        self.unit = unit
         #: Rows done before this process began (a resumed run); they do not count in rows/s.
         self.start = start
         self.done = start
@@ -733,7 +737,15 @@ class ProgressBar:
         self._last_drawn = float("-inf")
 
     @staticmethod
-    def render(done: int, total: int, elapsed_s: float, width: int = 30, *, start: int = 0) -> str:
+    def render(
+        done: int,
+        total: int,
+        elapsed_s: float,
+        width: int = 30,
+        *,
+        start: int = 0,
+        unit: str = "rows",
+    ) -> str:
         """``[#####-----]  500/1000  50%  250 rows/s  ETA 0:02``; the rate counts the rows
         after ``start`` only."""
         fraction = done / total if total else 1.0
@@ -748,7 +760,7 @@ class ProgressBar:
             eta = "ETA --:--"
         return (
             f"[{'#' * filled}{'-' * (width - filled)}]  {done}/{total}  "
-            f"{fraction:4.0%}  {rate:,.0f} rows/s  {eta}"
+            f"{fraction:4.0%}  {rate:,.0f} {unit}/s  {eta}"
         )
 
     def advance(self, count: int) -> None:
@@ -762,8 +774,8 @@ class ProgressBar:
 
     def _draw(self, now: float) -> None:
         self._last_drawn = now
-        line = "backfill " + self.render(
-            self.done, self.total, now - self.started, self.width, start=self.start
+        line = f"{self.label} " + self.render(
+            self.done, self.total, now - self.started, self.width, start=self.start, unit=self.unit
         )
         if self.interactive:
             end = "\n" if self.done >= self.total else ""
@@ -904,6 +916,8 @@ class Options:
     checkpoint: Path | None = None
 
 
+#: From this size on, the check pass shows a bar of its own (KiB read).
+CHECK_PROGRESS_BYTES: Final = 1_048_576
 #: Problems printed in full; the rest are counted.
 SHOWN_PROBLEMS: Final = 200
 
@@ -939,12 +953,16 @@ class Tally:
 _SHORT_NAMES: Final = {kind: name for name, kind in SHORT_TYPES.items()}
 
 
-def check_file(path: Path, fmt: FileFormat, rules: RecordRules) -> Tally:
+def check_file(
+    path: Path, fmt: FileFormat, rules: RecordRules, progress: ProgressBar | None = None
+) -> Tally:
     """The streaming check pass: every row read, checked and counted, none kept.
 
     Record ids go to a scratch SQLite file in a temporary directory, removed afterwards.
+    ``progress`` counts KiB of the file (the number of rows is not known yet).
     """
     tally = Tally()
+    read_kib = 0
     with (
         tempfile.TemporaryDirectory(prefix="cayg-backfill-") as scratch,
         DiskRecordIds(Path(scratch)) as ids,
@@ -952,6 +970,11 @@ def check_file(path: Path, fmt: FileFormat, rules: RecordRules) -> Tally:
     ):
         for checked in check_rows(stream, fmt, rules, ids):
             tally.add(checked)
+            if progress is not None and checked.end.offset // 1024 > read_kib:
+                progress.advance(checked.end.offset // 1024 - read_kib)
+                read_kib = checked.end.offset // 1024
+    if progress is not None and progress.done < progress.total:
+        progress.advance(progress.total - progress.done)
     return tally
 
 
@@ -1065,7 +1088,13 @@ def _checked(run: _Run, identity: FileIdentity, settings: RunSettings) -> Checkp
     """The check pass and its report; the fresh checkpoint to send from, or None when
     there is nothing to send (raises :class:`_Refused` with status 1 on invalid rows)."""
     options, out = run.options, run.out
-    tally = check_file(options.file, run.fmt, run.rules)
+    # A small file is checked before anyone would wait for it: no bar, as before.
+    checking = (
+        ProgressBar(identity.size // 1024, stream=run.err, label="checking", unit="KiB")
+        if identity.size >= CHECK_PROGRESS_BYTES
+        else None
+    )
+    tally = check_file(options.file, run.fmt, run.rules, checking)
     _report(tally, run)
     if tally.problems and not options.skip_invalid:
         print(
