@@ -50,6 +50,7 @@ __all__ = [
     "SignatureCache",
     "VerificationCache",
     "canonical_json",
+    "key_of_canonical",
     "signature_cache_key",
 ]
 
@@ -94,12 +95,29 @@ def signature_cache_key(
     created: datetime | None = None,
 ) -> str:
     """The :class:`SignatureCache` key of signing ``document`` (see the module docs)."""
+    return key_of_canonical(
+        canonical_json(document),
+        verification_method=verification_method,
+        public_key=public_key,
+        created=created,
+    )
+
+
+def key_of_canonical(
+    canonical: bytes,
+    *,
+    verification_method: str,
+    public_key: bytes,
+    created: datetime | None = None,
+) -> str:
+    """:func:`signature_cache_key` of a document already in :func:`canonical_json` form
+    (for callers that need those bytes anyway)."""
     digest = hashlib.sha256(_KEY_VERSION)
     for part in (
         verification_method.encode("utf-8"),
         bytes(public_key),
         format_created(created).encode("ascii") if created is not None else b"",
-        canonical_json(document),
+        canonical,
     ):
         # Length-prefixed, so no two different tuples of parts hash the same bytes.
         digest.update(len(part).to_bytes(8, "big"))
@@ -183,6 +201,11 @@ class SignatureCache:
     def put(self, key: str, signed: Mapping[str, Any]) -> None:
         """Store ``signed`` (the signed document) under ``key``."""
         self._lru.put(key, canonical_json(signed).decode("utf-8"))
+
+    def put_json(self, key: str, signed_json: str) -> None:
+        """Store a signed document given as its :func:`canonical_json` text (no
+        re-serialization; the caller vouches for the form)."""
+        self._lru.put(key, signed_json)
 
     def sign(
         self,

@@ -9,10 +9,11 @@ default, and keeps the caller async::
     async with SigningPool(contexts_dir) as pool:
         signed = await pool.sign(credential, key)
 
-Only plain data crosses the process boundary: the document as a JSON dict, the key as
-its key-file object (multibase secret and public key, verification method), ``created``
-as a datetime. Each worker builds its :class:`ContextLoader` once, in the pool's
-initializer, from the same contexts directory (checked against the pins there too).
+Only plain data crosses the process boundary: the document as its canonical JSON text
+(both ways), the key as its key-file object (multibase secret and public key,
+verification method), ``created`` as a datetime. Each worker builds its
+:class:`ContextLoader` once, in the pool's initializer, from the same contexts directory
+(checked against the pins there too).
 
 The :class:`SignatureCache` sits in front: a document the same key already signed is
 served from the parent process without a round trip (see :mod:`cayg_signing.cache` for
@@ -23,6 +24,7 @@ calling thread, for tests and tiny deployments.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import os
 import signal
@@ -34,8 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from .cache import SignatureCache, signature_cache_key
-from .canon import as_json_object
+from .cache import SignatureCache, canonical_json, key_of_canonical
 from .contexts import ContextLoader
 from .keys import SigningKey
 from .proof import sign_credential
@@ -75,13 +76,18 @@ def _worker_key(key_file: Mapping[str, str]) -> SigningKey:
     return key
 
 
-def _sign_in_worker(
-    document: dict[str, Any], key_file: dict[str, str], created: datetime | None
-) -> dict[str, Any]:
-    """The task run in a worker: sign ``document`` with the key ``key_file`` describes."""
+def _sign_in_worker(document_json: str, key_file: dict[str, str], created: datetime | None) -> str:
+    """The task run in a worker: sign the document (canonical JSON text) with the key
+    ``key_file`` describes; the result as canonical JSON text.
+
+    Text both ways: the parent has the canonical text already (its cache key) and stores
+    the result as text, so the event loop's process only parses the answer once.
+    """
     if _worker_loader is None:
         raise RuntimeError("signing worker started without its context loader")
-    return sign_credential(document, _worker_key(key_file), _worker_loader, created=created)
+    document = json.loads(document_json)
+    signed = sign_credential(document, _worker_key(key_file), _worker_loader, created=created)
+    return canonical_json(signed).decode("utf-8")
 
 
 class SigningPool:
@@ -175,8 +181,9 @@ class SigningPool:
             RuntimeError: the pool is closed.
         """
         self._check_open()
-        cache_key = signature_cache_key(
-            credential,
+        canonical = canonical_json(credential)
+        cache_key = key_of_canonical(
+            canonical,
             verification_method=key.verification_method,
             public_key=key.public_key,
             created=created,
@@ -186,15 +193,16 @@ class SigningPool:
             return cached
         if self._executor is None:
             signed = sign_credential(credential, key, self._loader, created=created)
-        else:
-            document = as_json_object(credential, "credential")
-            loop = asyncio.get_running_loop()
-            signed = await loop.run_in_executor(
-                self._executor, _sign_in_worker, document, key.to_json(), created
-            )
-        # The cache keeps its own (text) copy, so the caller may change ``signed``.
-        self._cache.put(cache_key, signed)
-        return signed
+            # The cache keeps its own (text) copy, so the caller may change ``signed``.
+            self._cache.put(cache_key, signed)
+            return signed
+        loop = asyncio.get_running_loop()
+        signed_json = await loop.run_in_executor(
+            self._executor, _sign_in_worker, canonical.decode("utf-8"), key.to_json(), created
+        )
+        self._cache.put_json(cache_key, signed_json)
+        result: dict[str, Any] = json.loads(signed_json)
+        return result
 
     async def sign_all(
         self,
