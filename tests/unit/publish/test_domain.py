@@ -1,7 +1,9 @@
-"""Pure domain rules: version order, ledger transitions, idempotency keys, reports."""
+"""Pure domain rules: version order, ledger and document transitions, idempotency keys,
+the retry schedule, which targets a change is recorded for."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,10 +11,7 @@ import pytest
 from cayg_publish.adapters.factory import Publisher
 from cayg_publish.domain import (
     DecisionKind,
-    DeliveryReport,
-    DeliveryStatus,
     Outcome,
-    TargetOutcome,
     compare_versions,
     decide_transition,
     failure_transition,
@@ -20,6 +19,18 @@ from cayg_publish.domain import (
 )
 from cayg_publish.idempotency import content_hash, idempotency_key
 from cayg_publish.ledger import InMemoryLedger
+from cayg_publish.projection import (
+    DeliveryResult,
+    DocumentKind,
+    DocumentRef,
+    DocumentState,
+    RetrySchedule,
+    Settlement,
+    dirty_transition,
+    leasable,
+    lease_transition,
+    settle_transition,
+)
 from cayg_shared.schema import SourceVersion
 from unit.publish.publish_factories import FakeTarget, change, definition, version
 
@@ -110,41 +121,44 @@ def test_content_hash_ignores_key_order() -> None:
         content_hash({"a": float("nan")})
 
 
-def test_report_routing_helpers() -> None:
-    later = NOW + timedelta(minutes=1)
-    report = DeliveryReport(
-        entity_key="k",
-        version=version(1),
-        outcomes=(
-            TargetOutcome("a", DeliveryStatus.APPLIED),
-            TargetOutcome("b", DeliveryStatus.RETRY_LATER, reason="http-503", not_before=NOW),
-            TargetOutcome("c", DeliveryStatus.RETRY_LATER, reason="busy", not_before=later),
-            TargetOutcome("d", DeliveryStatus.PERMANENT, reason="validation"),
-        ),
+def test_retry_schedule_backs_off_to_its_longest_interval_and_stays_there() -> None:
+    schedule = RetrySchedule(
+        first_interval=timedelta(seconds=5), max_interval=timedelta(minutes=10), jitter=0.2
     )
 
-    assert [o.target for o in report.needs_retry] == ["b", "c"]
-    assert [o.target for o in report.permanent_failures] == ["d"]
-    assert report.not_before == later
-    assert not report.ok
-    assert report.for_target("a").done
-    with pytest.raises(KeyError):
-        report.for_target("z")
+    delays = [schedule.delay_ms(n, lambda: 0.0) for n in (1, 2, 3, 10, 1000)]
+
+    assert delays[:3] == [5_000, 10_000, 20_000]
+    assert delays[3:] == [600_000, 600_000]
+    assert schedule.delay_ms(1, lambda: 1.0) == 6_000  # at most 20 % jitter on top
 
 
-async def test_publisher_delivers_to_one_target_on_request() -> None:
-    first, second = FakeTarget(name="first"), FakeTarget(name="second")
+def test_a_lost_lease_settles_nothing() -> None:
+    ref = DocumentRef("northfield-cc", DocumentKind.LEARNER_RECORD, "person:1")
+    row = dirty_transition(None, target="clr", ref=ref, now_ms=0)
+    lease, leased = lease_transition(row, token="mine", now_ms=0, ttl_ms=1_000)
+    taken_over = replace(leased, lease_token="theirs")
+
+    delivered = DeliveryResult(Settlement.DELIVERED)
+    assert (
+        settle_transition(taken_over, lease, delivered, now_ms=1, schedule=RetrySchedule()) is None
+    )
+    after = settle_transition(leased, lease, delivered, now_ms=1, schedule=RetrySchedule())
+    assert after is not None
+    assert after.state is DocumentState.CLEAN
+    assert not leasable(after, now_ms=10**12)
+
+
+async def test_the_publisher_marks_documents_only_at_the_targets_of_this_lane() -> None:
+    first = FakeTarget(name="first", kinds=frozenset({DocumentKind.CREDENTIAL}))
+    second = FakeTarget(name="second", kinds=frozenset({DocumentKind.CREDENTIAL}))
     publisher = Publisher(InMemoryLedger(), {"northfield-cc": [first, second]})
 
-    everyone = await publisher.deliver(change(definition(), seq=1))
-    only = await publisher.deliver(change(definition(name="SQL II"), seq=2), "second")
-    nobody = await publisher.deliver(
-        change(definition(), seq=3).model_copy(update={"tenant": "northfield-cc"}), "missing"
+    everyone = await publisher.record(change(definition(), seq=1))
+    only = await publisher.record(
+        change(definition(name="SQL II"), seq=2), serves=lambda name: name == "second"
     )
 
-    assert [o.target for o in everyone.outcomes] == ["first", "second"]
-    assert [o.target for o in only.outcomes] == ["second"]
-    assert nobody.outcomes == ()
-    assert len(first.calls) == 1
-    assert len(second.calls) == 2
+    assert sorted(target for target, _ in everyone) == ["first", "second"]
+    assert [target for target, _ in only] == ["second"]
     await publisher.aclose()

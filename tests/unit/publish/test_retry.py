@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from cayg_publish.retry import (
-    DeadLetterRoute,
     Failure,
     FailureKind,
     RetryPolicy,
-    RetryTier,
     TransportError,
     backoff_delay,
     classify_status,
-    earliest_retry,
     in_process_delay,
-    next_route,
     parse_retry_after,
     permanent_failure,
+    retry_after_seconds,
     status_failure,
     transport_failure,
 )
@@ -122,63 +119,26 @@ def test_in_process_retry_stops_after_max_attempts() -> None:
     assert in_process_delay(policy, 3, failure, lambda: 0.5) is None
 
 
-def test_long_retry_after_goes_to_the_retry_topics_instead_of_sleeping() -> None:
+def test_long_retry_after_is_not_slept_through_in_process() -> None:
     policy = RetryPolicy(max_in_process_wait=30)
     failure = status_failure(429, "later", retry_after=120.0)
 
     assert in_process_delay(policy, 1, failure, lambda: 0.5) is None
-    assert earliest_retry(policy, failure, NOW) == NOW + timedelta(seconds=120)
+    # The document is marked failing with that wait as its next attempt instead.
+    assert retry_after_seconds(policy, failure) == 120.0
 
 
 def test_absurd_retry_after_is_clamped() -> None:
     policy = RetryPolicy(max_retry_after=3600)
     failure = status_failure(503, "x", retry_after=10**9)
 
-    assert earliest_retry(policy, failure, NOW) == NOW + timedelta(hours=1)
+    assert retry_after_seconds(policy, failure) == 3600
 
 
 def test_permanent_failures_are_never_retried_in_process() -> None:
     failure = permanent_failure("http-400", "bad")
 
     assert in_process_delay(RetryPolicy(), 1, failure, lambda: 0.5) is None
-
-
-def test_routing_walks_the_tiers_then_dead_letters() -> None:
-    policy = RetryPolicy(tiers=(10.0, 60.0, 600.0))
-
-    routes = [next_route(policy, tier, NOW) for tier in range(4)]
-
-    assert routes[:3] == [
-        RetryTier(1, NOW + timedelta(seconds=10)),
-        RetryTier(2, NOW + timedelta(seconds=60)),
-        RetryTier(3, NOW + timedelta(seconds=600)),
-    ]
-    assert routes[3] == DeadLetterRoute(reason="retries-exhausted")
-
-
-def test_routing_honours_a_later_not_before() -> None:
-    policy = RetryPolicy(tiers=(10.0,))
-    later = NOW + timedelta(minutes=5)
-
-    assert next_route(policy, 0, NOW, not_before=later) == RetryTier(1, later)
-    assert next_route(policy, 0, NOW, not_before=NOW) == RetryTier(1, NOW + timedelta(seconds=10))
-
-
-def test_permanent_outcomes_route_to_the_dlq() -> None:
-    assert next_route(RetryPolicy(), 0, NOW, retryable=False) == DeadLetterRoute("permanent")
-
-
-def test_no_tiers_means_straight_to_the_dlq() -> None:
-    assert isinstance(next_route(RetryPolicy(tiers=()), 0, NOW), DeadLetterRoute)
-
-
-@pytest.mark.parametrize(
-    "options",
-    [{"max_attempts": 0}, {"base_delay": -1.0}, {"tiers": (10.0, -1.0)}],
-)
-def test_policy_rejects_nonsense(options: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match="must"):
-        RetryPolicy(**options)  # type: ignore[arg-type]
 
 
 def test_failure_equality_ignores_the_response_excerpt() -> None:
