@@ -429,3 +429,18 @@ def test_a_large_file_shows_a_bar_while_it_is_checked(
     assert checking[-1].endswith("done")
     assert f"{file.stat().st_size // 1024}/{file.stat().st_size // 1024}" in checking[-1]
     assert "KiB/s" in checking[-1]
+
+
+def test_a_fresh_run_over_an_unfinished_one_says_so_and_starts_at_the_top(
+    tmp_path: Path, northfield: TenantProfile
+) -> None:
+    file = tmp_path / "awards.jsonl"
+    file.write_bytes(_awards(20))
+    assert _run(file, northfield, FlakyOutlet(fail_on_call=2))[0] == 1
+
+    again = FlakyOutlet()
+    status, out, _ = _run(file, northfield, again)
+    assert status == 0
+    assert "the unfinished run in" in out
+    assert "(after line 7) is replaced" in out
+    assert again.record_ids == [f"awards:{n}" for n in range(20)]

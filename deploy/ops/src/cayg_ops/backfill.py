@@ -4,15 +4,20 @@ the same path as live SIS events — onboarding an institution, retro-awarding p
 Every row becomes one backfill record (:class:`cayg_shared.schema.BackfillRecord`) on the
 tenant's ``sis.events.<tenant>`` topic, exactly as ingest admits them:
 
-* the whole file is read and every row checked first — event type, the data of that type
-  (the same models normalize maps), the tenant, ``recordedAt``, duplicate record ids, and
-  the size against the tenant's message limit — and nothing is sent while a row is wrong
-  (unless ``--skip-invalid``); ``--dry-run`` stops after the checks;
+* the file is never held in memory: it is read one row at a time, three times — its
+  SHA-256 (the file's identity and default batch id), the checks, the send;
+* every row is checked first — event type, the data of that type (the same models
+  normalize maps), the tenant, ``recordedAt``, duplicate record ids (digests in a scratch
+  SQLite file, not a set in memory), and the size against the tenant's message limit —
+  and nothing is sent while a row is wrong (unless ``--skip-invalid``); ``--dry-run``
+  stops after the checks;
 * ids are deterministic: the batch id defaults to a hash of the file's bytes and a row's
   record id to its line, and ingest derives the event id from batch + record, so
   re-running the same file sends the same event ids and downstream drops the repeats;
-* records are produced with acks=all and idempotence, in batches, each batch confirmed
-  before the progress bar (stderr) moves on.
+* records are produced with acks=all and idempotence, in chunks, each chunk confirmed
+  before the next is read; after each, a checkpoint (:mod:`cayg_ops.checkpoint`) records
+  the byte offset and line reached, so ``--resume`` goes on after the last confirmed
+  chunk. Re-sending the chunk that was in flight is harmless, by the point above.
 
 File formats are documented in ``deploy/ops/README.md``. Nothing here prints a learner
 identifier: problems name lines and fields, never values.
@@ -1108,12 +1113,27 @@ def _checked(run: _Run, identity: FileIdentity, settings: RunSettings) -> Checkp
     if not tally.valid:
         print("  nothing to send", file=out)
         return None
+    _note_unfinished(run)
     return Checkpoint(
         file=identity,
         settings=settings,
         records=tally.valid,
         duplicate_lines=tuple(tally.duplicate_lines),
     )
+
+
+def _note_unfinished(run: _Run) -> None:
+    """Say so when a fresh run replaces the checkpoint of one that did not finish."""
+    try:
+        earlier = checkpoint_store.load(run.checkpoint_path)
+    except CheckpointError:
+        earlier = None
+    if earlier is not None and not earlier.complete:
+        print(
+            f"  starting from the top: the unfinished run in {run.checkpoint_path} (after "
+            f"line {earlier.line}) is replaced; --resume would have gone on from there",
+            file=run.out,
+        )
 
 
 def _resumable(run: _Run, identity: FileIdentity, settings: RunSettings) -> Checkpoint | None:
