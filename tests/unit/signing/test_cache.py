@@ -100,7 +100,9 @@ def test_hit_returns_the_first_signature_with_its_created(
     first = cache.sign(document, vector_key, loader)
     again = cache.sign(copy.deepcopy(document), vector_key, loader)
     assert again == first  # same proof, same created: byte-identical re-issue
-    assert cache.stats == CacheStats(hits=1, misses=1, size=1, maxsize=8)
+    stats = cache.stats
+    assert (stats.hits, stats.misses, stats.size, stats.maxsize) == (1, 1, 1, 8)
+    assert stats.chars == len(canonical_json(first))
     verify_credential(again, loader, trusted_keys=trusted)
 
 
@@ -184,6 +186,27 @@ def test_least_recently_used_entry_is_dropped_first() -> None:
     assert cache.get("a") == {"n": 1}
     assert cache.get("c") == {"n": 3}
     assert cache.stats.size == 2
+
+
+def test_stored_characters_are_bounded_too() -> None:
+    cache = SignatureCache(maxsize=100, max_chars=40)
+    small = {"v": "x" * 10}  # 18 characters of canonical JSON
+    assert len(canonical_json(small)) == 18
+    cache.put("a", small)
+    cache.put("b", small)
+    assert cache.stats.chars == 36
+    cache.put("c", small)  # 54 > 40: the oldest goes
+    assert cache.get("a") is None
+    assert cache.get("b") == small
+    assert cache.stats.chars == 36
+    cache.put("huge", {"v": "x" * 100})  # larger than the budget: not stored at all
+    assert cache.get("huge") is None
+    assert cache.get("b") == small
+    assert cache.get("c") == small
+    cache.put("b", {"v": "y"})  # replacing an entry releases its characters
+    assert cache.stats.chars == 18 + len(canonical_json({"v": "y"}))
+    with pytest.raises(ValueError, match="max_chars"):
+        SignatureCache(max_chars=-1)
 
 
 def test_size_zero_caches_nothing_and_negative_is_refused(

@@ -21,6 +21,7 @@ proof's ``created`` means.
 from __future__ import annotations
 
 from .cache import (
+    DEFAULT_SIGNATURE_CACHE_CHARS,
     DEFAULT_SIGNATURE_CACHE_SIZE,
     DEFAULT_VERIFICATION_CACHE_SIZE,
     CacheStats,
@@ -53,6 +54,7 @@ from .proof import (
 
 __all__ = [
     "CRYPTOSUITE",
+    "DEFAULT_SIGNATURE_CACHE_CHARS",
     "DEFAULT_SIGNATURE_CACHE_SIZE",
     "DEFAULT_VERIFICATION_CACHE_SIZE",
     "PINNED_CONTEXTS",

@@ -44,6 +44,7 @@ from .keys import SigningKey
 from .proof import format_created, sign_credential, verify_credential
 
 __all__ = [
+    "DEFAULT_SIGNATURE_CACHE_CHARS",
     "DEFAULT_SIGNATURE_CACHE_SIZE",
     "DEFAULT_VERIFICATION_CACHE_SIZE",
     "CacheStats",
@@ -54,9 +55,10 @@ __all__ = [
     "signature_cache_key",
 ]
 
-#: Signed credentials kept by default. A signed AchievementCredential is a few KiB of JSON
-#: text, so 20,000 of them stay well under 100 MiB.
+#: Signed credentials kept by default (the character bound below usually binds first).
 DEFAULT_SIGNATURE_CACHE_SIZE: Final = 20_000
+#: Characters of signed JSON kept by default (about as many bytes: the JSON is ASCII-heavy).
+DEFAULT_SIGNATURE_CACHE_CHARS: Final = 64 * 2**20
 #: Verified credentials remembered by default (64 hex characters each).
 DEFAULT_VERIFICATION_CACHE_SIZE: Final = 100_000
 
@@ -127,22 +129,28 @@ def key_of_canonical(
 
 @dataclass(frozen=True, slots=True)
 class CacheStats:
-    """A snapshot of a cache's counters."""
+    """A snapshot of a cache's counters (``chars``: characters of stored JSON text)."""
 
     hits: int
     misses: int
     size: int
     maxsize: int
+    chars: int = 0
 
 
 class _Lru:
-    """A thread-safe LRU map of str -> value, at most ``maxsize`` entries (0: keeps none)."""
+    """A thread-safe LRU map of str -> value: at most ``maxsize`` entries (0: keeps none)
+    and, when ``max_chars`` is set, at most that many characters of ``str`` values."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, max_chars: int | None = None) -> None:
         if maxsize < 0:
             raise ValueError("cache size must be 0 (off) or positive")
+        if max_chars is not None and max_chars < 0:
+            raise ValueError("max_chars must be 0 or positive")
         self.maxsize = maxsize
+        self.max_chars = max_chars
         self._data: OrderedDict[str, Any] = OrderedDict()
+        self._chars = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -158,21 +166,31 @@ class _Lru:
             return value
 
     def put(self, key: str, value: Any) -> None:
-        if self.maxsize == 0:
+        chars = len(value) if isinstance(value, str) else 0
+        if self.maxsize == 0 or (self.max_chars is not None and chars > self.max_chars):
+            # One value larger than the whole budget would only flush everything else.
             return
         with self._lock:
+            previous = self._data.pop(key, None)
+            if isinstance(previous, str):
+                self._chars -= len(previous)
             self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
+            self._chars += chars
+            while len(self._data) > self.maxsize or (
+                self.max_chars is not None and self._chars > self.max_chars
+            ):
+                _, dropped = self._data.popitem(last=False)
+                if isinstance(dropped, str):
+                    self._chars -= len(dropped)
 
     def stats(self) -> CacheStats:
         with self._lock:
-            return CacheStats(self.hits, self.misses, len(self._data), self.maxsize)
+            return CacheStats(self.hits, self.misses, len(self._data), self.maxsize, self._chars)
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._chars = 0
 
 
 class SignatureCache:
@@ -182,13 +200,22 @@ class SignatureCache:
     cannot change what the cache serves next. Safe to share between threads.
     """
 
-    def __init__(self, maxsize: int = DEFAULT_SIGNATURE_CACHE_SIZE) -> None:
-        """Keep at most ``maxsize`` signed documents (0 turns caching off).
+    def __init__(
+        self,
+        maxsize: int = DEFAULT_SIGNATURE_CACHE_SIZE,
+        *,
+        max_chars: int | None = DEFAULT_SIGNATURE_CACHE_CHARS,
+    ) -> None:
+        """Keep at most ``maxsize`` signed documents (0 turns caching off) and at most
+        ``max_chars`` characters of their JSON (None: no such bound).
+
+        The character bound is what keeps memory flat: a learner's signed CLR holds all
+        their awards, so a count alone says little about bytes.
 
         Raises:
-            ValueError: ``maxsize`` is negative.
+            ValueError: ``maxsize`` or ``max_chars`` is negative.
         """
-        self._lru = _Lru(maxsize)
+        self._lru = _Lru(maxsize, max_chars)
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The signed document stored under ``key`` (a fresh copy), or None."""
