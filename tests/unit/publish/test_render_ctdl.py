@@ -11,6 +11,7 @@ import pytest
 
 from cayg_publish.domain import Operation as RenderOperation
 from cayg_publish.ledger import InMemoryCatalog
+from cayg_publish.projection import DocumentKind, DocumentRef
 from cayg_publish.render.ctdl import (
     PUBLISH_CREDENTIAL,
     PUBLISH_TRANSFER_VALUE,
@@ -232,17 +233,31 @@ def test_organization_request() -> None:
     assert request["Organization"]["ceterms:name"] == {"en-US": "Northfield Community College"}
 
 
-async def test_renderer_publishes_a_definition_and_its_transfer_values() -> None:
-    renderer = RegistryRenderer(OPTIONS, InMemoryCatalog())
+def _ref(kind: DocumentKind, subject: str) -> DocumentRef:
+    return DocumentRef(TENANT, kind, subject)
 
-    renderings = await renderer(change(rich_definition()))
+
+async def test_renderer_publishes_a_definition_and_its_transfer_values() -> None:
+    catalog = InMemoryCatalog()
+    renderer = RegistryRenderer(OPTIONS, catalog)
+    await catalog.remember(change(rich_definition()))
+    ref = _ref(DocumentKind.CREDENTIAL, rich_definition().source_id)
+
+    renderings = await renderer.document(ref)
 
     assert [r.action for r in renderings] == [PUBLISH_CREDENTIAL, PUBLISH_TRANSFER_VALUE]
     assert renderings[0].part is None
     assert renderings[1].part is not None
     assert renderings[1].part.startswith("transfer-value:ce-")
-    again = await renderer(change(rich_definition(), seq=2))
+    # Ledger subjects: the entity key, and the entity key with the part.
+    assert renderings[0].subject is not None
+    assert renderings[0].subject.endswith(f"/credential-definition/{ref.subject}")
+    assert renderings[1].subject == f"{renderings[0].subject}|{renderings[1].part}"
+    await catalog.remember(change(rich_definition(), seq=2))
+    again = await renderer.document(ref)
     assert [r.content_hash for r in again] == [r.content_hash for r in renderings]
+    assert again[0].subject_version is not None
+    assert again[0].subject_version.sequence == 2
 
 
 async def test_a_deleted_definition_is_deprecated_or_deleted() -> None:
@@ -256,11 +271,13 @@ async def test_a_deleted_definition_is_deprecated_or_deleted() -> None:
         entity_type=EntityType.CREDENTIAL_DEFINITION,
         source_id=defined.source_id,
     )
+    await catalog.remember(deleted)
+    ref = _ref(DocumentKind.CREDENTIAL, defined.source_id)
 
-    [deprecated] = await RegistryRenderer(OPTIONS, catalog)(deleted)
+    [deprecated] = await RegistryRenderer(OPTIONS, catalog).document(ref)
     delete_options = RegistryOptions(publish_for_organization=ORG_CTID, on_delete="delete")
-    [removed] = await RegistryRenderer(delete_options, catalog)(deleted)
-    never_seen = await RegistryRenderer(OPTIONS, InMemoryCatalog())(deleted)
+    [removed] = await RegistryRenderer(delete_options, catalog).document(ref)
+    never_seen = await RegistryRenderer(OPTIONS, InMemoryCatalog()).document(ref)
 
     assert deprecated.action == PUBLISH_CREDENTIAL
     assert deprecated.body["Credential"]["CredentialStatusType"] == "credentialStat:Deprecated"
@@ -270,16 +287,24 @@ async def test_a_deleted_definition_is_deprecated_or_deleted() -> None:
 
 
 async def test_only_the_accounts_own_organization_is_published() -> None:
-    renderer = RegistryRenderer(OPTIONS, InMemoryCatalog())
-
-    own = await renderer(change(organization()))
-    other = await renderer(
+    catalog = InMemoryCatalog()
+    renderer = RegistryRenderer(OPTIONS, catalog)
+    await catalog.remember(change(organization()))
+    await catalog.remember(
         change(organization(ctid=OTHER_CTID, source_id="partner", name="Partner"))
     )
+
+    own = await renderer.document(_ref(DocumentKind.ORGANIZATION, organization().source_id))
+    other = await renderer.document(_ref(DocumentKind.ORGANIZATION, "partner"))
 
     assert [r.action for r in own] == ["organization/publish"]
     assert other == ()
 
 
-async def test_awards_are_not_for_the_registry() -> None:
-    assert await RegistryRenderer(OPTIONS, InMemoryCatalog())(change(award())) == ()
+async def test_learner_documents_are_not_for_the_registry() -> None:
+    catalog = InMemoryCatalog()
+    await catalog.remember(change(award()))
+    renderer = RegistryRenderer(OPTIONS, catalog)
+
+    assert DocumentKind.LEARNER_RECORD not in renderer.document_kinds
+    assert await renderer.document(_ref(DocumentKind.LEARNER_RECORD, "person:person-1")) == ()

@@ -12,8 +12,9 @@ import pytest
 from jsonschema import Draft201909Validator
 from pydantic import SecretStr
 
-from cayg_publish.domain import TargetFailure, learner_key
+from cayg_publish.domain import learner_key
 from cayg_publish.ledger import InMemoryCatalog
+from cayg_publish.projection import DocumentKind, DocumentRef, Waiting
 from cayg_publish.render.openbadges import (
     CLR_CONTEXT,
     EXTENSIONS_CONTEXT,
@@ -31,6 +32,7 @@ from cayg_publish.render.openbadges import (
 from cayg_shared.schema import (
     AwardStatus,
     CredentialRef,
+    EntityType,
     Evidence,
     LearnerRef,
     Operation,
@@ -204,7 +206,14 @@ def test_clr_holds_signed_credentials_and_stacking_associations(
     assert all(raw not in json.dumps(signed) for raw in RAW_IDS)
 
 
-async def test_renderer_builds_the_learners_whole_clr() -> None:
+RECORD = DocumentRef(TENANT, DocumentKind.LEARNER_RECORD, "person:person-1")
+
+
+def _award_ref(award_id: str = "AW-1") -> DocumentRef:
+    return DocumentRef(TENANT, DocumentKind.AWARD_CREDENTIAL, f"{award_id}\n")
+
+
+async def _two_awards() -> tuple[InMemoryCatalog, Any, Any]:
     catalog = InMemoryCatalog()
     first_def, second_def = definition(), definition("MC-PY", name="Microcredential in Python")
     for item in (first_def, second_def, learner_identity()):
@@ -212,33 +221,73 @@ async def test_renderer_builds_the_learners_whole_clr() -> None:
     first, second = award("AW-1", of=first_def), award("AW-2", of=second_def)
     await catalog.remember(change(first))
     await catalog.remember(change(second))
+    return catalog, first, second
 
-    [rendering] = await OpenBadgesRenderer(OPTIONS, catalog)(change(second))
+
+async def test_renderer_builds_the_learners_whole_clr() -> None:
+    catalog, _, _ = await _two_awards()
+
+    [rendering] = await OpenBadgesRenderer(OPTIONS, catalog).document(RECORD)
 
     body = rendering.body
     assert body["type"] == ["VerifiableCredential", "ClrCredential"]
     assert len(body["credentialSubject"]["verifiableCredential"]) == 2
     assert rendering.remote_id == body["id"]
     assert body["id"].startswith("urn:uuid:")
+    assert rendering.subject == f"clr-record|{TENANT}|person:person-1"
+    assert not rendering.replaces_only
 
 
 async def test_a_revoked_award_leaves_the_clr() -> None:
-    catalog = InMemoryCatalog()
-    first_def, second_def = definition(), definition("MC-PY", name="Microcredential in Python")
-    for item in (first_def, second_def, learner_identity()):
-        await catalog.remember(change(item))
-    first, second = award("AW-1", of=first_def), award("AW-2", of=second_def)
-    await catalog.remember(change(first))
-    await catalog.remember(change(second))
+    catalog, first, _ = await _two_awards()
     revoked = change(
         first.model_copy(update={"status": AwardStatus.REVOKED}), seq=2, operation=Operation.REVOKE
     )
     await catalog.remember(revoked)
 
-    [rendering] = await OpenBadgesRenderer(OPTIONS, catalog)(revoked)
+    [rendering] = await OpenBadgesRenderer(OPTIONS, catalog).document(RECORD)
 
     held = rendering.body["credentialSubject"]["verifiableCredential"]
     assert [c["name"] for c in held] == ["Microcredential in Python"]
+
+
+async def test_a_record_level_revoke_after_delivery_leaves_the_clr() -> None:
+    catalog, _, _ = await _two_awards()
+    # An Ethos record emptied or deleted: a revoke of the whole record, no award body.
+    await catalog.remember(
+        change(
+            None,
+            entity_type=EntityType.CREDENTIAL_AWARD,
+            source_id="AW-1",
+            seq=5,
+            operation=Operation.REVOKE,
+        )
+    )
+
+    [rendering] = await OpenBadgesRenderer(OPTIONS, catalog).document(RECORD)
+
+    held = rendering.body["credentialSubject"]["verifiableCredential"]
+    assert [c["name"] for c in held] == ["Microcredential in Python"]
+    assert rendering.body["validFrom"] == "2026-01-01T00:00:05Z"  # as new as the revoke
+
+
+async def test_when_every_award_is_revoked_the_record_is_withdrawn() -> None:
+    catalog, first, second = await _two_awards()
+    for n, item in enumerate((first, second)):
+        await catalog.remember(
+            change(
+                item.model_copy(update={"status": AwardStatus.REVOKED}),
+                seq=10 + n,
+                operation=Operation.REVOKE,
+            )
+        )
+
+    [rendering] = await OpenBadgesRenderer(OPTIONS, catalog).document(RECORD)
+
+    assert rendering.replaces_only  # never sent for a record the host never had
+    assert rendering.body["validUntil"] == "2026-01-01T00:00:11Z"
+    [kept] = rendering.body["credentialSubject"]["verifiableCredential"]
+    assert kept["validUntil"] == "2026-01-01T00:00:11Z"
 
 
 async def test_ob_api_renders_one_credential_and_expires_a_revoked_one() -> None:
@@ -247,12 +296,17 @@ async def test_ob_api_renders_one_credential_and_expires_a_revoked_one() -> None
         await catalog.remember(change(item))
     given = award()
     renderer = OpenBadgesRenderer(OPTIONS, catalog, api="ob")
+    await catalog.remember(change(given))
 
-    [issued] = await renderer(change(given))
-    revoked_change = change(
-        given.model_copy(update={"status": AwardStatus.REVOKED}), seq=9, operation=Operation.REVOKE
+    [issued] = await renderer.document(_award_ref())
+    await catalog.remember(
+        change(
+            given.model_copy(update={"status": AwardStatus.REVOKED}),
+            seq=9,
+            operation=Operation.REVOKE,
+        )
     )
-    [revoked] = await renderer(revoked_change)
+    [revoked] = await renderer.document(_award_ref())
 
     assert issued.body["type"] == ["VerifiableCredential", "AchievementCredential"]
     assert "validUntil" not in issued.body
@@ -261,29 +315,27 @@ async def test_ob_api_renders_one_credential_and_expires_a_revoked_one() -> None
 
 
 @pytest.mark.parametrize("missing", ["definition", "learner"])
-async def test_missing_reference_data_is_retryable(missing: str) -> None:
+async def test_missing_reference_data_makes_the_document_wait(missing: str) -> None:
     catalog = InMemoryCatalog()
     if missing != "definition":
         await catalog.remember(change(definition()))
     if missing != "learner":
         await catalog.remember(change(learner_identity()))
-    given = award()
-    await catalog.remember(change(given))
+    await catalog.remember(change(award()))
 
-    with pytest.raises(TargetFailure) as raised:
-        await OpenBadgesRenderer(OPTIONS, catalog)(change(given))
+    with pytest.raises(Waiting) as raised:
+        await OpenBadgesRenderer(OPTIONS, catalog).document(RECORD)
 
-    assert raised.value.failure.retryable
-    assert raised.value.failure.reason == f"{missing}-unknown"
+    assert raised.value.reason == f"{missing}-unknown"
 
 
 async def test_inline_identifiers_need_no_identity_record() -> None:
     catalog = InMemoryCatalog()
     await catalog.remember(change(definition()))
     inline = LearnerRef(institution_id=SecretStr("S-99"))
-    given = award(learner=inline)
+    await catalog.remember(change(award(learner=inline)))
 
-    [rendering] = await OpenBadgesRenderer(OPTIONS, catalog, api="ob")(change(given))
+    [rendering] = await OpenBadgesRenderer(OPTIONS, catalog, api="ob").document(_award_ref())
 
     identities = rendering.body["credentialSubject"]["identifier"]
     assert [i["identityType"] for i in identities] == ["sisSourcedId"]
@@ -291,11 +343,17 @@ async def test_inline_identifiers_need_no_identity_record() -> None:
     assert learner_key(inline).startswith("sha256:")
 
 
-async def test_other_changes_are_not_for_clr_hosts() -> None:
-    renderer = OpenBadgesRenderer(OPTIONS, InMemoryCatalog())
+async def test_a_learner_without_awards_has_no_record_and_a_host_serves_its_kind_only() -> None:
+    catalog = InMemoryCatalog()
+    await catalog.remember(change(learner_identity()))
+    clr = OpenBadgesRenderer(OPTIONS, catalog)
 
-    assert await renderer(change(definition())) == ()
-    assert await renderer(change(learner_identity())) == ()
+    assert await clr.document(RECORD) == ()
+    assert clr.document_kinds == frozenset({DocumentKind.LEARNER_RECORD})
+    assert OpenBadgesRenderer(OPTIONS, catalog, api="ob").document_kinds == frozenset(
+        {DocumentKind.AWARD_CREDENTIAL}
+    )
+    assert await clr.document(DocumentRef(TENANT, DocumentKind.CREDENTIAL, "MC-SQL")) == ()
 
 
 def test_valid_until_is_the_end_of_the_last_valid_day() -> None:
