@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from cayg_publish.app import DOCUMENT_COUNTS_EVERY_S
 from support.messy import SIZES, Expected, MessyStream, messy_stream
 from support.pipeline import Pipeline
 from support.targets import (
@@ -55,6 +56,12 @@ async def _start(pipeline: Pipeline) -> None:
         await asyncio.to_thread(service.start)
 
 
+async def _wait_idle(pipeline: Pipeline) -> None:
+    # Idle for longer than publish takes to refresh its documents gauge from the ledger:
+    # a change committed just before a stale refresh would otherwise look delivered.
+    await pipeline.wait_idle(timeout_s=IDLE_TIMEOUT_S, settle_s=DOCUMENT_COUNTS_EVERY_S + 1)
+
+
 async def _end_state_problems(pipeline: Pipeline, expected: Expected) -> list[str]:
     targets = Targets(pipeline.ports, pipeline.tenants)
     parked = await parked_reasons(pipeline.bootstrap, pipeline.topics)
@@ -82,9 +89,9 @@ async def test_messy_streams_end_in_the_expected_state(pipeline: Pipeline) -> No
     await _start(pipeline)
 
     await pipeline.feed(m for s in streams for m in s.phase1)
-    await pipeline.wait_idle(timeout_s=IDLE_TIMEOUT_S)
+    await _wait_idle(pipeline)
     await pipeline.feed(m for s in streams for m in s.phase2)
-    await pipeline.wait_idle(timeout_s=IDLE_TIMEOUT_S)
+    await _wait_idle(pipeline)
 
     problems = await _end_state_problems(pipeline, expected)
     assert not problems, _report(streams, problems)
@@ -99,7 +106,7 @@ async def test_messy_stream_ends_the_same_when_publish_is_killed(pipeline: Pipel
     await _start(pipeline)
 
     await pipeline.feed(stream.phase1)
-    await pipeline.wait_idle(timeout_s=IDLE_TIMEOUT_S)
+    await _wait_idle(pipeline)
     # A crash between the phases, and another one while phase 2 is being worked through.
     publish.kill()
     await asyncio.to_thread(publish.start)
@@ -114,7 +121,7 @@ async def test_messy_stream_ends_the_same_when_publish_is_killed(pipeline: Pipel
     publish.kill()
     await pipeline.feed(stream.phase2[half:])
     await asyncio.to_thread(publish.start)
-    await pipeline.wait_idle(timeout_s=IDLE_TIMEOUT_S)
+    await _wait_idle(pipeline)
 
     assert publish.starts == 3
     problems = await _end_state_problems(pipeline, stream.expected)
