@@ -181,3 +181,45 @@ async def test_sigkill_mid_stream_loses_nothing_keeps_order_and_resends_at_most_
     assert causes == envelope_ids, "every envelope mapped, none lost by normalize's kill"
     log = [json.loads(x) for x in services["ingest"].log_lines() if x.startswith("{")]
     assert any(entry.get("message") == "batch settled" for entry in log)
+
+
+async def test_a_second_instance_joining_mid_stream_takes_partitions_and_loses_nothing(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    topics = Topics(topic_prefix)
+    sis = topics.sis(NORTHFIELD)
+    await create_topics(kafka_bootstrap, [sis, topics.ingested])
+    env = service_env("ingest", kafka_bootstrap, topic_prefix, TENANTS, BATCH_MAX_RECORDS="50")
+    first = ServiceProcess("ingest", env=env, log_dir=tmp_path, name="ingest-a")
+    second = ServiceProcess("ingest", env=env, log_dir=tmp_path, name="ingest-b")
+    try:
+        stream = [(sis, k, v, hd) for _, k, v, hd in _versions(3000, 30)]
+        await asyncio.to_thread(first.start)
+        await _produce(kafka_bootstrap, stream[:1500])
+        await consume_all(kafka_bootstrap, [topics.ingested], expect=100, idle_s=0, timeout_s=60)
+        await asyncio.to_thread(second.start)  # a rebalance, likely with a batch in flight
+        await _produce(kafka_bootstrap, stream[1500:])
+        await wait_until_consumed(
+            kafka_bootstrap, f"{topic_prefix}cayg-ingest", [sis], timeout_s=120
+        )
+        assert first.stop() == 0
+        assert second.stop() == 0
+    finally:
+        first.kill()
+        second.kill()
+
+    per_key = _ids_in_order(await read_to_end(kafka_bootstrap, [topics.ingested]))
+    assert len(per_key) == 30
+    for key, ids in per_key.items():
+        firsts = list(dict.fromkeys(ids))
+        assert firsts == sorted(firsts), f"{key!r}: first deliveries out of order"
+        assert len(firsts) == 100, f"{key!r}: lost versions"
+    settled_by = {
+        proc.name: sum(
+            json.loads(line).get("settled", 0)
+            for line in proc.log_lines()
+            if line.startswith("{") and '"batch settled"' in line
+        )
+        for proc in (first, second)
+    }
+    assert all(settled_by.values()), f"both instances consumed: {settled_by}"
