@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from cayg_publish.config import ClrTargetConfig, PublishTargetsConfig
+from cayg_signing import ContextLoader
 from support.deploy import REPO_ROOT, workspace_members, workspace_scripts
 
 pytestmark = pytest.mark.integration
@@ -201,3 +203,25 @@ def test_the_build_context_holds_the_workspace_and_nothing_local() -> None:
         ".mypy_cache/3.11/x.json",
     ):
         assert not sent_to_the_builder(local), local
+
+
+def test_the_image_holds_the_contexts_where_the_kubernetes_publish_toml_looks(
+    conformance_dir: Path,
+) -> None:
+    copies = [
+        args for keyword, args in stages()[-1] if keyword == "COPY" and "--from=contexts" in args
+    ]
+    assert len(copies) == 1, "the runtime stage copies the pinned contexts"
+    destination = copies[0].split()[-1].rstrip("/")
+    config = PublishTargetsConfig.load(REPO_ROOT / "deploy" / "k8s" / "config" / "publish.toml")
+    clr_targets = [
+        target
+        for tenant in config.tenants.values()
+        for target in tenant.targets
+        if isinstance(target, ClrTargetConfig)
+    ]
+    assert clr_targets, "the example signs for at least one CLR host"
+    for target in clr_targets:
+        assert str(target.contexts_dir) == destination, target.name
+    # The build context DEPLOY.md passes as `contexts` is a complete, pinned set.
+    ContextLoader.from_directory(conformance_dir / "1edtech" / "contexts")
