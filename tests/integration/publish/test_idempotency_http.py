@@ -4,6 +4,7 @@ when the answer is lost (timeout after the write) or the ledger write is lost (c
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +12,24 @@ import pytest
 
 from cayg_publish.adapters.factory import create_target
 from cayg_publish.config import CredentialEngineTargetConfig, HttpTimeouts, Limits, SecretRef
-from cayg_publish.domain import DeliveryStatus, Target
+from cayg_publish.domain import LedgerEntry, Outcome, Target
 from cayg_publish.idempotency import idempotency_key
-from cayg_publish.ledger import InMemoryLedger, Ledger, LedgerError, SqliteLedger
+from cayg_publish.ledger import Ledger, LedgerError, SqliteLedger
+from cayg_publish.projection import DocumentKind, DocumentRef, RetrySchedule
+from cayg_publish.projector import Projector
 from cayg_publish.retry import RetryPolicy
-from cayg_publish.usecase import ThrottleBook, deliver
 from cayg_shared.schema import Change
 from integration.publish.publish_support import IdempotentRegistry, serve_registry
-from unit.publish.publish_factories import ORG_CTID, change, definition
+from unit.publish.publish_factories import ORG_CTID, TENANT, change, definition
 
 pytestmark = pytest.mark.integration
 
 TARGET = "dedup-registry"
 POLICY = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
+#: A failing document is due again almost at once in these tests.
+SCHEDULE = RetrySchedule(
+    first_interval=timedelta(milliseconds=10), max_interval=timedelta(milliseconds=10)
+)
 
 
 def target(
@@ -40,8 +46,11 @@ def target(
     return create_target(config, ledger.catalog, environ={"KEY": "k" * 36})
 
 
-async def send(item: Change, to: Target, ledger: Ledger) -> Any:
-    return await deliver(item, [to], ledger, throttles=ThrottleBook(), policy=POLICY)
+async def send(item: Change, to: Target, ledger: Ledger) -> LedgerEntry | None:
+    """Record ``item``, deliver what it dirtied, and return the ledger's entry of it."""
+    await ledger.record_change(item, {to.name: to.document_kinds})
+    await Projector(ledger, [to], policy=POLICY, schedule=SCHEDULE).drain()
+    return await ledger.get(to.name, str(item.entity_key))
 
 
 async def test_a_lost_answer_is_retried_with_the_same_key_and_applied_once(
@@ -52,15 +61,14 @@ async def test_a_lost_answer_is_retried_with_the_same_key_and_applied_once(
     await ledger.migrate()
     item = change(definition())
     with serve_registry(registry) as base:
-        report = await send(item, target(base, ledger, read_timeout=0.5), ledger)
+        entry = await send(item, target(base, ledger, read_timeout=0.5), ledger)
     await ledger.close()
 
-    outcome = report.for_target(TARGET)
-    assert outcome.status is DeliveryStatus.APPLIED
-    assert outcome.attempts == 2
+    assert entry is not None
+    assert entry.last_outcome is Outcome.APPLIED
     keys = [r.idempotency_key for r in registry.requests]
     assert len(keys) == 2
-    assert keys[0] == keys[1] == outcome.idempotency_key
+    assert keys[0] == keys[1]
     assert registry.applies == 1
     assert list(registry.resources) == [definition().ctid]
 
@@ -76,23 +84,31 @@ async def test_a_lost_ledger_write_is_redelivered_with_the_same_key(tmp_path: Pa
     with serve_registry(registry) as base:
         crashing = CrashingLedger(path)
         await crashing.migrate()
-        with pytest.raises(LedgerError):
-            await send(item, target(base, crashing), crashing)
+        # The delivery's ledger write fails: the document is not settled as delivered.
+        await send(item, target(base, crashing), crashing)
         await crashing.close()
         restarted = SqliteLedger(path)
         await restarted.migrate()
-        report = await send(item, target(base, restarted), restarted)
+        await asyncio.sleep(0.05)  # the failing document is due again
+        await Projector(restarted, [target(base, restarted)], policy=POLICY).drain()
+        entry = await restarted.get(TARGET, str(item.entity_key))
         again = await send(item, target(base, restarted), restarted)
+        to = target("http://unused", restarted)
+        [rendering] = await to.render_document(
+            DocumentRef(TENANT, DocumentKind.CREDENTIAL, definition().source_id)
+        )
         await restarted.close()
 
-    assert report.for_target(TARGET).status is DeliveryStatus.APPLIED
-    assert again.for_target(TARGET).status is DeliveryStatus.UNCHANGED
+    assert entry is not None
+    assert entry.last_outcome is Outcome.APPLIED
+    assert again is not None
+    assert again.last_outcome is Outcome.UNCHANGED
     keys = [r.idempotency_key for r in registry.requests]
     assert len(keys) == 2
     assert keys[0] == keys[1]
-    [rendering] = await target("http://unused", InMemoryLedger()).render(item)
+    assert rendering.subject_version is not None
     assert keys[0] == idempotency_key(
-        TARGET, str(item.entity_key), item.source_version, rendering.content_hash
+        TARGET, str(item.entity_key), rendering.subject_version, rendering.content_hash
     )
     assert registry.applies == 1
 
@@ -118,16 +134,17 @@ async def test_the_throttle_holds_concurrency_across_deliveries(tmp_path: Path) 
     registry = IdempotentRegistry()
     ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
     await ledger.migrate()
-    throttles = ThrottleBook()
     items = [change(definition(f"MC-{n}", name=f"Microcredential {n}")) for n in range(12)]
     with serve_registry(registry) as base:
         to = target(base, ledger, concurrency=2)
-        reports = await asyncio.gather(
-            *(deliver(i, [to], ledger, throttles=throttles, policy=POLICY) for i in items)
-        )
+        for item in items:
+            await ledger.record_change(item, {to.name: to.document_kinds})
+        # Twelve documents delivered at once by one projector, two calls at a time.
+        await Projector(ledger, [to], policy=POLICY, max_in_flight=12).drain()
+        entries = [await ledger.get(TARGET, str(i.entity_key)) for i in items]
     await ledger.close()
 
-    assert all(r.for_target(TARGET).status is DeliveryStatus.APPLIED for r in reports)
+    assert all(e is not None and e.last_outcome is Outcome.APPLIED for e in entries)
     assert registry.applies == 12
     assert len(registry.resources) == 12
     assert 1 <= registry.peak_in_flight <= 2
