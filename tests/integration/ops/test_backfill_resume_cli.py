@@ -105,8 +105,8 @@ async def test_a_stopped_backfill_resumes_and_every_row_lands(
     await create_topics(kafka_bootstrap, [topic])
     history = tmp_path / "history.jsonl"
     history.write_bytes(_history(ROWS))
-    checkpoint = checkpoint_store.default_path(history, TENANT)
-    argv = _argv(kafka_bootstrap, topic_prefix, history)
+    checkpoint = tmp_path / "state" / "history.checkpoint.json"
+    argv = _argv(kafka_bootstrap, topic_prefix, history, "--checkpoint", str(checkpoint))
 
     # Ctrl-C: the run stops cleanly and says how to go on.
     status, err = await asyncio.to_thread(

@@ -204,8 +204,12 @@ def _settings(**changes: Any) -> RunSettings:
 def test_a_checkpoint_is_replaced_whole_and_read_back(tmp_path: Path) -> None:
     file = tmp_path / "awards.jsonl"
     file.write_bytes(_awards(3))
-    path = checkpoint_store.default_path(file, "northfield-cc")
-    assert path == tmp_path / "awards.jsonl.northfield-cc.checkpoint.json"
+    path = checkpoint_store.default_path(file, "northfield-cc", tmp_path / "state")
+    assert path.parent == tmp_path / "state"
+    assert path.name.startswith("awards.jsonl.northfield-cc.")
+    elsewhere = tmp_path / "other" / "awards.jsonl"
+    assert checkpoint_store.default_path(elsewhere, "northfield-cc", tmp_path / "state") != path
+    assert checkpoint_store.default_path(file, "x").parts[:2] == (".cayg", "backfill")
     first = Checkpoint(file=FileIdentity.of(file), settings=_settings(), records=3)
 
     checkpoint_store.save(path, first)
@@ -268,10 +272,15 @@ class FlakyOutlet:
         return [r.record_id for chunk in self.delivered for r in chunk]
 
 
+def _checkpoint_of(file: Path) -> Path:
+    return file.parent / "state" / "checkpoint.json"
+
+
 def _run(
     file: Path, profile: TenantProfile, outlet: FlakyOutlet, **options: Any
 ) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
+    options.setdefault("checkpoint", _checkpoint_of(file))
     status = backfill.run(
         Options(file=file, tenant="northfield-cc", batch_size=7, **options),
         profile=profile,
@@ -295,7 +304,7 @@ def test_a_failed_run_resumes_after_the_last_acknowledged_chunk(
     assert status == 1
     assert "sending failed after 21 confirmed records" in err
     assert "`--resume` goes on after line 21" in err
-    saved = checkpoint_store.load(checkpoint_store.default_path(file, "northfield-cc"))
+    saved = checkpoint_store.load(_checkpoint_of(file))
     assert saved is not None
     assert (saved.sent, saved.chunks, saved.line, saved.complete) == (21, 3, 21, False)
     assert saved.offset == len(b"".join(_awards(50).splitlines(keepends=True)[:21]))
@@ -383,7 +392,7 @@ def test_invalid_rows_send_nothing_and_write_no_checkpoint(
     assert "nothing sent" in out
     assert "line 6:" in err
     assert outlet.calls == 0
-    assert not checkpoint_store.default_path(file, "northfield-cc").exists()
+    assert not _checkpoint_of(file).exists()
 
 
 def test_a_checkpoint_that_cannot_be_written_stops_the_run_before_sending(
@@ -392,7 +401,9 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_before_sending(
     file = tmp_path / "awards.jsonl"
     file.write_bytes(_awards(5))
     outlet = FlakyOutlet()
-    status, _, err = _run(file, northfield, outlet, checkpoint=tmp_path / "no" / "such" / "c.json")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    status, _, err = _run(file, northfield, outlet, checkpoint=blocked / "c.json")
     assert status == 2
     assert "cannot write the checkpoint" in err
     assert outlet.calls == 0

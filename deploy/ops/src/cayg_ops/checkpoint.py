@@ -27,8 +27,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 #: Bumped when the layout changes; an older checkpoint is refused, not misread.
 CHECKPOINT_VERSION: Final = 1
-#: The default checkpoint's name, next to the file: ``<file name>.<tenant>.checkpoint.json``.
-_SUFFIX: Final = ".checkpoint.json"
+#: Where checkpoints go by default, under the current directory (ignored by git, beside
+#: the demo's ``.cayg/demo``): not next to the file, which may sit in a read-only or
+#: version-controlled directory.
+DEFAULT_DIRECTORY: Final = Path(".cayg") / "backfill"
 
 
 class CheckpointError(Exception):
@@ -118,9 +120,14 @@ class Checkpoint(BaseModel):
         return None
 
 
-def default_path(file: Path, tenant: str) -> Path:
-    """Next to the file: ``awards.csv`` → ``awards.csv.<tenant>.checkpoint.json``."""
-    return file.with_name(f"{file.name}.{tenant}{_SUFFIX}")
+def default_path(file: Path, tenant: str, directory: Path = DEFAULT_DIRECTORY) -> Path:
+    """``.cayg/backfill/<file name>.<tenant>.<8 hex of the file's full path>.json``.
+
+    The path's hash keeps two ``awards.csv`` of different directories apart; the name
+    keeps the file findable by eye.
+    """
+    where = hashlib.sha256(str(file.resolve()).encode("utf-8")).hexdigest()[:8]
+    return directory / f"{file.name}.{tenant}.{where}.json"
 
 
 def save(path: Path, checkpoint: Checkpoint) -> None:
@@ -130,6 +137,7 @@ def save(path: Path, checkpoint: Checkpoint) -> None:
     empty file under the checkpoint's name either.
     """
     stamped = checkpoint.model_copy(update={"updated_at": datetime.now(UTC).isoformat()})
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     with partial.open("w", encoding="utf-8") as stream:
         stream.write(stamped.model_dump_json(indent=1))

@@ -277,8 +277,8 @@ def _add_backfill(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--checkpoint",
         type=Path,
-        help="where the run's progress is kept (default: FILE.<tenant>.checkpoint.json "
-        "next to FILE)",
+        help="where the run's progress is kept (default: "
+        ".cayg/backfill/<file name>.<tenant>.<hash of its path>.json in this directory)",
     )
 
 
