@@ -5,10 +5,11 @@ Import as ``integration.publish.publish_support`` (``tests/`` is on the path).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,13 @@ from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from cayg_publish.domain import LedgerEntry, Target
+from cayg_publish.ledger import Ledger
+from cayg_publish.projection import DocumentRef, DocumentRow, DocumentState, RetrySchedule
+from cayg_publish.projector import Projector
+from cayg_publish.retry import RetryPolicy
+from cayg_shared.schema import Change
 
 
 class Clock:
@@ -190,3 +198,44 @@ class SleepRecorder:
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
         await self._sleep(delay)
+
+
+#: Failing documents are due again almost at once in these tests.
+QUICK_RETRIES = RetrySchedule(
+    first_interval=timedelta(milliseconds=20), max_interval=timedelta(milliseconds=20)
+)
+
+
+@dataclass
+class Delivered:
+    """What recording one change and draining the projector left behind."""
+
+    #: The (target, document) pairs the change marked dirty (empty: it changed nothing).
+    marked: list[tuple[str, DocumentRef]]
+    #: Those documents afterwards.
+    documents: list[DocumentRow]
+    #: The ledger's entry of the change's entity at the target.
+    entry: LedgerEntry | None
+
+    @property
+    def state(self) -> DocumentState:
+        """The state of the single document marked."""
+        [row] = self.documents
+        return row.state
+
+
+async def deliver_change(
+    item: Change,
+    target: Target,
+    ledger: Ledger,
+    *,
+    policy: RetryPolicy,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Delivered:
+    """Record ``item`` for ``target`` and deliver every document it dirtied."""
+    marked = await ledger.record_change(item, {target.name: target.document_kinds})
+    await Projector(ledger, [target], policy=policy, schedule=QUICK_RETRIES, sleep=sleep).drain()
+    keys = {ref.key for _, ref in marked}
+    documents = [d for d in await ledger.documents(target=target.name) if d.ref.key in keys]
+    entry = await ledger.get(target.name, str(item.entity_key))
+    return Delivered(marked, documents, entry)

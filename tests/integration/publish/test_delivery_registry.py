@@ -17,14 +17,19 @@ import pytest
 
 from cayg_publish.adapters.factory import create_target
 from cayg_publish.config import CredentialEngineTargetConfig, HttpTimeouts, SecretRef
-from cayg_publish.domain import DeliveryReport, DeliveryStatus, Outcome, Target
+from cayg_publish.domain import Outcome, Target
 from cayg_publish.ledger import Ledger, LedgerError, SqliteLedger
+from cayg_publish.projection import DocumentState
 from cayg_publish.retry import RetryPolicy
-from cayg_publish.usecase import ThrottleBook, deliver
 from cayg_shared.schema import Change, EntityType, Operation
 from cayg_standins import FaultPlan, RegistryConfig, create_registry_app
-from integration.publish.publish_support import SleepRecorder, serve_asgi
-from unit.publish.publish_factories import ORG_CTID, change, definition
+from integration.publish.publish_support import (
+    Delivered,
+    SleepRecorder,
+    deliver_change,
+    serve_asgi,
+)
+from unit.publish.publish_factories import ORG_CTID, TENANT, change, definition
 
 pytestmark = pytest.mark.integration
 
@@ -108,14 +113,19 @@ def registry_target(
 
 async def send(
     item: Change, target: Target, ledger: Ledger, sleep: SleepRecorder | None = None
-) -> DeliveryReport:
-    return await deliver(
-        item,
-        [target],
-        ledger,
-        throttles=ThrottleBook(),
-        policy=POLICY,
-        sleep=sleep or SleepRecorder(asyncio.sleep),
+) -> Delivered:
+    return await deliver_change(
+        item, target, ledger, policy=POLICY, sleep=sleep or SleepRecorder(asyncio.sleep)
+    )
+
+
+def applied(delivered: Delivered) -> bool:
+    """The target took the change: the document is clean and the entity recorded applied."""
+    entry = delivered.entry
+    return (
+        delivered.state is DocumentState.CLEAN
+        and entry is not None
+        and entry.last_outcome is Outcome.APPLIED
     )
 
 
@@ -137,11 +147,12 @@ async def test_happy_path_then_unchanged(start_registry: Any, ledger: Ledger) ->
     first = await send(item, target, ledger)
     again = await send(change(definition(), seq=2), target, ledger)
 
-    outcome = first.for_target(TARGET)
-    assert outcome.status is DeliveryStatus.APPLIED
-    assert outcome.remote_id == definition().ctid
-    assert outcome.remote_url is not None
-    assert again.for_target(TARGET).status is DeliveryStatus.UNCHANGED
+    assert applied(first)
+    assert first.entry is not None
+    assert first.entry.remote_id == definition().ctid
+    assert first.entry.remote_url is not None
+    assert again.entry is not None
+    assert again.entry.last_outcome is Outcome.UNCHANGED
     assert registry.counts(definition().ctid)["credential/publish"] == {"applied": 1}
     assert_holds_once(registry, "Microcredential in SQL Databases")
 
@@ -152,9 +163,8 @@ async def test_a_5xx_burst_then_success(start_registry: Any, ledger: Ledger) -> 
 
     report = await send(change(definition()), target, ledger)
 
-    outcome = report.for_target(TARGET)
-    assert outcome.status is DeliveryStatus.APPLIED
-    assert outcome.attempts == 3
+    assert applied(report)
+    assert registry.counts(definition().ctid)["credential/publish"] == {"applied": 1}
     assert_holds_once(registry, "Microcredential in SQL Databases")
 
 
@@ -167,7 +177,7 @@ async def test_429_retry_after_is_honoured(start_registry: Any, ledger: Ledger) 
 
     report = await send(change(definition()), target, ledger, sleeps)
 
-    assert report.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert applied(report)
     assert len(sleeps.delays) == 1
     assert sleeps.delays[0] >= 1.0  # never sooner than the registry asked
     assert_holds_once(registry, "Microcredential in SQL Databases")
@@ -187,9 +197,7 @@ async def test_timeout_after_the_write_is_retried_and_held_once(
 
     report = await send(change(definition()), target, ledger)
 
-    outcome = report.for_target(TARGET)
-    assert outcome.status is DeliveryStatus.APPLIED
-    assert outcome.attempts == 2
+    assert applied(report)
     # The first request was applied although its answer never came; the retry of the same
     # CTID changed nothing.
     assert registry.counts(definition().ctid)["credential/publish"] == {
@@ -208,21 +216,22 @@ async def test_a_validation_error_is_permanent_until_fixed(
 
     refused = await send(item, misconfigured, ledger)
 
-    outcome = refused.for_target(TARGET)
-    assert outcome.status is DeliveryStatus.PERMANENT
-    assert outcome.reason == "validation"
-    assert outcome.attempts == 1
-    assert outcome.response is not None
-    assert any("may not publish" in m for m in outcome.response["messages"])
+    [document] = refused.documents
+    assert document.state is DocumentState.REJECTED
+    assert document.last_error is not None
+    assert document.last_error.startswith("validation")
+    assert "may not publish" in document.last_error  # the registry's own message, kept
     entry = await ledger.get(TARGET, str(item.entity_key))
     assert entry is not None
     assert entry.last_outcome is Outcome.FAILED_PERMANENT
     assert registry.listed() == []
 
-    # The operator fixes the configuration and replays the change from the DLQ.
-    replayed = await send(item, registry_target(registry, ledger), ledger)
+    # The operator fixes the configuration and reconciles the tenant.
+    fixed = registry_target(registry, ledger)
+    await ledger.reconcile(TENANT, {TARGET: fixed.document_kinds})
+    replayed = await send(item, fixed, ledger)
 
-    assert replayed.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert applied(replayed)
     assert_holds_once(registry, "Microcredential in SQL Databases")
 
 
@@ -240,17 +249,19 @@ async def test_a_crash_between_call_and_ledger_write(start_registry: Any, tmp_pa
     await crashing.migrate()
     item = change(definition())
 
-    with pytest.raises(LedgerError, match="simulated crash"):
-        await send(item, registry_target(registry, crashing), crashing)
+    crashed = await send(item, registry_target(registry, crashing), crashing)
     await crashing.close()
+    assert crashed.state is DocumentState.FAILING  # never settled as delivered
 
-    # The process restarts and Kafka redelivers the change.
+    # The process restarts and Kafka redelivers the change; the failing document is retried.
     restarted = SqliteLedger(path)
     await restarted.migrate()
+    await restarted.reconcile(TENANT, {TARGET: registry_target(registry, restarted).document_kinds})
+    await asyncio.sleep(0.1)  # the failing document is due again (tests retry quickly)
     report = await send(item, registry_target(registry, restarted), restarted)
     await restarted.close()
 
-    assert report.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert applied(report)
     assert registry.counts(definition().ctid)["credential/publish"] == {
         "applied": 1,
         "unchanged": 1,
@@ -269,7 +280,7 @@ async def test_an_older_version_never_overwrites_a_newer_one(
     await send(newer, target, ledger)
     report = await send(older, target, ledger)
 
-    assert report.for_target(TARGET).status is DeliveryStatus.STALE
+    assert report.marked == []  # the catalog keeps the newer version: nothing to deliver
     assert_holds_once(registry, "Microcredential in SQL Databases II")
 
 
@@ -289,7 +300,7 @@ async def test_deprecation_republishes_the_last_known_definition(
 
     report = await send(deleted, target, ledger)
 
-    assert report.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert report.state is DocumentState.CLEAN
     resource = registry.resource(definition().ctid)
     assert "credentialStat:Deprecated" in str(resource)
     assert len(registry.listed()) == 1
