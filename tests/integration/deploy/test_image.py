@@ -225,3 +225,15 @@ def test_the_image_holds_the_contexts_where_the_kubernetes_publish_toml_looks(
         assert str(target.contexts_dir) == destination, target.name
     # The build context DEPLOY.md passes as `contexts` is a complete, pinned set.
     ContextLoader.from_directory(conformance_dir / "1edtech" / "contexts")
+
+
+def test_the_dependency_layer_sees_every_workspace_member() -> None:
+    """The first ``uv sync`` (third-party packages only) mounts uv.lock and each member's
+    pyproject.toml, nothing else: a member missing there makes ``--frozen`` fail in the
+    build, a source mounted there rebuilds the layer on every change."""
+    (first, *_) = [args for keyword, args in stages()[0] if keyword == "RUN" and "uv sync" in args]
+    assert "--no-install-workspace" in first.split()
+    mounted = set(re.findall(r"--mount=type=bind,source=(\S+?),target=(\S+)", first))
+    assert {source for source, target in mounted if source != target} == set()
+    wanted = {"uv.lock", "pyproject.toml"} | {f"{m}/pyproject.toml" for m in workspace_members()}
+    assert {source for source, _ in mounted} == wanted
