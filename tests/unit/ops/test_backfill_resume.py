@@ -455,3 +455,24 @@ def test_a_fresh_run_over_an_unfinished_one_says_so_and_starts_at_the_top(
     assert "the unfinished run in" in out
     assert "(after line 7) is replaced" in out
     assert again.record_ids == [f"awards:{n}" for n in range(20)]
+
+
+def test_a_file_edited_during_the_check_is_not_sent(
+    tmp_path: Path, northfield: TenantProfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "awards.jsonl"
+    file.write_bytes(_awards(5))
+    checked = backfill.check_file
+
+    def check_then_edit(*args: Any, **kwargs: Any) -> backfill.Tally:
+        tally = checked(*args, **kwargs)
+        with file.open("ab") as stream:  # an export still being written, say
+            stream.write(json.dumps(_award(5)).encode() + b"\n")
+        return tally
+
+    monkeypatch.setattr(backfill, "check_file", check_then_edit)
+    outlet = FlakyOutlet()
+    status, _, err = _run(file, northfield, outlet)
+    assert status == 2
+    assert "awards.jsonl changed while it was being checked" in err
+    assert outlet.calls == 0

@@ -1038,6 +1038,7 @@ def run(
     checkpoint_path = options.checkpoint or default_path(options.file, profile.tenant_id)
     try:
         fmt = options.fmt or detect_format(options.file)
+        before = options.file.stat()
         # First pass: the file's identity (and the default batch id), one sequential read.
         identity = FileIdentity.of(options.file)
         rules = rules_for(
@@ -1062,6 +1063,10 @@ def run(
             checkpoint = _checked(resolved, identity, settings)
         if checkpoint is None:
             return 0
+        after = options.file.stat()
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            # The records would no longer be the ones checked and hashed (the batch id).
+            raise _Refused(f"{options.file.name} changed while it was being checked: run again")
         _save(resolved, checkpoint)
     except _Refused as refusal:
         if str(refusal):
