@@ -156,3 +156,20 @@ async def test_when_the_service_cannot_even_build_its_letter_a_plain_one_is_sent
     assert "RuntimeError: a bug" in letter.detail
     assert "ValueError: no letter \\ud800 today" in letter.detail, "made encodable, not lost"
     assert broker.committed == {("in", 2): 10}
+
+
+async def test_a_size_refused_record_whose_letter_cannot_be_sent_is_read_again() -> None:
+    class Flaky(Broker):
+        async def send(self, out: Outbound) -> asyncio.Future[Any]:
+            if out.topic == DLQ:
+                raise ConnectionError("broker gone")
+            return await super().send(out)
+
+    handler, broker = Echo(), Flaky()
+    broker.fail_ack[b"huge"] = MessageSizeTooLargeError()
+    batch = [record(0, 5), record(0, 6, b"huge"), record(1, 2, b"huge")]
+    report = await runner(handler).run(batch, broker, broker)
+
+    assert broker.committed == {("in", 0): 6}, "committed up to the records, not past them"
+    assert broker.rewound == {("in", 0): 6, ("in", 1): 2}
+    assert isinstance(report.error, ConnectionError)

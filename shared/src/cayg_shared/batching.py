@@ -392,12 +392,17 @@ class BatchRunner:
                 item.failure = error
         if retry:
             for item in retry:
+                # Its letter is not out yet: unsent until ``_send_all`` says otherwise, so a
+                # producer failure in this round leaves it to be read again, not committed.
                 item.futures = []
+                item.sent = False
             await self._send_all(retry, sink)
             await asyncio.gather(*(f for i in retry for f in i.futures), return_exceptions=True)
             for item in retry:
                 for future in item.futures:
-                    if future.exception() is not None and item.failure is None:
+                    if future.cancelled():
+                        item.failure = item.failure or asyncio.CancelledError()
+                    elif future.exception() is not None and item.failure is None:
                         item.failure = future.exception()
 
     # ------------------------------------------------------------------ settling
