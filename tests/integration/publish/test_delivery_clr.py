@@ -19,15 +19,20 @@ import pytest
 
 from cayg_publish.adapters.factory import create_target
 from cayg_publish.config import ClrTargetConfig, HttpTimeouts, IssuerProfile, SecretRef
-from cayg_publish.domain import DeliveryReport, DeliveryStatus, Target
+from cayg_publish.domain import Target
 from cayg_publish.ledger import Ledger, LedgerError, SqliteLedger
+from cayg_publish.projection import DocumentState
 from cayg_publish.retry import RetryPolicy
-from cayg_publish.usecase import ThrottleBook, deliver
 from cayg_shared.schema import AwardStatus, Change, Operation
 from cayg_signing import SigningKey
 from cayg_standins import ClrConfig, FaultPlan, OAuthClient, create_clr_app
-from integration.publish.publish_support import SleepRecorder, serve_asgi
-from unit.publish.publish_factories import award, change, definition, learner_identity
+from integration.publish.publish_support import (
+    Delivered,
+    SleepRecorder,
+    deliver_change,
+    serve_asgi,
+)
+from unit.publish.publish_factories import TENANT, award, change, definition, learner_identity
 
 pytestmark = pytest.mark.integration
 
@@ -161,14 +166,9 @@ def clr_target(
 
 async def send(
     item: Change, target: Target, ledger: Ledger, sleep: SleepRecorder | None = None
-) -> DeliveryReport:
-    return await deliver(
-        item,
-        [target],
-        ledger,
-        throttles=ThrottleBook(),
-        policy=POLICY,
-        sleep=sleep or SleepRecorder(asyncio.sleep),
+) -> Delivered:
+    return await deliver_change(
+        item, target, ledger, policy=POLICY, sleep=sleep or SleepRecorder(asyncio.sleep)
     )
 
 
@@ -180,7 +180,8 @@ async def prepare(target: Target, ledger: Ledger) -> None:
         learner_identity(),
     ):
         report = await send(change(item), target, ledger)
-        assert report.for_target(TARGET).status is DeliveryStatus.NOT_APPLICABLE
+        # The learner's record is marked, but without awards it renders to nothing.
+        assert all(d.state is DocumentState.CLEAN for d in report.documents)
 
 
 def assert_holds_once(host: Host, names: list[str]) -> None:
@@ -217,9 +218,8 @@ async def test_happy_path_and_a_second_award(start_host: Any, ledger: Ledger, pa
         ledger,
     )
 
-    assert first.for_target(TARGET).status is DeliveryStatus.APPLIED
-    assert second.for_target(TARGET).status is DeliveryStatus.APPLIED
-    assert again.for_target(TARGET).status is DeliveryStatus.UNCHANGED
+    assert first.state is second.state is again.state is DocumentState.CLEAN
+    # The repeated award changed nothing: the same record was not sent again.
     assert host.upserts() == {"created": 1, "replaced": 1}
     assert_holds_once(host, ["Microcredential in SQL Databases", "Microcredential in Python"])
 
@@ -231,8 +231,8 @@ async def test_a_5xx_burst_then_success(start_host: Any, ledger: Ledger, paths: 
 
     report = await send(change(award()), target, ledger)
 
-    assert report.for_target(TARGET).status is DeliveryStatus.APPLIED
-    assert report.for_target(TARGET).attempts == 3
+    assert report.state is DocumentState.CLEAN
+    assert host.upserts() == {"created": 1}
     assert_holds_once(host, ["Microcredential in SQL Databases"])
 
 
@@ -246,7 +246,7 @@ async def test_429_retry_after_is_honoured(start_host: Any, ledger: Ledger, path
 
     report = await send(change(award()), target, ledger, sleeps)
 
-    assert report.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert report.state is DocumentState.CLEAN
     assert sleeps.delays
     assert sleeps.delays[0] >= 1.0
     assert_holds_once(host, ["Microcredential in SQL Databases"])
@@ -267,8 +267,7 @@ async def test_timeout_after_the_write_resends_the_same_bytes(
 
     report = await send(change(award()), target, ledger)
 
-    assert report.for_target(TARGET).status is DeliveryStatus.APPLIED
-    assert report.for_target(TARGET).attempts == 2
+    assert report.state is DocumentState.CLEAN
     # Applied by the first request; the retry carried the same signed body.
     assert host.upserts() == {"created": 1, "unchanged": 1}
     assert_holds_once(host, ["Microcredential in SQL Databases"])
@@ -285,17 +284,18 @@ async def test_a_refused_credential_is_permanent_until_fixed(
 
     refused = await send(item, target, ledger)
 
-    outcome = refused.for_target(TARGET)
-    assert outcome.status is DeliveryStatus.PERMANENT
-    assert outcome.reason == "http-400"
-    assert outcome.response is not None
-    assert any("proof" in m for m in outcome.response["messages"])
+    [document] = refused.documents
+    assert document.state is DocumentState.REJECTED
+    assert document.last_error is not None
+    assert document.last_error.startswith("http-400")
+    assert "proof" in document.last_error  # the host's own message, kept
     assert host.credentials() == []
 
     fixed = clr_target(host, ledger, signing_key, tmp_path, conformance_dir)
+    await ledger.reconcile(TENANT, {TARGET: fixed.document_kinds})
     replayed = await send(item, fixed, ledger)
 
-    assert replayed.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert replayed.state is DocumentState.CLEAN
     assert_holds_once(host, ["Microcredential in SQL Databases"])
 
 
@@ -316,16 +316,17 @@ async def test_a_crash_between_call_and_ledger_write(
     await prepare(paths(host, crashing), crashing)
     item = change(award())
 
-    with pytest.raises(LedgerError, match="simulated crash"):
-        await send(item, paths(host, crashing), crashing)
+    crashed = await send(item, paths(host, crashing), crashing)
     await crashing.close()
+    assert crashed.state is DocumentState.FAILING  # never settled as delivered
 
     restarted = SqliteLedger(path)
     await restarted.migrate()
+    await asyncio.sleep(0.1)  # the failing document is due again (tests retry quickly)
     report = await send(item, paths(host, restarted), restarted)
     await restarted.close()
 
-    assert report.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert report.state is DocumentState.CLEAN
     assert host.upserts()["created"] == 1
     assert_holds_once(host, ["Microcredential in SQL Databases"])
 
@@ -345,8 +346,7 @@ async def test_an_expired_token_is_replaced_once(
         ledger,
     )
 
-    assert report.for_target(TARGET).status is DeliveryStatus.APPLIED
-    assert report.for_target(TARGET).attempts == 1
+    assert report.state is DocumentState.CLEAN
     assert_holds_once(host, ["Microcredential in SQL Databases", "Microcredential in Python"])
 
 
@@ -363,7 +363,7 @@ async def test_a_revoked_award_leaves_the_record(
     revoked = award("AW-1").model_copy(update={"status": AwardStatus.REVOKED})
     report = await send(change(revoked, seq=3, operation=Operation.REVOKE), target, ledger)
 
-    assert report.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert report.state is DocumentState.CLEAN
     assert_holds_once(host, ["Microcredential in Python"])
 
 
@@ -378,7 +378,7 @@ async def test_revoking_the_last_award_withdraws_the_record_by_expiry(
     revoked = award("AW-1").model_copy(update={"status": AwardStatus.REVOKED})
     report = await send(change(revoked, seq=2, operation=Operation.REVOKE), target, ledger)
 
-    assert report.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert report.state is DocumentState.CLEAN
     assert host.upserts() == {"created": 1, "replaced": 1}
     held = host.credentials()
     assert len(held) == 1
@@ -406,8 +406,7 @@ async def test_awards_arriving_out_of_order_still_end_in_the_full_record(
     later = await send(change(award("AW-2", of=python, awarded_on=earned), seq=9), target, ledger)
     earlier = await send(change(award("AW-1", awarded_on=earned), seq=4), target, ledger)
 
-    assert later.for_target(TARGET).status is DeliveryStatus.APPLIED
-    assert earlier.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert later.state is earlier.state is DocumentState.CLEAN
     assert host.upserts() == {"created": 1, "replaced": 1}
     assert_holds_once(host, ["Microcredential in SQL Databases", "Microcredential in Python"])
 
@@ -425,7 +424,7 @@ async def test_a_corrected_award_date_still_replaces_the_record(
         change(award("AW-1", awarded_on=date(2026, 1, 10)), seq=2), target, ledger
     )
 
-    assert corrected.for_target(TARGET).status is DeliveryStatus.APPLIED
+    assert corrected.state is DocumentState.CLEAN
     assert host.upserts() == {"created": 1, "replaced": 1}
     inner = host.credentials()[0]["credentialSubject"]["verifiableCredential"]
     assert [c["validFrom"][:10] for c in inner] == ["2026-01-10"]
