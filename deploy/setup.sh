@@ -44,4 +44,15 @@ if [ "${CAYG_SKIP_PROMETHEUS:-}" != "1" ] && ! command -v promtool >/dev/null 2>
   say "installing Prometheus and promtool (Debian) for the alert and dashboard tests"
   apt_install prometheus
 fi
+if [ "${CAYG_SKIP_DEPLOY_TOOLS:-}" != "1" ]; then
+  # The deployment tests render deploy/k8s with kubectl kustomize and verify the systemd units.
+  if ! command -v kubectl >/dev/null 2>&1; then
+    say "installing kubectl (Debian kubernetes-client) for the manifest tests"
+    apt_install kubernetes-client
+  fi
+  if ! command -v systemd-analyze >/dev/null 2>&1; then
+    say "installing systemd-analyze (Debian systemd) for the unit tests"
+    apt_install systemd
+  fi
+fi
 say "ready"
