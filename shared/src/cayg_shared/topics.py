@@ -18,7 +18,6 @@ NORMALIZED: Final = "cayg.normalized.v1"
 INGEST_DLQ: Final = "cayg.ingest.dlq.v1"
 NORMALIZE_DLQ: Final = "cayg.normalize.dlq.v1"
 PUBLISH_DLQ: Final = "cayg.publish.dlq.v1"
-PUBLISH_RETRY_TEMPLATE: Final = "cayg.publish.retry.{tier}.v1"
 
 #: A tenant id: lowercase letters, digits and hyphens, 2-63 characters, as a DNS label.
 TENANT_ID_RE: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])$")
@@ -45,13 +44,6 @@ def tenant_from_topic(topic: str) -> str:
     return tenant
 
 
-def publish_retry_topic(tier: int) -> str:
-    """The retry topic of backoff tier ``tier`` (1-based)."""
-    if tier < 1:
-        raise TopicError(f"retry tiers start at 1, got {tier}")
-    return PUBLISH_RETRY_TEMPLATE.format(tier=tier)
-
-
 class Topics:
     """Every topic name under an optional deployment prefix.
 
@@ -74,10 +66,6 @@ class Topics:
     def sis(self, tenant: str) -> str:
         """The (prefixed) topic an SIS of ``tenant`` writes to."""
         return self.prefix + sis_topic(tenant)
-
-    def publish_retry(self, tier: int) -> str:
-        """The (prefixed) retry topic of backoff tier ``tier``."""
-        return self.prefix + publish_retry_topic(tier)
 
     def unprefixed(self, topic: str) -> str:
         """``topic`` without this deployment's prefix (as the contract names it)."""

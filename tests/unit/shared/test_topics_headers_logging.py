@@ -33,11 +33,8 @@ def test_prefixed_topics_strip_back_to_the_contract_names() -> None:
     assert names.ingested == "staging.cayg.ingested.v1"
     assert names.sis("lakeshore") == "staging.sis.events.lakeshore"
     assert names.unprefixed(names.sis("lakeshore")) == "sis.events.lakeshore"
-    assert names.publish_retry(2) == "staging.cayg.publish.retry.2.v1"
     with pytest.raises(topics.TopicError):
         topics.Topics("bad prefix!")
-    with pytest.raises(topics.TopicError):
-        names.publish_retry(0)
 
 
 def test_child_traceparent_keeps_the_trace_and_makes_a_new_span() -> None:
