@@ -332,9 +332,7 @@ def _texts(value: Any) -> list[str]:
     return []
 
 
-def check_common_node(
-    node: Mapping[str, Any], *, description_required: bool = True
-) -> list[str]:
+def check_common_node(node: Mapping[str, Any], *, description_required: bool = True) -> list[str]:
     """CTID, Name, Description and SubjectWebpage: required of every top-level entity
     (a description, when given, has at least 15 characters)."""
     errors: list[str] = []
