@@ -362,7 +362,7 @@ async def _wait_idle(timeout_s: float, settle_s: float = 6.0) -> bool:
     return False
 
 
-_DOCUMENTS_LINE: Final = re.compile(r'^cayg_publish_documents\{([^}]*)\}\s+([0-9.eE+-]+)$')
+_DOCUMENTS_LINE: Final = re.compile(r"^cayg_publish_documents\{([^}]*)\}\s+([0-9.eE+-]+)$")
 _LABEL: Final = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
