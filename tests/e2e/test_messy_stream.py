@@ -7,10 +7,14 @@ revisions, revocations after delivery, deletes, duplicates, stale versions and b
 messages, in two phases with the pipeline idle in between. Seeds never share ids, so all
 of them run through one pipeline.
 
-CI runs three small seeds. The long mode takes more and larger seeds, e.g.::
+CI runs three small seeds (about 120 messages each). The long mode takes more and larger
+seeds (about 700 messages each), e.g.::
 
     CAYG_MESSY_SEEDS=20 CAYG_MESSY_SIZE=large \\
         uv run pytest tests/e2e/test_messy_stream.py -q
+
+``CAYG_MESSY_SEEDS=7,42`` runs exactly those seeds (to reproduce a failure). A failure lists
+every mismatching entity with what the stream did to it.
 """
 
 from __future__ import annotations
@@ -36,7 +40,15 @@ from support.targets import (
 
 pytestmark = pytest.mark.e2e
 
-SEEDS = range(1, 1 + int(os.environ.get("CAYG_MESSY_SEEDS", "3")))
+
+def _seeds(value: str) -> list[int]:
+    """``N`` → seeds 1..N; ``7,42`` → exactly those (to reproduce a failing seed)."""
+    if "," in value:
+        return [int(part) for part in value.split(",") if part.strip()]
+    return list(range(1, 1 + int(value)))
+
+
+SEEDS = _seeds(os.environ.get("CAYG_MESSY_SEEDS", "3"))
 SIZE = SIZES[os.environ.get("CAYG_MESSY_SIZE", "small")]
 #: Large runs take longer to drain; the timeout only bounds a hung pipeline.
 IDLE_TIMEOUT_S = 150.0 * max(1, len(SEEDS) // 3) * (4 if SIZE is SIZES["large"] else 1)

@@ -363,7 +363,9 @@ class _Generator:
         self.rng = random.Random(seed)  # reproducible test data, not security
         publishers = _publishers()
         # Each seed has its own id range and its own days, so seeds can share one pipeline.
-        base = datetime(2025, 6, 1, tzinfo=UTC) + timedelta(days=seed % 300)
+        # Source times stay after the award dates (May-June 2025) and, phase 2 included,
+        # before November 2025: a withdrawn record must already have expired when read.
+        base = datetime(2025, 7, 1, tzinfo=UTC) + timedelta(days=seed % 90)
         self.ethos = {
             NORTHFIELD: _Ethos(NORTHFIELD, publishers[NORTHFIELD], 10_000_000 * (seed + 1), base),
             LAKESHORE: _Ethos(LAKESHORE, publishers[LAKESHORE], 10_000_000 * (seed + 1), base),
@@ -889,6 +891,8 @@ class _Generator:
                 self.backfill_rows,
                 "award.revoked",
                 {"awardId": award_id, "sourceVersion": 2},
+                # Fixed: newer than the learner's other changes for early seeds, older for
+                # late ones — the record must be re-issued either way (README "Ordering").
                 datetime(2025, 8, 1, tzinfo=UTC),
             )
         )
