@@ -198,7 +198,7 @@ class ClrTargetConfig(_Model):
     """Renew a token this long before it expires."""
     issuer: IssuerProfile
     signing_key_file: Path
-    """The issuer's Ed25519 key (see ``cayg_publish.signing.SigningKey.from_file``)."""
+    """The issuer's Ed25519 key (see ``cayg_signing.SigningKey.from_file``)."""
     contexts_dir: Path
     """The pinned JSON-LD contexts used for signing (``ContextLoader.from_directory``)."""
     identity_salt: SecretRef
