@@ -891,9 +891,10 @@ class _Generator:
                 self.backfill_rows,
                 "award.revoked",
                 {"awardId": award_id, "sourceVersion": 2},
-                # Fixed: newer than the learner's other changes for early seeds, older for
-                # late ones — the record must be re-issued either way (README "Ordering").
-                datetime(2025, 8, 1, tzinfo=UTC),
+                # Recorded before any of the learner's Ethos changes (they start in July):
+                # the record must be re-issued without the award all the same, "whatever
+                # order that learner's award changes arrive in" (README "Ordering").
+                datetime(2025, 6, 15, tzinfo=UTC),
             )
         )
 
