@@ -360,3 +360,29 @@ def test_valid_until_is_the_end_of_the_last_valid_day() -> None:
     body = rendered_award(valid_until=date(2027, 1, 31))
 
     assert body["validUntil"] == "2027-01-31T23:59:59Z"
+
+
+async def test_a_records_version_never_goes_back_when_an_award_is_revoked() -> None:
+    # Found by the messy-stream test: a revoked award's definition was renamed later than
+    # the revocation; leaving that definition out of the record's version made the re-issued
+    # record look older than the one the host held, and it was skipped as stale.
+    catalog, _, second = await _two_awards()
+    python = definition("MC-PY", name="Microcredential in Python")
+    await catalog.remember(change(python.model_copy(update={"name": "Python, renamed"}), seq=20))
+    [before] = await OpenBadgesRenderer(OPTIONS, catalog).document(RECORD)
+    await catalog.remember(
+        change(
+            second.model_copy(update={"status": AwardStatus.REVOKED}),
+            seq=15,
+            operation=Operation.REVOKE,
+        )
+    )
+
+    [after] = await OpenBadgesRenderer(OPTIONS, catalog).document(RECORD)
+
+    assert before.subject_version is not None
+    assert after.subject_version is not None
+    assert after.subject_version.compare(before.subject_version) >= 0
+    assert after.content_hash != before.content_hash
+    held = after.body["credentialSubject"]["verifiableCredential"]
+    assert [c["name"] for c in held] == ["Microcredential in SQL Databases"]

@@ -545,7 +545,17 @@ class OpenBadgesRenderer:
         identifiers = list(
             {(i.identity_type, i.value.get_secret_value()): i for i in identifiers}.values()
         )
+        # The record's version is the newest time among *all* its inputs — every award row
+        # (revoked ones included) and every definition any of them names — so it never
+        # goes back when an award is revoked: a revoked award's renamed definition would
+        # otherwise drop out of the maximum and the re-issued record look older than the
+        # one the host holds (and be skipped as stale).
         times = [r.version.time for r in rows]
+        for award_row in rows:
+            assert isinstance(award_row.entity, CredentialAward)
+            named = await self._catalog.definition_named(tenant, award_row.entity.definition)
+            if named is not None:
+                times.append(named.version.time)
         entries: list[tuple[JsonObject, CredentialDefinition]] = []
         withdrawn_at: datetime | None = None
         chosen = current
