@@ -120,9 +120,11 @@ class HttpTimeouts(_Model):
 class Limits(_Model):
     """Protection of one target: concurrent calls, sustained rate, burst."""
 
-    max_concurrency: int = Field(default=4, ge=1, le=256)
-    rate_per_second: float | None = Field(default=5.0, gt=0)
-    burst: int = Field(default=5, ge=1)
+    # Defaults that do not cap a backfill: 8 calls at once, 100 a second on average (a
+    # registry account or CLR host that needs less is configured per target).
+    max_concurrency: int = Field(default=8, ge=1, le=256)
+    rate_per_second: float | None = Field(default=100.0, gt=0)
+    burst: int = Field(default=100, ge=1)
 
     def to_domain(self) -> TargetLimits:
         """The domain's :class:`~cayg_publish.domain.TargetLimits`."""

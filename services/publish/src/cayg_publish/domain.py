@@ -380,10 +380,10 @@ class TargetFailure(Exception):
 class TargetLimits:
     """Per-target protection: concurrent calls, sustained rate and burst."""
 
-    max_concurrency: int = 4
+    max_concurrency: int = 8
     #: Calls per second on average; ``None`` disables rate limiting.
-    rate_per_second: float | None = 10.0
-    burst: int = 10
+    rate_per_second: float | None = 100.0
+    burst: int = 100
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
