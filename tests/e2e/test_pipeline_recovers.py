@@ -92,8 +92,8 @@ async def test_registry_outage_is_ridden_out_and_replays_change_nothing(
 
 @pytest.fixture
 def laned_pipeline(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[Pipeline]:
-    # Registry requests take 8 s here: leases must outlast them.
-    running = Pipeline(tmp_path, kafka_bootstrap, topic_prefix, lanes=True, lease_ttl_s=30)
+    # Registry requests take 20 s here: leases must outlast them.
+    running = Pipeline(tmp_path, kafka_bootstrap, topic_prefix, lanes=True, lease_ttl_s=60)
     try:
         yield running
     finally:
@@ -102,9 +102,9 @@ def laned_pipeline(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> I
 
 async def test_a_slow_registry_does_not_hold_up_the_clr_lane(laned_pipeline: Pipeline) -> None:
     pipeline = laned_pipeline
-    # Every registry request takes 8 s: the registry lane crawls through its 11 definitions.
+    # Every registry request takes 20 s: the registry lane crawls through its 11 definitions.
     pipeline.admin(
-        "POST", f"{pipeline.ports.registry_url}/_admin/faults", json={"latency_ms": 8000}
+        "POST", f"{pipeline.ports.registry_url}/_admin/faults", json={"latency_ms": 20000}
     )
     for service in pipeline.services.values():
         await asyncio.to_thread(service.start)
