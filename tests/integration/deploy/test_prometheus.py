@@ -60,6 +60,8 @@ CAYG_SERIES = {
     "cayg_normalize_changes_total",
     "cayg_normalize_rejected_total",
     "cayg_publish_outcomes_total",
+    "cayg_publish_changes_total",
+    "cayg_publish_documents",
     "cayg_publish_request_duration_seconds_bucket",
     "cayg_publish_request_duration_seconds_sum",
     "cayg_publish_request_duration_seconds_count",
@@ -177,6 +179,17 @@ def publish_registry() -> CollectorRegistry:
     )
     outcomes.labels(target="registry", outcome="applied").inc(9)
     outcomes.labels(target="clr", outcome="applied").inc(9)
+    Counter("cayg_publish_changes", "changes", ["tenant", "entity_type"], registry=registry).labels(
+        tenant="t1", entity_type="award"
+    ).inc(9)
+    documents = Gauge(
+        "cayg_publish_documents",
+        "documents per state",
+        ["target", "tenant", "state", "reason"],
+        registry=registry,
+    )
+    documents.labels(target="registry", tenant="t1", state="clean", reason="").set(9)
+    documents.labels(target="clr", tenant="t1", state="waiting", reason="learner-unknown").set(1)
     Histogram(
         "cayg_publish_request_duration_seconds", "request time", ["target"], registry=registry
     ).labels(target="registry").observe(0.3)
