@@ -224,3 +224,26 @@ async def read_to_end(
     finally:
         await consumer.stop()
     return records
+
+
+async def wait_for_group_members(
+    bootstrap: str, group: str, members: int, *, timeout_s: float = 60.0
+) -> None:
+    """Until ``group`` is Stable with ``members`` members (a rebalance has completed)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    seen: tuple[str, int] = ("", 0)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for response in await admin.describe_consumer_groups([group]):
+                for described in response.groups:
+                    seen = (str(described[2]), len(described[5]))
+            if seen == ("Stable", members):
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    raise AssertionError(f"group {group}: wanted Stable with {members} members, saw {seen}")

@@ -31,7 +31,13 @@ from support.sis import (
     harbor_award,
     structured_headers,
 )
-from support.topics import consume_all, create_topics, read_to_end, wait_until_consumed
+from support.topics import (
+    consume_all,
+    create_topics,
+    read_to_end,
+    wait_for_group_members,
+    wait_until_consumed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -198,10 +204,11 @@ async def test_a_second_instance_joining_mid_stream_takes_partitions_and_loses_n
         await _produce(kafka_bootstrap, stream[:1500])
         await consume_all(kafka_bootstrap, [topics.ingested], expect=100, idle_s=0, timeout_s=60)
         await asyncio.to_thread(second.start)  # a rebalance, likely with a batch in flight
+        group = f"{topic_prefix}cayg-ingest"
+        # the rest only once both own partitions: else a fast first instance drains it all
+        await wait_for_group_members(kafka_bootstrap, group, 2)
         await _produce(kafka_bootstrap, stream[1500:])
-        await wait_until_consumed(
-            kafka_bootstrap, f"{topic_prefix}cayg-ingest", [sis], timeout_s=120
-        )
+        await wait_until_consumed(kafka_bootstrap, group, [sis], timeout_s=120)
         assert first.stop() == 0
         assert second.stop() == 0
     finally:
