@@ -40,7 +40,7 @@ from cayg_bench.procs import (
 )
 from cayg_bench.records import TENANTS, SisRecord, backfill_rows
 from cayg_ops.demo import Ports, publish_config, standin_components, tenant_secrets
-from cayg_publish.render.openbadges import credential_id
+from cayg_publish.domain.render.openbadges import credential_id
 from cayg_shared.headers import CORRELATION_ID
 from cayg_shared.schema.change import EntityKey
 from cayg_shared.schema.vocab import EntityType

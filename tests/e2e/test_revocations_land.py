@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from cayg_ops.feed import FeedMessage
-from cayg_publish.render.openbadges import clr_id
+from cayg_publish.domain.render.openbadges import clr_id
 from cayg_shared.headers import CONTENT_TYPE
 from support.pipeline import Pipeline
 from support.postgres import fresh_schema

@@ -50,8 +50,8 @@ from pydantic import SecretStr
 
 from cayg_ops.demo import TENANTS_FILE
 from cayg_ops.feed import FeedMessage
-from cayg_publish.domain import learner_key
-from cayg_publish.render.openbadges import clr_id, credential_id
+from cayg_publish.domain.catalog import learner_key
+from cayg_publish.domain.render.openbadges import clr_id, credential_id
 from cayg_shared.ids import ctid as derive_ctid
 from cayg_shared.schema import EntityKey, EntityType, LearnerRef
 from support.mixed import INGEST_REASONS, NORMALIZE_REASONS

@@ -12,7 +12,7 @@ import pytest
 from cayg_ops import ledger_view
 from cayg_ops.cli import main
 from cayg_ops.demo import TENANTS_FILE, publish_config, tenant_secrets
-from cayg_publish.projection import DeliveryResult, DocumentState, RetrySchedule, Settlement
+from cayg_publish.domain.projection import DeliveryResult, DocumentState, RetrySchedule, Settlement
 from cayg_shared.tenants import TenantRegistry
 from unit.publish.publish_factories import TENANT, award, change, definition, learner_identity
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cayg_publish.ledger import InMemoryLedger, Ledger, PostgresLedger, SqliteLedger
+from cayg_publish.adapters.ledger import InMemoryLedger, Ledger, PostgresLedger, SqliteLedger
 from integration.publish.publish_support import Clock
 from support.postgres import fresh_schema
 

@@ -19,11 +19,11 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
-from cayg_publish.domain import LedgerEntry, Target
-from cayg_publish.ledger import Ledger
-from cayg_publish.projection import DocumentRef, DocumentRow, DocumentState, RetrySchedule
+from cayg_publish.adapters.ledger import Ledger
+from cayg_publish.domain.catalog import LedgerEntry, Target
+from cayg_publish.domain.projection import DocumentRef, DocumentRow, DocumentState, RetrySchedule
+from cayg_publish.domain.retry import RetryPolicy
 from cayg_publish.projector import Projector
-from cayg_publish.retry import RetryPolicy
 from cayg_shared.schema import Change
 
 

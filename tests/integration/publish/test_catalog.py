@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from cayg_publish.domain import learner_key
-from cayg_publish.ledger import Ledger
+from cayg_publish.adapters.ledger import Ledger
+from cayg_publish.domain.catalog import learner_key
 from cayg_shared.schema import AwardStatus, Change, EntityType, LearnerRef, Operation
 from unit.publish.publish_factories import (
     TENANT,

@@ -18,11 +18,11 @@ import httpx
 import pytest
 
 from cayg_publish.adapters.factory import create_target
+from cayg_publish.adapters.ledger import Ledger, LedgerError, SqliteLedger
 from cayg_publish.config import ClrTargetConfig, HttpTimeouts, IssuerProfile, SecretRef
-from cayg_publish.domain import Target
-from cayg_publish.ledger import Ledger, LedgerError, SqliteLedger
-from cayg_publish.projection import DocumentState
-from cayg_publish.retry import RetryPolicy
+from cayg_publish.domain.catalog import Target
+from cayg_publish.domain.projection import DocumentState
+from cayg_publish.domain.retry import RetryPolicy
 from cayg_shared.schema import AwardStatus, Change, Operation
 from cayg_signing import SigningKey
 from cayg_standins import ClrConfig, FaultPlan, OAuthClient, create_clr_app

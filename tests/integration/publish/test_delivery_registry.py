@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from cayg_publish.adapters.factory import create_target
+from cayg_publish.adapters.ledger import Ledger, LedgerError, SqliteLedger
 from cayg_publish.config import CredentialEngineTargetConfig, HttpTimeouts, SecretRef
-from cayg_publish.domain import Outcome, Target
-from cayg_publish.ledger import Ledger, LedgerError, SqliteLedger
-from cayg_publish.projection import DocumentState
-from cayg_publish.retry import RetryPolicy
+from cayg_publish.domain.catalog import Outcome, Target
+from cayg_publish.domain.projection import DocumentState
+from cayg_publish.domain.retry import RetryPolicy
 from cayg_shared.schema import Change, EntityType, Operation
 from cayg_standins import FaultPlan, RegistryConfig, create_registry_app
 from integration.publish.publish_support import (

@@ -11,9 +11,9 @@ from datetime import timedelta
 
 import pytest
 
-from cayg_publish.domain import learner_key
-from cayg_publish.ledger import Ledger
-from cayg_publish.projection import (
+from cayg_publish.adapters.ledger import Ledger
+from cayg_publish.domain.catalog import learner_key
+from cayg_publish.domain.projection import (
     NEVER,
     DeliveryResult,
     DocumentKind,

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from cayg_publish.adapters.factory import create_target
+from cayg_publish.adapters.ledger import Ledger, LedgerError, SqliteLedger
 from cayg_publish.config import CredentialEngineTargetConfig, HttpTimeouts, Limits, SecretRef
-from cayg_publish.domain import LedgerEntry, Outcome, Target
-from cayg_publish.idempotency import idempotency_key
-from cayg_publish.ledger import Ledger, LedgerError, SqliteLedger
-from cayg_publish.projection import DocumentKind, DocumentRef, RetrySchedule
+from cayg_publish.domain.catalog import LedgerEntry, Outcome, Target
+from cayg_publish.domain.idempotency import idempotency_key
+from cayg_publish.domain.projection import DocumentKind, DocumentRef, RetrySchedule
+from cayg_publish.domain.retry import RetryPolicy
 from cayg_publish.projector import Projector
-from cayg_publish.retry import RetryPolicy
 from cayg_shared.schema import Change
 from integration.publish.publish_support import IdempotentRegistry, serve_registry
 from unit.publish.publish_factories import ORG_CTID, TENANT, change, definition

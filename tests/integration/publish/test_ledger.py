@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cayg_publish.domain import IN_FLIGHT, DecisionKind, Outcome
-from cayg_publish.ledger import DEFAULT_CLAIM_TTL, Ledger
+from cayg_publish.adapters.ledger import DEFAULT_CLAIM_TTL, Ledger
+from cayg_publish.domain.catalog import IN_FLIGHT, DecisionKind, Outcome
 from cayg_shared.schema import SourceVersion
 from integration.publish.publish_support import Clock
 

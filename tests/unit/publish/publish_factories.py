@@ -13,11 +13,11 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from cayg_publish.domain import Applied, Rendering, TargetFailure, TargetLimits
-from cayg_publish.domain import Operation as RenderOperation
-from cayg_publish.idempotency import content_hash
-from cayg_publish.projection import DocumentKind, DocumentRef, Waiting
-from cayg_publish.retry import Failure
+from cayg_publish.domain.catalog import Applied, Rendering, TargetFailure, TargetLimits
+from cayg_publish.domain.catalog import Operation as RenderOperation
+from cayg_publish.domain.idempotency import content_hash
+from cayg_publish.domain.projection import DocumentKind, DocumentRef, Waiting
+from cayg_publish.domain.retry import Failure
 from cayg_shared.envelope import InputFormat
 from cayg_shared.ids import ctid
 from cayg_shared.schema import (
@@ -177,7 +177,7 @@ class FakeTarget:
 
     It renders a document from ``contents`` (the test sets what each document key holds
     now, and its revision, which becomes the rendering's version); a key listed in
-    ``waiting`` raises :class:`~cayg_publish.projection.Waiting`; a key without content
+    ``waiting`` raises :class:`~cayg_publish.domain.projection.Waiting`; a key without content
     renders to nothing. ``script`` is consumed one step per ``apply``: an
     :class:`Applied` is returned, a :class:`Failure` raised; when it runs out, calls
     succeed.

@@ -12,8 +12,8 @@ import respx
 from pydantic import SecretStr
 
 from cayg_publish.adapters.clr import ClrClient, endpoints_from_discovery, imsx_messages
-from cayg_publish.domain import TargetFailure
-from cayg_publish.retry import FailureKind
+from cayg_publish.domain.catalog import TargetFailure
+from cayg_publish.domain.retry import FailureKind
 
 pytestmark = pytest.mark.unit
 

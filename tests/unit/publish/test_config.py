@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from cayg_publish.adapters.factory import Publisher
 from cayg_publish.config import (
     CLR_UPSERT_SCOPE,
     ClrTargetConfig,
@@ -18,6 +17,7 @@ from cayg_publish.config import (
     SecretRef,
     SqliteLedgerConfig,
 )
+from cayg_publish.publisher import Publisher
 from cayg_signing import SigningKey
 
 pytestmark = pytest.mark.unit

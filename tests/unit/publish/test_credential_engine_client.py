@@ -15,8 +15,8 @@ from cayg_publish.adapters.credential_engine import (
     classify_registry_messages,
 )
 from cayg_publish.config import CredentialEngineTargetConfig, HttpTimeouts, SecretRef
-from cayg_publish.domain import TargetFailure
-from cayg_publish.retry import FailureKind
+from cayg_publish.domain.catalog import TargetFailure
+from cayg_publish.domain.retry import FailureKind
 
 pytestmark = pytest.mark.unit
 

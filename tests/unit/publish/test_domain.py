@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cayg_publish.adapters.factory import Publisher
-from cayg_publish.domain import (
+from cayg_publish.adapters.ledger import InMemoryLedger
+from cayg_publish.domain.catalog import (
     DecisionKind,
     Outcome,
     compare_versions,
@@ -17,9 +17,8 @@ from cayg_publish.domain import (
     failure_transition,
     success_transition,
 )
-from cayg_publish.idempotency import content_hash, idempotency_key
-from cayg_publish.ledger import InMemoryLedger
-from cayg_publish.projection import (
+from cayg_publish.domain.idempotency import content_hash, idempotency_key
+from cayg_publish.domain.projection import (
     DeliveryResult,
     DocumentKind,
     DocumentRef,
@@ -31,6 +30,7 @@ from cayg_publish.projection import (
     lease_transition,
     settle_transition,
 )
+from cayg_publish.publisher import Publisher
 from cayg_shared.schema import SourceVersion
 from unit.publish.publish_factories import FakeTarget, change, definition, version
 

@@ -8,17 +8,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cayg_publish.domain import Applied, Outcome, Rendering, TargetLimits
-from cayg_publish.ledger import InMemoryLedger
-from cayg_publish.projection import DocumentKind, DocumentRef, DocumentRow, DocumentState
-from cayg_publish.projector import Projector, Throttle
-from cayg_publish.retry import (
+from cayg_publish.adapters.ledger import InMemoryLedger
+from cayg_publish.domain.catalog import Applied, Outcome, Rendering, TargetLimits
+from cayg_publish.domain.projection import DocumentKind, DocumentRef, DocumentRow, DocumentState
+from cayg_publish.domain.retry import (
     RetryPolicy,
     TransportError,
     permanent_failure,
     status_failure,
     transport_failure,
 )
+from cayg_publish.projector import Projector, Throttle
 from unit.publish.publish_factories import TENANT, FakeTarget, change, definition, keys_of
 
 pytestmark = pytest.mark.unit

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from cayg_publish.domain import Operation as RenderOperation
-from cayg_publish.ledger import InMemoryCatalog
-from cayg_publish.projection import DocumentKind, DocumentRef
-from cayg_publish.render.ctdl import (
+from cayg_publish.adapters.ledger import InMemoryCatalog
+from cayg_publish.domain.catalog import Operation as RenderOperation
+from cayg_publish.domain.projection import DocumentKind, DocumentRef
+from cayg_publish.domain.render.ctdl import (
     PUBLISH_CREDENTIAL,
     PUBLISH_TRANSFER_VALUE,
     RegistryOptions,

@@ -12,10 +12,10 @@ import pytest
 from jsonschema import Draft201909Validator
 from pydantic import SecretStr
 
-from cayg_publish.domain import learner_key
-from cayg_publish.ledger import InMemoryCatalog
-from cayg_publish.projection import DocumentKind, DocumentRef, Waiting
-from cayg_publish.render.openbadges import (
+from cayg_publish.adapters.ledger import InMemoryCatalog
+from cayg_publish.domain.catalog import learner_key
+from cayg_publish.domain.projection import DocumentKind, DocumentRef, Waiting
+from cayg_publish.domain.render.openbadges import (
     CLR_CONTEXT,
     EXTENSIONS_CONTEXT,
     OB_CONTEXT,

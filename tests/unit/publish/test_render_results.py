@@ -12,9 +12,9 @@ import jsonschema
 import pytest
 from pydantic import SecretStr
 
-from cayg_publish.ledger import InMemoryLedger
-from cayg_publish.projection import DocumentKind, DocumentRef
-from cayg_publish.render.openbadges import (
+from cayg_publish.adapters.ledger import InMemoryLedger
+from cayg_publish.domain.projection import DocumentKind, DocumentRef
+from cayg_publish.domain.render.openbadges import (
     Issuer,
     OpenBadgesOptions,
     OpenBadgesRenderer,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cayg_publish.retry import (
+from cayg_publish.domain.retry import (
     Failure,
     FailureKind,
     RetryPolicy,

@@ -28,7 +28,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from cayg_ops import backfill, kafka_view, ledger_view
-from cayg_publish.projection import DocumentState
+from cayg_publish.domain.projection import DocumentState
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import TopicError, Topics
 

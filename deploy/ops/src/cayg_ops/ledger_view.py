@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from cayg_publish.adapters.factory import create_ledger
+from cayg_publish.adapters.ledger import Ledger
 from cayg_publish.config import PublishTargetsConfig
-from cayg_publish.domain import LedgerEntry
-from cayg_publish.ledger import Ledger
-from cayg_publish.projection import DocumentKind, DocumentRef, DocumentRow, DocumentState
+from cayg_publish.domain.catalog import LedgerEntry
+from cayg_publish.domain.projection import DocumentKind, DocumentRef, DocumentRow, DocumentState
 from cayg_shared.schema import EntityType
 
 

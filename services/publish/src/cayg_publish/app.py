@@ -9,11 +9,11 @@ from datetime import timedelta
 from faststream.asgi import AsgiFastStream
 from prometheus_client import CollectorRegistry
 
-from cayg_publish.adapters.factory import Publisher
 from cayg_publish.config import PublishTargetsConfig
+from cayg_publish.domain.projection import DocumentRef, RetrySchedule
+from cayg_publish.domain.retry import RetryPolicy
 from cayg_publish.handlers import PublishMetrics, register
-from cayg_publish.projection import DocumentRef, RetrySchedule
-from cayg_publish.retry import RetryPolicy
+from cayg_publish.publisher import Publisher
 from cayg_publish.settings import PublishSettings
 from cayg_shared.logging import get_logger
 from cayg_shared.schema import Change

@@ -49,8 +49,8 @@ from pydantic import (
     model_validator,
 )
 
-from cayg_publish.domain import TargetLimits
-from cayg_publish.projection import DocumentKind
+from cayg_publish.domain.catalog import TargetLimits
+from cayg_publish.domain.projection import DocumentKind
 
 SANDBOX_ASSISTANT_URL: Final = "https://sandbox.credentialengine.org/assistant/"
 CLR_UPSERT_SCOPE: Final = "https://purl.imsglobal.org/spec/clr/v2p0/scope/credential.upsert"

@@ -21,7 +21,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
-from cayg_publish.projection import DocumentRef
+from cayg_publish.domain.projection import DocumentRef
 from cayg_publish.settings import PublishSettings
 from cayg_shared.envelope import Stage
 from cayg_shared.logging import get_logger

@@ -22,7 +22,8 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from cayg_publish.domain import (
+from cayg_publish.adapters.ledger.port import Ledger
+from cayg_publish.domain.catalog import (
     DecisionKind,
     Outcome,
     Rendering,
@@ -30,9 +31,8 @@ from cayg_publish.domain import (
     TargetFailure,
     TargetLimits,
 )
-from cayg_publish.idempotency import idempotency_key
-from cayg_publish.ledger.port import Ledger
-from cayg_publish.projection import (
+from cayg_publish.domain.idempotency import idempotency_key
+from cayg_publish.domain.projection import (
     DeliveryResult,
     DocumentKind,
     Lease,
@@ -40,7 +40,7 @@ from cayg_publish.projection import (
     Settlement,
     Waiting,
 )
-from cayg_publish.retry import (
+from cayg_publish.domain.retry import (
     Failure,
     FailureKind,
     RetryPolicy,

@@ -11,7 +11,7 @@ from typing import Any, Final
 import httpx
 
 from cayg_publish.config import HttpTimeouts
-from cayg_publish.retry import (
+from cayg_publish.domain.retry import (
     Failure,
     TransportError,
     parse_retry_after,

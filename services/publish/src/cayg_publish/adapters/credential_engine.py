@@ -32,7 +32,7 @@ from cayg_publish.adapters._http import (
     response_record,
 )
 from cayg_publish.config import CredentialEngineTargetConfig
-from cayg_publish.domain import (
+from cayg_publish.domain.catalog import (
     Applied,
     DocumentRenderer,
     Operation,
@@ -40,9 +40,9 @@ from cayg_publish.domain import (
     TargetFailure,
     TargetLimits,
 )
-from cayg_publish.idempotency import IDEMPOTENCY_HEADER
-from cayg_publish.projection import DocumentKind, DocumentRef
-from cayg_publish.retry import (
+from cayg_publish.domain.idempotency import IDEMPOTENCY_HEADER
+from cayg_publish.domain.projection import DocumentKind, DocumentRef
+from cayg_publish.domain.retry import (
     Failure,
     FailureKind,
     TransportError,

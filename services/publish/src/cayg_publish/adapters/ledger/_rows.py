@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from pydantic import TypeAdapter
 
-from cayg_publish.domain import CatalogRow, CatalogStatus, LedgerEntry, Outcome, Version
+from cayg_publish.domain.catalog import CatalogRow, CatalogStatus, LedgerEntry, Outcome, Version
 from cayg_shared.schema import REVEAL_LEARNER_IDENTIFIERS, CredentialAward, Entity, EntityType
 
 TABLE: Final = "cayg_publish_ledger"

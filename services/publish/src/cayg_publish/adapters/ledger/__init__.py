@@ -4,7 +4,11 @@ Each adapter also keeps a :class:`~cayg_publish.domain.Catalog` (``ledger.catalo
 the reference data the renderers need, in the same database.
 """
 
-from cayg_publish.domain import (
+from cayg_publish.adapters.ledger.memory import InMemoryCatalog, InMemoryLedger
+from cayg_publish.adapters.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError
+from cayg_publish.adapters.ledger.postgres import PostgresCatalog, PostgresLedger
+from cayg_publish.adapters.ledger.sqlite import SqliteCatalog, SqliteLedger
+from cayg_publish.domain.catalog import (
     Catalog,
     Decision,
     DecisionKind,
@@ -12,10 +16,6 @@ from cayg_publish.domain import (
     LedgerTotals,
     Outcome,
 )
-from cayg_publish.ledger.memory import InMemoryCatalog, InMemoryLedger
-from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError
-from cayg_publish.ledger.postgres import PostgresCatalog, PostgresLedger
-from cayg_publish.ledger.sqlite import SqliteCatalog, SqliteLedger
 
 __all__ = [
     "DEFAULT_CLAIM_TTL",

@@ -18,20 +18,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from cayg_publish.domain import (
-    IN_FLIGHT,
-    CatalogRow,
-    LedgerEntry,
-    LedgerTotals,
-)
-from cayg_publish.ledger._catalog_reads import SqlCatalogReads
-from cayg_publish.ledger._projection_sql import (
+from cayg_publish.adapters.ledger._catalog_reads import SqlCatalogReads
+from cayg_publish.adapters.ledger._projection_sql import (
     SQLITE,
     ProjectionSql,
     SqlProjectionStore,
     create_documents_table,
 )
-from cayg_publish.ledger._rows import (
+from cayg_publish.adapters.ledger._rows import (
     CATALOG_COLUMNS,
     COLUMNS,
     SCHEMA_VERSION,
@@ -47,7 +41,19 @@ from cayg_publish.ledger._rows import (
     entry_to_row,
     statements,
 )
-from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError, Mutation, utc_now
+from cayg_publish.adapters.ledger.port import (
+    DEFAULT_CLAIM_TTL,
+    Ledger,
+    LedgerError,
+    Mutation,
+    utc_now,
+)
+from cayg_publish.domain.catalog import (
+    IN_FLIGHT,
+    CatalogRow,
+    LedgerEntry,
+    LedgerTotals,
+)
 from cayg_shared.schema import (
     Change,
 )
@@ -229,7 +235,7 @@ class SqliteTx:
 
 
 class SqliteLedger(SqlProjectionStore, Ledger):
-    """A :class:`~cayg_publish.ledger.port.Ledger` in one SQLite database file."""
+    """A :class:`~cayg_publish.adapters.ledger.port.Ledger` in one SQLite database file."""
 
     def __init__(
         self,

@@ -23,15 +23,15 @@ from typing import Any, Final, Literal
 
 from pydantic import SecretStr
 
-from cayg_publish.domain import (
+from cayg_publish.domain.catalog import (
     Catalog,
     CatalogRow,
     CatalogStatus,
     Rendering,
 )
-from cayg_publish.domain import Operation as RenderOperation
-from cayg_publish.idempotency import content_hash
-from cayg_publish.projection import (
+from cayg_publish.domain.catalog import Operation as RenderOperation
+from cayg_publish.domain.idempotency import content_hash
+from cayg_publish.domain.projection import (
     DocumentKind,
     DocumentRef,
     Waiting,
@@ -465,7 +465,7 @@ class OpenBadgesRenderer:
       last award is revoked, the record is withdrawn by expiry (see :func:`clr_credential`).
 
     Definitions and learner identities come from the catalog; while one has not arrived the
-    document is *waiting* (:class:`~cayg_publish.projection.Waiting`), and it becomes dirty
+    document is *waiting* (:class:`~cayg_publish.domain.projection.Waiting`), and it becomes dirty
     again when the input arrives. An award revoked before its learner's record was ever
     delivered sends nothing (``replaces_only``).
     """
@@ -491,7 +491,7 @@ class OpenBadgesRenderer:
     async def document(self, ref: DocumentRef) -> tuple[Rendering, ...]:
         """Render ``ref`` from the catalog as it is now (none: nothing to send).
 
-        Raises :class:`~cayg_publish.projection.Waiting` when a definition or the learner's
+        Raises :class:`~cayg_publish.domain.projection.Waiting` when a definition or the learner's
         identity has not arrived.
         """
         if ref.kind is DocumentKind.LEARNER_RECORD:

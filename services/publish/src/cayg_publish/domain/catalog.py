@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, runtime_checkable
 
-from cayg_publish.retry import Failure
+from cayg_publish.domain.retry import Failure
 from cayg_shared.schema import (
     Change,
     CredentialAward,
@@ -31,7 +31,7 @@ from cayg_shared.schema import (
 from cayg_shared.schema import Operation as ChangeOperation
 
 if TYPE_CHECKING:
-    from cayg_publish.projection import DocumentKind, DocumentRef
+    from cayg_publish.domain.projection import DocumentKind, DocumentRef
 
 #: How new a change is: the shared schema's :class:`~cayg_shared.schema.SourceVersion`
 #: (``stream``, ``sequence``, ``time``).
@@ -434,7 +434,7 @@ class Target(Protocol):
         """The requests that bring the target's copy of ``ref`` up to the catalog's current
         state, in the order to send them; empty when there is nothing to send.
 
-        Raises :class:`~cayg_publish.projection.Waiting` when an input is missing, and
+        Raises :class:`~cayg_publish.domain.projection.Waiting` when an input is missing, and
         :class:`TargetFailure` (or ``ValueError``) when the data cannot be rendered.
         """
         ...

@@ -2,9 +2,9 @@
 
 Catalog writes, dirty marking, leases and settlements run over a small transaction port
 (:class:`Tx`) that SQLite (a worker thread per statement, ``BEGIN IMMEDIATE``) and
-PostgreSQL (``psycopg``, row locks and ``FOR UPDATE SKIP LOCKED``) each provide. Rules live
-in :mod:`cayg_publish.domain` and :mod:`cayg_publish.projection`; this module only moves
-rows.
+PostgreSQL (``psycopg``, row locks and ``FOR UPDATE SKIP LOCKED``) each provide. Rules
+live in :mod:`cayg_publish.domain.catalog` and :mod:`cayg_publish.domain.projection`; this
+module only moves rows.
 """
 
 # Statements are assembled from the module's own constant identifiers, never from input.
@@ -20,14 +20,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
 
-from cayg_publish.domain import (
+from cayg_publish.adapters.ledger._rows import (
+    CATALOG_COLUMNS,
+    CATALOG_KEY,
+    CATALOG_TABLE,
+    CATALOG_VALUES,
+)
+from cayg_publish.domain.catalog import (
     CatalogRow,
     catalog_rows,
     catalog_transition,
     revoke_transition,
 )
-from cayg_publish.ledger._rows import CATALOG_COLUMNS, CATALOG_KEY, CATALOG_TABLE, CATALOG_VALUES
-from cayg_publish.projection import (
+from cayg_publish.domain.projection import (
     DeliveryResult,
     DocumentKind,
     DocumentRef,
@@ -506,7 +511,7 @@ class SqlProjectionStore(ABC):
 
 
 class _TxLookup:
-    """:class:`~cayg_publish.projection.DependencyLookup` over one transaction."""
+    """:class:`~cayg_publish.domain.projection.DependencyLookup` over one transaction."""
 
     def __init__(self, sql: ProjectionSql, tx: Tx) -> None:
         self._sql = sql

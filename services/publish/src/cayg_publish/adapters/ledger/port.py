@@ -2,7 +2,7 @@
 
 Adapters (in-memory, SQLite, PostgreSQL) implement three storage primitives — read a row,
 change a row atomically under a lock, count rows — and inherit the operations, whose rules
-are the pure transitions of :mod:`cayg_publish.domain`. One contract test suite runs
+are the pure transitions of :mod:`cayg_publish.domain.catalog`. One contract test suite runs
 against every adapter.
 """
 
@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self, TypeVar
 
-from cayg_publish.domain import (
+from cayg_publish.domain.catalog import (
     Catalog,
     Decision,
     LedgerEntry,
@@ -25,7 +25,7 @@ from cayg_publish.domain import (
     failure_transition,
     success_transition,
 )
-from cayg_publish.projection import (
+from cayg_publish.domain.projection import (
     DeliveryResult,
     DocumentKind,
     DocumentRef,
@@ -111,7 +111,7 @@ class Ledger(ABC):
         The row ``mutation`` returns (if any) is written in the same transaction.
         """
 
-    # -- the projection (see cayg_publish.projection) ----------------------------------
+    # -- the projection (see cayg_publish.domain.projection) ----------------------------------
 
     @abstractmethod
     async def record_change(

@@ -22,20 +22,14 @@ from typing import Any, Final, TypeVar
 import psycopg
 from pydantic import SecretStr
 
-from cayg_publish.domain import (
-    IN_FLIGHT,
-    CatalogRow,
-    LedgerEntry,
-    LedgerTotals,
-)
-from cayg_publish.ledger._catalog_reads import SqlCatalogReads
-from cayg_publish.ledger._projection_sql import (
+from cayg_publish.adapters.ledger._catalog_reads import SqlCatalogReads
+from cayg_publish.adapters.ledger._projection_sql import (
     POSTGRES,
     ProjectionSql,
     SqlProjectionStore,
     create_documents_table,
 )
-from cayg_publish.ledger._rows import (
+from cayg_publish.adapters.ledger._rows import (
     CATALOG_COLUMNS,
     COLUMNS,
     SCHEMA_VERSION,
@@ -50,7 +44,19 @@ from cayg_publish.ledger._rows import (
     entry_to_row,
     statements,
 )
-from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError, Mutation, utc_now
+from cayg_publish.adapters.ledger.port import (
+    DEFAULT_CLAIM_TTL,
+    Ledger,
+    LedgerError,
+    Mutation,
+    utc_now,
+)
+from cayg_publish.domain.catalog import (
+    IN_FLIGHT,
+    CatalogRow,
+    LedgerEntry,
+    LedgerTotals,
+)
 from cayg_shared.schema import (
     Change,
 )
@@ -133,7 +139,7 @@ class PostgresDatabase:
 
 
 class PostgresTx:
-    """A :class:`~cayg_publish.ledger._projection_sql.Tx` on one psycopg connection."""
+    """A :class:`~cayg_publish.adapters.ledger._projection_sql.Tx` on one psycopg connection."""
 
     def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
         self._connection = connection
@@ -159,7 +165,7 @@ class PostgresTx:
 
 
 class PostgresLedger(SqlProjectionStore, Ledger):
-    """A :class:`~cayg_publish.ledger.port.Ledger` in a PostgreSQL database."""
+    """A :class:`~cayg_publish.adapters.ledger.port.Ledger` in a PostgreSQL database."""
 
     def __init__(
         self,

@@ -8,7 +8,14 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from cayg_publish.domain import (
+from cayg_publish.adapters.ledger.port import (
+    DEFAULT_CLAIM_TTL,
+    Ledger,
+    LedgerError,
+    Mutation,
+    utc_now,
+)
+from cayg_publish.domain.catalog import (
     IN_FLIGHT,
     CatalogRow,
     CatalogStatus,
@@ -19,8 +26,7 @@ from cayg_publish.domain import (
     catalog_transition,
     revoke_transition,
 )
-from cayg_publish.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError, Mutation, utc_now
-from cayg_publish.projection import (
+from cayg_publish.domain.projection import (
     DeliveryResult,
     DocumentKind,
     DocumentRef,
@@ -51,8 +57,9 @@ T = TypeVar("T")
 
 class InMemoryLedger(Ledger):
     # The projection's storage in dicts: the same transitions as the SQL adapters
-    # (cayg_publish.projection), one asyncio lock instead of transactions.
-    """A :class:`~cayg_publish.ledger.port.Ledger` in a dict; nothing survives the process."""
+    # (cayg_publish.domain.projection), one asyncio lock instead of transactions.
+    """A :class:`~cayg_publish.adapters.ledger.port.Ledger` in a dict; nothing survives the
+    process."""
 
     def __init__(
         self,

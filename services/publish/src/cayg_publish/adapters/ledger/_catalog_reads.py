@@ -11,8 +11,8 @@ from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import Any
 
-from cayg_publish.domain import CatalogRow, CatalogStatus, HeldAward
-from cayg_publish.ledger._rows import CatalogStatements
+from cayg_publish.adapters.ledger._rows import CatalogStatements
+from cayg_publish.domain.catalog import CatalogRow, CatalogStatus, HeldAward
 from cayg_shared.schema import CredentialDefinition, CredentialRef, EntityType, LearnerIdentity
 
 

@@ -13,7 +13,7 @@ import json
 from datetime import UTC
 from typing import Any, Final
 
-from cayg_publish.domain import Version
+from cayg_publish.domain.catalog import Version
 
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 _SEPARATOR: Final = "\x1f"

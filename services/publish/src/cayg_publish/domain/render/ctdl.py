@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
-from cayg_publish.domain import Catalog, CatalogStatus, Rendering
-from cayg_publish.domain import Operation as RenderOperation
-from cayg_publish.idempotency import content_hash
-from cayg_publish.projection import DocumentKind, DocumentRef, linked_definition
+from cayg_publish.domain.catalog import Catalog, CatalogStatus, Rendering
+from cayg_publish.domain.catalog import Operation as RenderOperation
+from cayg_publish.domain.idempotency import content_hash
+from cayg_publish.domain.projection import DocumentKind, DocumentRef, linked_definition
 from cayg_shared.ids import ctid as derive_ctid
 from cayg_shared.schema import (
     CredentialDefinition,

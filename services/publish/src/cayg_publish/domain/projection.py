@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, Protocol
 
-from cayg_publish.domain import CatalogRow, CatalogStatus, learner_key
+from cayg_publish.domain.catalog import CatalogRow, CatalogStatus, learner_key
 from cayg_shared.schema import (
     CredentialAward,
     CredentialDefinition,

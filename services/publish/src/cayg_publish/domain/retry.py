@@ -6,7 +6,7 @@ until someone changes the data or the configuration: validation errors, other 4x
 Retryable failures get a few quick in-process attempts with full-jitter exponential backoff
 (never sooner than the target's ``Retry-After``); after those the document is marked
 failing and its next attempt is scheduled in the ledger
-(:class:`~cayg_publish.projection.RetrySchedule`).
+(:class:`~cayg_publish.domain.projection.RetrySchedule`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,170 @@
+"""Publish's delivery core, composed from the configuration.
+
+:class:`Publisher` is what a Kafka handler needs: ``await publisher.record(change, serves)``
+(catalog + dirty documents, one ledger transaction, no remote call). It owns the ledger
+(and its catalog), every tenant's targets with their HTTP clients, one throttle book and
+the retry policy, and builds the :class:`~cayg_publish.projector.Projector` that delivers.
+Nothing connects at construction; :meth:`Publisher.start` migrates the ledger,
+:meth:`Publisher.aclose` releases everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Self
+
+import httpx
+
+from cayg_publish.adapters.factory import SigningPools, create_ledger, create_target
+from cayg_publish.adapters.ledger import Ledger
+from cayg_publish.config import (
+    PublishTargetsConfig,
+)
+from cayg_publish.domain.catalog import Target
+from cayg_publish.domain.projection import DocumentKind, DocumentRef, RetrySchedule
+from cayg_publish.domain.retry import RetryPolicy
+from cayg_publish.projector import OutcomeHook, Projector, ThrottleBook
+from cayg_shared.schema import Change
+
+#: Test hook: an httpx transport per target name (e.g. respx or an ASGI app).
+Transports = Mapping[str, httpx.AsyncBaseTransport]
+
+
+class Publisher:
+    """Ledger, targets per tenant, and the projector that delivers to them.
+
+    The consume path calls :meth:`record` (catalog + dirty documents, one ledger
+    transaction, no remote call); :meth:`projector` builds the loop that delivers.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        targets: Mapping[str, Sequence[Target]],
+        *,
+        policy: RetryPolicy | None = None,
+        schedule: RetrySchedule | None = None,
+        pools: SigningPools | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self._pools = pools
+        self._targets = {tenant: tuple(items) for tenant, items in targets.items()}
+        self._policy = policy or RetryPolicy()
+        self._schedule = schedule or RetrySchedule()
+        self._throttles = ThrottleBook()
+
+    def __repr__(self) -> str:
+        return f"Publisher(tenants={sorted(self._targets)}, ledger={self.ledger!r})"
+
+    @classmethod
+    def from_config(
+        cls,
+        config: PublishTargetsConfig,
+        *,
+        policy: RetryPolicy | None = None,
+        schedule: RetrySchedule | None = None,
+        environ: Mapping[str, str] | None = None,
+        transports: Transports | None = None,
+        signing_workers: int | None = None,
+    ) -> Self:
+        """Everything ``config`` describes; raises ``ConfigError`` for unresolvable secrets.
+
+        ``signing_workers``: processes that sign credentials (None: one per CPU; 0: sign
+        in a thread of this process, as tests do).
+        """
+        ledger = create_ledger(config.ledger, environ=environ)
+        pools = SigningPools(signing_workers) if signing_workers != 0 else None
+        targets = {
+            tenant: [
+                create_target(
+                    target,
+                    ledger.catalog,
+                    environ=environ,
+                    transport=(transports or {}).get(target.name),
+                    pools=pools,
+                )
+                for target in tenant_targets.targets
+            ]
+            for tenant, tenant_targets in config.tenants.items()
+        }
+        return cls(ledger, targets, policy=policy, schedule=schedule, pools=pools)
+
+    def tenants(self) -> tuple[str, ...]:
+        """The tenants that have targets."""
+        return tuple(self._targets)
+
+    def targets_for(self, tenant: str) -> tuple[Target, ...]:
+        """The targets of ``tenant`` (none for a tenant without configuration)."""
+        return self._targets.get(tenant, ())
+
+    def kinds_by_target(
+        self, tenant: str, serves: Callable[[str], bool] | None = None
+    ) -> dict[str, frozenset[DocumentKind]]:
+        """The document kinds each of ``tenant``'s targets (of this lane) holds."""
+        return {
+            t.name: t.document_kinds
+            for t in self.targets_for(tenant)
+            if serves is None or serves(t.name)
+        }
+
+    async def start(self) -> None:
+        """Migrate the ledger schema (idempotent) and start the signing workers."""
+        await self.ledger.migrate()
+        if self._pools is not None:
+            await self._pools.start()
+
+    async def record(
+        self, change: Change, *, serves: Callable[[str], bool] | None = None
+    ) -> list[tuple[str, DocumentRef]]:
+        """Apply ``change`` to the catalog and mark the documents it affects at this lane's
+        targets dirty, in one ledger transaction; what was marked."""
+        return await self.ledger.record_change(change, self.kinds_by_target(change.tenant, serves))
+
+    async def reconcile(
+        self, tenant: str, *, serves: Callable[[str], bool] | None = None
+    ) -> list[tuple[str, DocumentRef]]:
+        """Mark every document of ``tenant`` dirty at its (matching) targets."""
+        return await self.ledger.reconcile(tenant, self.kinds_by_target(tenant, serves))
+
+    def projector(
+        self,
+        *,
+        serves: Callable[[str], bool] | None = None,
+        on_outcome: OutcomeHook | None = None,
+        max_in_flight: int = 64,
+        lease_ttl_s: float = 30.0,
+        poll_s: float = 0.5,
+    ) -> Projector:
+        """The delivery loop for every target this lane serves."""
+        targets = [
+            t
+            for tenant in self._targets
+            for t in self._targets[tenant]
+            if serves is None or serves(t.name)
+        ]
+        return Projector(
+            self.ledger,
+            targets,
+            policy=self._policy,
+            schedule=self._schedule,
+            throttles=self._throttles,
+            max_in_flight=max_in_flight,
+            lease_ttl_s=lease_ttl_s,
+            poll_s=poll_s,
+            on_outcome=on_outcome or _ignore,
+        )
+
+    async def aclose(self) -> None:
+        """Close every target's client and the ledger."""
+        for targets in self._targets.values():
+            for target in targets:
+                close = getattr(target, "aclose", None)
+                if close is not None:
+                    await close()
+        if self._pools is not None:
+            await self._pools.aclose()
+        await self.ledger.close()
+
+
+def _ignore(target: str, outcome: str) -> None:
+    del target, outcome
