@@ -108,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="an API key and the organizations it may publish for (repeatable)",
     )
     registry.add_argument("--base-path", default="/assistant/", help="Assistant API base path")
+    registry.add_argument(
+        "--registered-elsewhere",
+        action="append",
+        default=[],
+        metavar="CTID",
+        help=(
+            "an organization CTID to accept in references although it is not published "
+            "here (registered by another account; repeatable; also "
+            "$CAYG_STANDINS_REGISTERED_CTIDS, separated by ';')"
+        ),
+    )
 
     clr = commands.add_parser("clr", help="run the CLR 2.0 / OB 3.0 host stand-in")
     _common_arguments(clr, 9002)
@@ -230,6 +241,16 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 admin_token=admin_token,
                 faults=plan,
                 max_body_bytes=args.max_body_bytes,
+                registered_elsewhere=frozenset(
+                    [
+                        *args.registered_elsewhere,
+                        *(
+                            c.strip()
+                            for c in environ.get("CAYG_STANDINS_REGISTERED_CTIDS", "").split(";")
+                            if c.strip()
+                        ),
+                    ]
+                ),
             )
             app = create_registry_app(registry_config)
         else:

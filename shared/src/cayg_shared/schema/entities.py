@@ -66,6 +66,11 @@ class OrganizationRef(DomainModel):
     """Its name; required when there is no CTID."""
     webpage: WebUrl | None = None
     """Its home page (CTDL ``subjectWebpage``); required when there is no CTID."""
+    source_id: SourceId | None = None
+    """The SIS id the ``ctid`` was derived from, when the organization is not known to be
+    registered (not the tenant's institution, no imported CTID). Such a CTID exists only
+    once the organization is published; publish resolves the reference from the
+    organization records it holds (inline by name and webpage) instead."""
 
     @model_validator(mode="after")
     def _identified(self) -> OrganizationRef:

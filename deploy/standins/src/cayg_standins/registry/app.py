@@ -54,6 +54,8 @@ class RegistryConfig:
         admin_token: opens ``/_admin`` (header ``X-Admin-Token``); ``None`` keeps it closed.
         faults: fault plan installed at start-up.
         max_body_bytes: larger request bodies are answered 413.
+        registered_elsewhere: organization CTIDs references may name although nothing
+            here holds them (registered through another account, outside this stand-in).
     """
 
     data_dir: Path
@@ -64,6 +66,7 @@ class RegistryConfig:
     admin_token: str | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    registered_elsewhere: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         """Reject malformed keys and organization CTIDs early."""
@@ -73,8 +76,49 @@ class RegistryConfig:
             for org in orgs:
                 if not CTID_PATTERN.match(org):
                     raise ValueError(f"{org!r} is not an organization CTID")
+        for ctid in self.registered_elsewhere:
+            if not CTID_PATTERN.match(ctid):
+                raise ValueError(f"registered elsewhere: {ctid!r} is not a CTID")
         if not self.base_path.startswith("/"):
             raise ValueError("base_path must start with '/'")
+
+
+#: Assistant properties whose values are organizations (PascalCase, as sent).
+ORGANIZATION_REFERENCES = frozenset(
+    {
+        "OwnedBy",
+        "OfferedBy",
+        "AccreditedBy",
+        "ApprovedBy",
+        "RecognizedBy",
+        "RegulatedBy",
+        "RenewedBy",
+        "RevokedBy",
+        "CopyrightHolder",
+        "AssertedBy",
+    }
+)
+
+
+def organization_references(body: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(path, CTID) of every organization referenced by CTID anywhere in a request."""
+    found: list[tuple[str, str]] = []
+
+    def walk(value: Any, path: str, organizations: bool) -> None:
+        if isinstance(value, Mapping):
+            if organizations and isinstance(value.get("CTID"), str):
+                found.append((f"{path}.CTID", value["CTID"].strip()))
+                return
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else str(key), key in ORGANIZATION_REFERENCES)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]", organizations)
+        elif organizations and isinstance(value, str) and CTID_PATTERN.match(value.strip()):
+            found.append((path, value.strip()))
+
+    walk(body, "", False)
+    return found
 
 
 def _error(status: int, message: str) -> Response:
@@ -166,6 +210,28 @@ class _Registry:
             return org, [f"This API key may not publish for organization {org}"]
         return org, []
 
+    def dangling_organizations(self, body: Mapping[str, Any]) -> list[str]:
+        """An error per organization reference to a CTID nobody registered.
+
+        The registry resolves ``{"CTID": ...}`` references to organizations it holds; one
+        that is neither published here, nor an account's own organization, nor configured
+        as registered elsewhere would dangle, so it is refused (an unregistered
+        organization must be described inline by name and webpage).
+        """
+        known_accounts = frozenset().union(*self.config.api_keys.values())
+        errors: list[str] = []
+        for path, ctid in organization_references(body):
+            if ctid in known_accounts or ctid in self.config.registered_elsewhere:
+                continue
+            held = self.store.get(ctid)
+            if held is not None and held.kind == "organization" and held.deleted_at is None:
+                continue
+            errors.append(
+                f"{path}: organization {ctid} is not in the registry; publish it first or "
+                "describe it inline (Type, Name, SubjectWebpage)"
+            )
+        return errors
+
     async def prepare(self, request: Request) -> tuple[dict[str, Any], frozenset[str]] | Response:
         orgs = self.authorize(request)
         if isinstance(orgs, Response):
@@ -188,7 +254,7 @@ class _Registry:
             org, errors = self.org_errors(body, orgs)
             urls = self.urls(request)
             rendered = render(self.rules, body, urls)
-            errors = errors + rendered.errors
+            errors = errors + rendered.errors + self.dangling_organizations(body)
             ctid = rendered.ctid
             log_context(request, ctid=ctid, org=org)
             if errors or not rendered.ok or org is None:

@@ -186,14 +186,25 @@ class _EventContext:
 
     def organization_ref(self, ref: OrganizationRefData) -> OrganizationRef:
         if ref.source_id is not None:
-            ctid, _ = self.tenant.organization_ctid_for(canonical_id(ref.source_id))
+            source_id = canonical_id(ref.source_id)
+            ctid, registered = self.tenant.organization_ctid_for(source_id)
             if ref.ctid is not None and ref.ctid != ctid:
                 raise MappingError(
                     Reason.CTID_CONFLICT,
                     "an organization reference names a sourceId and a different ctid",
                     self.path,
                 )
-            return build(OrganizationRef, self.path, ctid=ctid, name=ref.name, webpage=ref.webpage)
+            # A derived CTID names nothing until the organization is published: keep the SIS
+            # id so publish can resolve it (the tenant's own and imported CTIDs are real).
+            derived = None if registered or ctid == self.tenant.org_ctid else source_id
+            return build(
+                OrganizationRef,
+                self.path,
+                ctid=ctid,
+                name=ref.name,
+                webpage=ref.webpage,
+                source_id=derived,
+            )
         return build(OrganizationRef, self.path, ctid=ref.ctid, name=ref.name, webpage=ref.webpage)
 
     def organization_refs(self, refs: Sequence[OrganizationRefData]) -> tuple[OrganizationRef, ...]:

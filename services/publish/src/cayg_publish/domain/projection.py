@@ -28,7 +28,7 @@ dirty for one more round. Pure code: the standard library and ``cayg_shared`` on
 from __future__ import annotations
 
 import random as _random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -40,6 +40,8 @@ from cayg_shared.schema import (
     CredentialDefinition,
     CredentialRef,
     EntityType,
+    Organization,
+    OrganizationRef,
     Program,
     stacking_links,
 )
@@ -397,6 +399,10 @@ class DependencyLookup(ProgramLookup, Protocol):
         """Award rows of a learner, whatever their status."""
         ...
 
+    async def definitions(self, tenant: str) -> list[CatalogRow]:
+        """Current definition rows of the tenant."""
+        ...
+
 
 def _lists(program: Program, definition: CredentialDefinition) -> bool:
     return any(
@@ -433,7 +439,101 @@ async def affected_rows(
             rows.extend(await _members(tenant, entity, lookup, holders=True))
         elif row.entity_type is EntityType.LEARNER_IDENTITY:
             rows.extend(await lookup.award_history(tenant, f"person:{row.source_id}"))
+        elif row.entity_type is EntityType.ORGANIZATION:
+            # Definitions naming it by SIS id render it inline from this record (or wait
+            # for it): a new or changed organization changes them.
+            rows.extend(
+                d
+                for d in await lookup.definitions(tenant)
+                if isinstance(d.entity, CredentialDefinition)
+                and row.source_id in _organization_sources(d.entity)
+            )
     return rows
+
+
+def organization_refs(definition: CredentialDefinition) -> Iterator[OrganizationRef]:
+    """Every organization a definition names (owners, offerers, partners, approvers,
+    accreditors and the organizations accepting its transfer values)."""
+    yield from definition.owned_by
+    yield from definition.offered_by
+    yield from definition.partner_organizations
+    yield from definition.approved_by
+    yield from definition.accredited_by
+    for value in definition.transfer_values:
+        yield value.accepted_by
+
+
+def _organization_sources(definition: CredentialDefinition) -> set[str]:
+    return {r.source_id for r in organization_refs(definition) if r.source_id is not None}
+
+
+class OrganizationLookup(Protocol):
+    """What resolving organization references needs from the catalog."""
+
+    async def row(
+        self, tenant: str, entity_type: EntityType, source_id: str, part: str = ""
+    ) -> CatalogRow | None:
+        """The catalog row of one entity, whatever its status."""
+        ...
+
+
+async def resolved_organizations(
+    tenant: str, definition: CredentialDefinition, catalog: OrganizationLookup, *, wait: bool
+) -> CredentialDefinition:
+    """``definition`` with no reference to a CTID that exists nowhere.
+
+    A reference whose CTID was derived from an SIS id (``source_id`` set: neither the
+    tenant's institution nor an imported CTID) points at nothing the registry holds, since
+    only the tenant's own organization is published under its account. It becomes an
+    inline description (name, webpage) from the organization record the SIS sent, else
+    from the reference itself. With neither, the definition is :class:`Waiting` for that
+    record (``wait``), or the reference is left out (a retired definition, which must not
+    wait).
+    """
+    resolved: dict[str, OrganizationRef | None] = {}
+    for source in sorted(_organization_sources(definition)):
+        row = await catalog.row(tenant, EntityType.ORGANIZATION, source)
+        entity = None if row is None or row.status is not CatalogStatus.CURRENT else row.entity
+        if isinstance(entity, Organization):
+            resolved[source] = (
+                OrganizationRef(ctid=entity.ctid)
+                if entity.ctid_imported
+                else OrganizationRef(name=entity.name, webpage=entity.webpage)
+            )
+    missing: list[str] = []
+
+    def one(ref: OrganizationRef) -> OrganizationRef | None:
+        if ref.source_id is None:
+            return ref
+        if ref.source_id in resolved:
+            return resolved[ref.source_id]
+        if ref.name is not None and ref.webpage is not None:
+            return OrganizationRef(name=ref.name, webpage=ref.webpage)
+        missing.append(ref.source_id)
+        return None
+
+    def many(refs: Sequence[OrganizationRef]) -> tuple[OrganizationRef, ...]:
+        return tuple(r for r in map(one, refs) if r is not None)
+
+    if not resolved and not any(r.source_id for r in organization_refs(definition)):
+        return definition
+    owners = many(definition.owned_by)
+    values = []
+    for value in definition.transfer_values:
+        accepted = one(value.accepted_by)
+        if accepted is not None:
+            values.append(value.model_copy(update={"accepted_by": accepted}))
+    update = {
+        "owned_by": owners or definition.owned_by,
+        "offered_by": many(definition.offered_by),
+        "partner_organizations": many(definition.partner_organizations),
+        "approved_by": many(definition.approved_by),
+        "accredited_by": many(definition.accredited_by),
+        "transfer_values": tuple(values),
+    }
+    if missing and wait:
+        raise Waiting("organization-unknown", f"organization:{sorted(missing)[0]}")
+    return definition.model_copy(update=update)
 
 
 async def _members(

@@ -229,6 +229,10 @@ class ProjectionSql:
             f"{_CATALOG_SELECT} WHERE tenant = {p} AND entity_type = 'credential-definition' "
             f"AND entity_ctid = {p} ORDER BY version_time DESC LIMIT 1"
         )
+        self.definitions = (
+            f"{_CATALOG_SELECT} WHERE tenant = {p} AND entity_type = 'credential-definition' "
+            "AND status = 'current'"
+        )
         self._mark_dirty = (
             f"INSERT INTO {DOCUMENTS_TABLE} ({', '.join(DOCUMENT_COLUMNS)}) "
             f"VALUES ({dialect.marks(len(DOCUMENT_COLUMNS))}) "
@@ -533,6 +537,10 @@ class _TxLookup:
     async def programs(self, tenant: str) -> list[CatalogRow]:
         """Current program rows of the tenant."""
         return await self._rows(self._sql.programs, (tenant,))
+
+    async def definitions(self, tenant: str) -> list[CatalogRow]:
+        """Current definition rows of the tenant."""
+        return await self._rows(self._sql.definitions, (tenant,))
 
     async def definition_named(self, tenant: str, ref: CredentialRef) -> CatalogRow | None:
         """A definition row by CTID, else by SIS id."""

@@ -299,6 +299,16 @@ class InMemoryCatalog:
             and row.status is CatalogStatus.CURRENT
         ]
 
+    async def definitions(self, tenant: str) -> list[CatalogRow]:
+        """Current definition rows of the tenant."""
+        return [
+            row
+            for row in self._rows.values()
+            if row.tenant == tenant
+            and row.entity_type is EntityType.CREDENTIAL_DEFINITION
+            and row.status is CatalogStatus.CURRENT
+        ]
+
     async def definition_named(self, tenant: str, ref: CredentialRef) -> CatalogRow | None:
         """A definition row by CTID, else by SIS id."""
         row = await self.definition_row(tenant, ref.ctid)

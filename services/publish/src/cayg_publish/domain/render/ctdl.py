@@ -22,7 +22,12 @@ from typing import Any, Final, Literal
 from cayg_publish.domain.catalog import Catalog, CatalogStatus, Rendering
 from cayg_publish.domain.catalog import Operation as RenderOperation
 from cayg_publish.domain.idempotency import content_hash
-from cayg_publish.domain.projection import DocumentKind, DocumentRef, linked_definition
+from cayg_publish.domain.projection import (
+    DocumentKind,
+    DocumentRef,
+    linked_definition,
+    resolved_organizations,
+)
 from cayg_shared.ids import ctid as derive_ctid
 from cayg_shared.schema import (
     CredentialDefinition,
@@ -370,7 +375,9 @@ class RegistryRenderer:
         entity = row.entity
         renderings: tuple[Rendering, ...] = ()
         if isinstance(entity, CredentialDefinition):
-            if row.status is CatalogStatus.CURRENT:
+            current = row.status is CatalogStatus.CURRENT
+            entity = await resolved_organizations(ref.tenant, entity, self._catalog, wait=current)
+            if current:
                 linked = await linked_definition(ref.tenant, entity, self._catalog)
                 renderings = definition_renderings(ref.tenant, linked, self._options)
             else:
