@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter
 
-from cayg_ingest.domain import InboundMessage, IngestLimits, Rejection, admit
+from cayg_ingest.domain import Admission, InboundMessage, IngestLimits, Rejection
 from cayg_ingest.settings import IngestSettings
 from cayg_shared import headers as h
 from cayg_shared.batching import (
@@ -110,6 +110,7 @@ class IngestRecords:
         self.limits = limits
         self.metrics = metrics
         self.debug = False
+        self._admission = Admission(tenants, limits)
 
     def decide(self, record: InboundRecord) -> Outcome:
         """Admit ``record`` (raises only on a fault of the record's own outputs or a bug)."""
@@ -123,7 +124,7 @@ class IngestRecords:
                     bad[:64],
                     tenant=self._tenant_of(record),
                 )
-            envelope = admit(
+            envelope = self._admission.admit(
                 InboundMessage(
                     topic=self.topics.unprefixed(record.topic),
                     partition=record.partition,
@@ -133,8 +134,6 @@ class IngestRecords:
                     value=record.value,
                     headers=record.headers,
                 ),
-                self.tenants,
-                self.limits,
                 received_at=now,
             )
         except Rejection as rejection:

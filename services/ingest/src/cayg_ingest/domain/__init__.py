@@ -5,13 +5,14 @@ against it. :func:`admit` returns the canonical :class:`~cayg_shared.envelope.In
 or raises :class:`Rejection` with a short ``reason`` (see :class:`Reason`).
 """
 
-from cayg_ingest.domain.admit import admit
+from cayg_ingest.domain.admit import Admission, admit
 from cayg_ingest.domain.ethos import ETHOS_OPERATIONS, ETHOS_RESOURCES
 from cayg_ingest.domain.model import InboundMessage, IngestLimits, Reason, Rejection
 
 __all__ = [
     "ETHOS_OPERATIONS",
     "ETHOS_RESOURCES",
+    "Admission",
     "InboundMessage",
     "IngestLimits",
     "Reason",

@@ -68,53 +68,91 @@ def admit(
     received_at: datetime,
 ) -> IngestEnvelope:
     """The envelope for an SIS record; raises :class:`Rejection` with a reason if refused."""
-    profile = _tenant(message.topic, tenants)
-    limits = limits.for_tenant(profile.limits)
-    headers = _headers(message, limits)
-    value = _value(message, limits)
-    received = received_at if received_at.tzinfo is not None else received_at.replace(tzinfo=UTC)
-    source = SourceCoordinates(
-        topic=message.topic,
-        partition=max(message.partition, 0),
-        offset=max(message.offset, 0),
-        timestamp_ms=message.timestamp_ms,
-    )
-    ctx = _Context(profile, tenants, limits, headers, source, received)
-    content_type = media_type(headers.get(h.CONTENT_TYPE))
-    try:
-        if h.CE_SPECVERSION in headers:
-            return _binary_cloudevent(value, content_type, ctx)
-        if content_type.startswith("application/cloudevents-batch"):
-            raise Rejection(
-                Reason.UNSUPPORTED_CONTENT_TYPE,
-                "CloudEvent batches are not accepted: send one event per record",
-                h.CONTENT_TYPE,
-            )
-        _refuse_markup(value, content_type)
-        if content_type == CLOUDEVENTS_JSON:
-            document = _object(decode_json(value, limits))
-            return _cloudevent(document, InputFormat.CLOUDEVENT_STRUCTURED, CLOUDEVENTS_JSON, ctx)
-        if content_type and not is_json_media_type(content_type) and content_type != "text/plain":
-            raise Rejection(
-                Reason.UNSUPPORTED_CONTENT_TYPE,
-                f"content-type {content_type[:64]!r} is not JSON",
-                h.CONTENT_TYPE,
-            )
-        document = _object(decode_json(value, limits))
-        if BACKFILL_MARKER in document:
-            return _backfill(document, ctx)
-        if "specversion" in document:
-            return _cloudevent(document, InputFormat.CLOUDEVENT_STRUCTURED, CLOUDEVENTS_JSON, ctx)
-        if looks_like_ethos(document):
-            return _ethos(document, ctx)
-        raise Rejection(
-            Reason.UNKNOWN_FORMAT,
-            "not an Ethos change notification, a CloudEvent or a backfill record",
-            "$",
+    return Admission(tenants, limits).admit(message, received_at=received_at)
+
+
+class Admission:
+    """:func:`admit` for one tenant registry and one set of service limits, as a service
+    runs it: what depends only on the topic (its tenant's profile and that tenant's
+    limits) is worked out once per topic instead of once per record. The registry is
+    immutable, so the cached answer never goes stale; topics that are refused are not
+    cached (they are re-checked, and cannot fill the cache)."""
+
+    #: Most topics remembered (the cache is emptied when full).
+    MAX_TOPICS: Final = 4096
+
+    def __init__(self, tenants: TenantRegistry, limits: IngestLimits) -> None:
+        self.tenants = tenants
+        self.limits = limits
+        self._topics: dict[str, tuple[TenantProfile, IngestLimits]] = {}
+
+    def tenant_of(self, topic: str) -> tuple[TenantProfile, IngestLimits]:
+        """The profile of the tenant ``topic`` belongs to and the limits that apply to it."""
+        known = self._topics.get(topic)
+        if known is None:
+            profile = _tenant(topic, self.tenants)
+            known = (profile, self.limits.for_tenant(profile.limits))
+            if len(self._topics) >= self.MAX_TOPICS:
+                self._topics.clear()
+            self._topics[topic] = known
+        return known
+
+    def admit(self, message: InboundMessage, *, received_at: datetime) -> IngestEnvelope:
+        """The envelope for an SIS record; raises :class:`Rejection` if refused."""
+        profile, limits = self.tenant_of(message.topic)
+        tenants = self.tenants
+        headers = _headers(message, limits)
+        value = _value(message, limits)
+        received = (
+            received_at if received_at.tzinfo is not None else received_at.replace(tzinfo=UTC)
         )
-    except Rejection as rejection:
-        rejection.tenant = profile.tenant_id
-        raise
+        source = SourceCoordinates(
+            topic=message.topic,
+            partition=max(message.partition, 0),
+            offset=max(message.offset, 0),
+            timestamp_ms=message.timestamp_ms,
+        )
+        ctx = _Context(profile, tenants, limits, headers, source, received)
+        content_type = media_type(headers.get(h.CONTENT_TYPE))
+        try:
+            return _by_format(value, content_type, ctx)
+        except Rejection as rejection:
+            rejection.tenant = profile.tenant_id
+            raise
+
+
+def _by_format(value: bytes, content_type: str, ctx: _Context) -> IngestEnvelope:
+    headers, limits = ctx.headers, ctx.limits
+    if h.CE_SPECVERSION in headers:
+        return _binary_cloudevent(value, content_type, ctx)
+    if content_type.startswith("application/cloudevents-batch"):
+        raise Rejection(
+            Reason.UNSUPPORTED_CONTENT_TYPE,
+            "CloudEvent batches are not accepted: send one event per record",
+            h.CONTENT_TYPE,
+        )
+    _refuse_markup(value, content_type)
+    if content_type == CLOUDEVENTS_JSON:
+        document = _object(decode_json(value, limits))
+        return _cloudevent(document, InputFormat.CLOUDEVENT_STRUCTURED, CLOUDEVENTS_JSON, ctx)
+    if content_type and not is_json_media_type(content_type) and content_type != "text/plain":
+        raise Rejection(
+            Reason.UNSUPPORTED_CONTENT_TYPE,
+            f"content-type {content_type[:64]!r} is not JSON",
+            h.CONTENT_TYPE,
+        )
+    document = _object(decode_json(value, limits))
+    if BACKFILL_MARKER in document:
+        return _backfill(document, ctx)
+    if "specversion" in document:
+        return _cloudevent(document, InputFormat.CLOUDEVENT_STRUCTURED, CLOUDEVENTS_JSON, ctx)
+    if looks_like_ethos(document):
+        return _ethos(document, ctx)
+    raise Rejection(
+        Reason.UNKNOWN_FORMAT,
+        "not an Ethos change notification, a CloudEvent or a backfill record",
+        "$",
+    )
 
 
 # --------------------------------------------------------------------------- transport
@@ -226,13 +264,21 @@ def _traceparent(*candidates: str | None) -> str | None:
     return None
 
 
-def _envelope(**fields: Any) -> IngestEnvelope:
+def _envelope(payload: dict[str, Any], **fields: Any) -> IngestEnvelope:
+    """The envelope of ``fields`` around ``payload``.
+
+    Every field is validated except the payload itself: it is what the bounded JSON
+    decoder returned (or a part of it), so it is JSON by construction, and validating it
+    again as ``JsonValue`` would only copy it at a Python call per value — the largest
+    single cost of admission before.
+    """
     try:
-        return IngestEnvelope(**fields)
+        head = IngestEnvelope(payload={}, **fields)
     except ValidationError as error:
         first = error.errors(include_url=False, include_input=False)[0]
         path = json_path(tuple(first["loc"]))
         raise Rejection(Reason.INVALID_FIELD, f"envelope {path}: {first['msg']}", path) from None
+    return head.model_copy(update={"payload": payload})
 
 
 # --------------------------------------------------------------------------- formats
