@@ -33,7 +33,7 @@ from cayg_shared.schema import (
     OrganizationRef,
     Program,
 )
-from cayg_shared.schema.vocab import CtdlCredentialType, ProgramStatus
+from cayg_shared.schema.vocab import CtdlCredentialType, OrganizationRole, ProgramStatus
 from integration.publish.conftest import LedgerFactory
 from integration.publish.publish_support import Clock
 from unit.publish.publish_factories import (
@@ -146,6 +146,29 @@ async def test_organizations_go_to_the_registry_only(ledger: Ledger) -> None:
     marked = await ledger.record_change(change(organization(), seq=1), KINDS)
 
     assert marked == [(REGISTRY, DocumentRef(TENANT, DocumentKind.ORGANIZATION, "northfield"))]
+
+
+async def test_an_organization_dirties_the_definitions_naming_it_by_sis_id(
+    ledger: Ledger,
+) -> None:
+    """Issue 9: a partner known by SIS id is rendered from its organization record, so the
+    record arriving (or changing) re-renders every definition naming it, and only those."""
+    guild = OrganizationRef(ctid="ce-00000000-0000-4000-8000-00000000beef", source_id="GUILD")
+    naming = definition("CERT-W", partner_organizations=(guild,))
+    await ledger.record_change(change(naming, seq=1), KINDS)
+    await ledger.record_change(change(definition("CERT-X"), seq=2), KINDS)
+    partner = organization(
+        source_id="GUILD",
+        name="Harbor Welding Guild",
+        ctid=guild.ctid,
+        webpage="https://guild.example/",
+        roles=(OrganizationRole.INDUSTRY_PARTNER,),
+    )
+
+    marked = await ledger.record_change(change(partner, seq=3), KINDS)
+
+    credentials = {ref.subject for target, ref in marked if ref.kind is DocumentKind.CREDENTIAL}
+    assert credentials == {"CERT-W"}
 
 
 async def test_a_lease_is_exclusive_until_it_expires(

@@ -494,3 +494,63 @@ def test_state_survives_a_restart_and_reset_clears_it(
     with third.client() as client:
         assert client.get(f"/resources/{ctid}").status_code == 404
         assert client.get(f"/_admin/stats/{ctid}", headers=ADMIN).json() == {"total": 0}
+
+
+# -- organization references ----------------------------------------------------------------
+
+
+def test_an_organization_reference_must_name_a_registered_organization(
+    start_registry: Callable[..., LiveServer],
+) -> None:
+    """Issue 9: a ``{"CTID": …}`` naming an organization nobody registered dangles, so the
+    stand-in refuses it (as the registry's validation would); an account's own organization,
+    a published organization, one configured as registered elsewhere and an inline
+    description are all accepted."""
+    unknown, elsewhere, partner = new_ctid(), new_ctid(), new_ctid()
+    registry = start_registry(registered_elsewhere=frozenset({elsewhere}))
+    with registry.client() as client:
+        dangling = publish(
+            client, credential_request(new_ctid(), RecognizedBy=[{"CTID": unknown}])
+        )
+        assert dangling["Successful"] is False
+        assert any(
+            "Credential.RecognizedBy[0].CTID" in m and unknown in m and "inline" in m
+            for m in dangling["Messages"]
+        ), dangling["Messages"]
+        bare = publish(client, credential_request(new_ctid(), OfferedBy=[unknown]))
+        assert bare["Successful"] is False, "a bare CTID string is a reference too"
+
+        # Another account's organization (the registry knows its accounts' organizations).
+        ok = publish(client, credential_request(new_ctid(), OfferedBy=[{"CTID": OTHER_ORG}]))
+        assert ok["Successful"] is True, ok["Messages"]
+        ok = publish(client, credential_request(new_ctid(), AccreditedBy=[{"CTID": elsewhere}]))
+        assert ok["Successful"] is True, ok["Messages"]
+        inline = {
+            "Type": "ceterms:CredentialOrganization",
+            "Name": "Harbor Welding Guild",
+            "SubjectWebpage": "https://guild.example/",
+        }
+        ok = publish(client, credential_request(new_ctid(), RecognizedBy=[inline]))
+        assert ok["Successful"] is True, ok["Messages"]
+
+        # Once the partner is published as an organization, references to it resolve.
+        ctid = new_ctid()
+        refused = publish(client, credential_request(ctid, RecognizedBy=[{"CTID": partner}]))
+        assert refused["Successful"] is False
+        organization = {
+            "PublishForOrganizationIdentifier": ORG,
+            "Organization": {
+                "Type": "ceterms:CredentialOrganization",
+                "CTID": partner,
+                "Name": "Harbor Welding Guild",
+                "Description": "A guild of welders that recognises our certificates.",
+                "SubjectWebpage": "https://guild.example/",
+                "AgentType": ["orgType:Business"],
+            },
+        }
+        published = client.post(
+            "/assistant/organization/publish", json=organization, headers=auth()
+        ).json()
+        assert published["Successful"] is True, published["Messages"]
+        accepted = publish(client, credential_request(ctid, RecognizedBy=[{"CTID": partner}]))
+        assert accepted["Successful"] is True, accepted["Messages"]

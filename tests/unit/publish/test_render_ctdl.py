@@ -11,7 +11,7 @@ import pytest
 
 from cayg_publish.adapters.ledger import InMemoryCatalog
 from cayg_publish.domain.catalog import Operation as RenderOperation
-from cayg_publish.domain.projection import DocumentKind, DocumentRef
+from cayg_publish.domain.projection import DocumentKind, DocumentRef, Waiting
 from cayg_publish.domain.render.ctdl import (
     PUBLISH_CREDENTIAL,
     PUBLISH_TRANSFER_VALUE,
@@ -30,6 +30,7 @@ from cayg_shared.schema import (
     EntityType,
     Operation,
     OrganizationRef,
+    OrganizationRole,
     TransferValue,
 )
 from unit.publish.publish_factories import (
@@ -308,3 +309,69 @@ async def test_learner_documents_are_not_for_the_registry() -> None:
 
     assert DocumentKind.LEARNER_RECORD not in renderer.document_kinds
     assert await renderer.document(_ref(DocumentKind.LEARNER_RECORD, "person:person-1")) == ()
+
+
+async def test_a_partner_known_only_by_sis_id_is_described_inline_or_waited_for() -> None:
+    """Issue 9: a derived partner CTID exists nowhere, so it is never sent as a reference."""
+    catalog = InMemoryCatalog()
+    renderer = RegistryRenderer(OPTIONS, catalog)
+    derived = OrganizationRef(ctid=OTHER_CTID, source_id="GUILD")
+    described = OrganizationRef(
+        ctid=STACK_CTID, source_id="BOARD", name="State Board", webpage="https://board.example/"
+    )
+    defined = definition(partner_organizations=(derived,), approved_by=(described,))
+    await catalog.remember(change(defined, seq=1))
+    ref = _ref(DocumentKind.CREDENTIAL, defined.source_id)
+
+    with pytest.raises(Waiting) as waiting:
+        await renderer.document(ref)
+    assert waiting.value.missing == "organization-unknown: organization:GUILD"
+
+    guild = organization(
+        source_id="GUILD",
+        ctid=OTHER_CTID,
+        name="Harbor Welding Guild",
+        webpage="https://guild.example/",
+        roles=(OrganizationRole.INDUSTRY_PARTNER,),
+    )
+    await catalog.remember(change(guild, seq=2))
+    [credential, *_] = await renderer.document(ref)
+    body = credential.body["Credential"]
+    assert body["RecognizedBy"] == [
+        {
+            "Type": "CredentialOrganization",
+            "ceterms:name": {"en-US": "Harbor Welding Guild"},
+            "SubjectWebpage": "https://guild.example/",
+        }
+    ]
+    assert body["ApprovedBy"][0]["ceterms:name"] == {"en-US": "State Board"}
+    assert OTHER_CTID not in json.dumps(body)
+    assert STACK_CTID not in json.dumps(body)
+    assert body["OwnedBy"] == [{"CTID": ORG_CTID}], "the account's own organization stays"
+
+    # A partner whose CTID was imported (registered elsewhere) is referenced by CTID.
+    await catalog.remember(change(guild.model_copy(update={"ctid_imported": True}), seq=3))
+    [credential, *_] = await renderer.document(ref)
+    assert credential.body["Credential"]["RecognizedBy"] == [{"CTID": OTHER_CTID}]
+
+
+async def test_a_retired_definition_never_waits_for_a_partner() -> None:
+    catalog = InMemoryCatalog()
+    renderer = RegistryRenderer(OPTIONS, catalog)
+    defined = definition(
+        partner_organizations=(OrganizationRef(ctid=OTHER_CTID, source_id="GUILD"),)
+    )
+    await catalog.remember(change(defined, seq=1))
+    deleted = change(
+        None,
+        seq=2,
+        operation=Operation.DELETE,
+        entity_type=EntityType.CREDENTIAL_DEFINITION,
+        source_id=defined.source_id,
+    )
+    await catalog.remember(deleted)
+
+    [deprecated] = await renderer.document(_ref(DocumentKind.CREDENTIAL, defined.source_id))
+
+    assert "RecognizedBy" not in deprecated.body["Credential"]
+    assert deprecated.body["Credential"]["CredentialStatusType"] == "credentialStat:Deprecated"
