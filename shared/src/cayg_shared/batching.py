@@ -13,7 +13,6 @@ the way of each guarantee this loop keeps:
 * its per-message publish runs the middleware chain per output; here every output goes
   straight to one idempotent producer without awaiting each, and the acknowledgements are
   awaited once per batch;
-* lag needs the consumer's highwater marks per partition, which the loop owns.
 
 **The loop** (:class:`BatchLoop` runs it, :class:`BatchRunner` is one batch):
 
@@ -70,8 +69,8 @@ from pydantic_core import PydanticSerializationError
 from cayg_shared.envelope import DeadLetter, SourceCoordinates, Stage
 from cayg_shared.headers import CONTENT_TYPE, DLQ_REASON
 from cayg_shared.logging import get_logger
-from cayg_shared.service import MAX_PARKED_VALUE_BYTES, ConsumerLag, InboundRecord, kafka_ssl
-from cayg_shared.settings import KafkaSettings, ServiceSettings
+from cayg_shared.service import MAX_PARKED_VALUE_BYTES, InboundRecord, kafka_options
+from cayg_shared.settings import ServiceSettings
 
 log = get_logger("cayg.batching")
 
@@ -495,25 +494,6 @@ def record_from(raw: ConsumerRecord[bytes, bytes]) -> InboundRecord:
     )
 
 
-def kafka_options(kafka: KafkaSettings) -> dict[str, Any]:
-    """aiokafka client options for the cluster in ``kafka`` (TLS and SASL included)."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": kafka.bootstrap_servers,
-        "security_protocol": kafka.security_protocol,
-        "metadata_max_age_ms": kafka.metadata_max_age_ms,
-    }
-    context = kafka_ssl(kafka)
-    if context is not None:
-        options["ssl_context"] = context
-    if kafka.security_protocol.startswith("SASL"):
-        options["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
-        options["sasl_plain_username"] = kafka.sasl_username or ""
-        options["sasl_plain_password"] = (
-            kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
-        )
-    return options
-
-
 class _ProducerSink:
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
@@ -560,20 +540,17 @@ class BatchLoop:
         subscription: Subscription,
         *,
         client_id: str,
-        lag: ConsumerLag,
         max_records: int,
     ) -> None:
         self.settings = settings
         self.runner = runner
         self.subscription = subscription
         self.client_id = client_id
-        self.lag = lag
         self.max_records = max_records
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._next: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
         """Connect producer and consumer, subscribe, and start consuming in the background."""
@@ -644,30 +621,11 @@ class BatchLoop:
                 records = [record_from(r) for part in fetched.values() for r in part]
                 if not records:
                     continue
-                report = await self.runner.run(records, sink, offsets)
-                self._observe_lag(fetched, report)
+                await self.runner.run(records, sink, offsets)
         except Exception:
             log.exception("consumer loop failed; stopping the service")
             os.kill(os.getpid(), signal.SIGTERM)
             raise
-
-    def _observe_lag(
-        self, fetched: Mapping[TopicPartition, Sequence[Any]], report: BatchReport
-    ) -> None:
-        assert self._consumer is not None
-        for tp, part in fetched.items():
-            if part:
-                self._next[tp] = part[-1].offset + 1
-            rewound = report.rewinds.get((tp.topic, tp.partition))
-            if rewound is not None:
-                self._next[tp] = rewound
-        assigned = self._consumer.assignment()
-        for tp, position in self._next.items():
-            if tp not in assigned:
-                continue
-            highwater = self._consumer.highwater(tp)
-            if isinstance(highwater, int):
-                self.lag.set(tp.topic, tp.partition, max(0, highwater - position))
 
 
 def is_debug(logger_name: str) -> bool:

@@ -2,28 +2,47 @@
 and consumer defaults, an HTTP side for health and metrics, and the per-message context.
 
 Kept here so the three services behave the same for operators. Needs the ``service`` extra
-(faststream, aiokafka, prometheus-client, uvicorn); the contract modules do not.
+(faststream, aiokafka, prometheus-client); the contract modules do not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import platform
+import re
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import metadata
 from typing import Any, Final
 from uuid import UUID
 
 import structlog
-import uvicorn
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
-from prometheus_client import CollectorRegistry, Gauge, make_asgi_app
+from faststream.specification import AsyncAPI
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import NoOpTracerProvider
+from opentelemetry.trace import TracerProvider as AnyTracerProvider
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    make_asgi_app,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 from cayg_shared.envelope import DeadLetter, SourceCoordinates, Stage
 from cayg_shared.headers import CONTENT_TYPE, DLQ_REASON, decode_headers, trace_id
@@ -33,6 +52,8 @@ from cayg_shared.tenants import TenantRegistry
 
 #: Readiness asks the broker for metadata; past this it answers "not ready".
 READY_TIMEOUT_S: Final = 3.0
+#: How often each service re-reads its consumer group's committed offsets for the lag gauge.
+LAG_EVERY_S: Final = 5.0
 log = get_logger("cayg.service")
 
 
@@ -80,36 +101,154 @@ class InboundRecord:
         )
 
 
-class ConsumerLag:
-    """``cayg_consumer_lag``: how far behind its partition's high watermark a service is.
+@dataclass(frozen=True)
+class Reads:
+    """What a service's consumer group reads: named topics, or every topic matching a
+    pattern (ingest's ``sis.events.<tenant>`` topics)."""
 
-    Read from the consumer's own fetch metadata after each message, so it costs no request.
+    group: str
+    topics: tuple[str, ...] = ()
+    pattern: str | None = None
+
+    def covers(self, topic: str) -> bool:
+        """Whether the group reads ``topic``."""
+        if topic in self.topics:
+            return True
+        return self.pattern is not None and re.fullmatch(self.pattern, topic) is not None
+
+
+def lag_by_partition(
+    committed: Mapping[TopicPartition, int],
+    starts: Mapping[TopicPartition, int],
+    ends: Mapping[TopicPartition, int],
+) -> dict[TopicPartition, int]:
+    """Messages a group has yet to commit on each partition: log end minus its committed
+    offset, or minus the log start where it has committed nothing yet (a partition it has
+    never read is behind by everything it holds, not idle).
+
+    The one definition of lag: the services export it (``cayg_consumer_lag``) and the
+    operator tools compute it the same way from the same offsets.
+    """
+    lag: dict[TopicPartition, int] = {}
+    for tp, end in ends.items():
+        position = committed.get(tp, -1)
+        if position < 0:
+            position = starts.get(tp, 0)
+        lag[tp] = max(0, end - position)
+    return lag
+
+
+class ConsumerLag:
+    """``cayg_consumer_lag``: how far a service's consumer group is behind, per partition,
+    from the offsets the group has *committed* — the figure ``cayg status``, the console and
+    the dashboard all show.
+
+    Every instance of a service refreshes it every :data:`LAG_EVERY_S` seconds with its own
+    admin client, whether or not messages arrive (a stuck service's lag keeps growing on the
+    dashboard). All instances of one group export the same figure: aggregate with ``max``
+    over instances, never ``sum``. Labels: ``service``, ``lane`` (empty outside publish
+    lanes), ``group``, ``topic``, ``partition``.
     """
 
-    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        kafka: KafkaSettings,
+        *,
+        service: str,
+        lane: str | None,
+        reads: Reads,
+        every_s: float = LAG_EVERY_S,
+    ) -> None:
+        self.kafka = kafka
         self.service = service
+        self.lane = lane or ""
+        self.reads = reads
+        self.every_s = every_s
         self.gauge = Gauge(
             "cayg_consumer_lag",
-            "Messages between the last one processed and the partition high watermark",
-            ["service", "topic", "partition"],
+            "Messages a consumer group has not committed yet (log end minus committed offset)",
+            ["service", "lane", "group", "topic", "partition"],
             registry=registry,
         )
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
 
-    def set(self, topic: str, partition: int, lag: int) -> None:
-        """Set the lag of one partition (the batch loop does, from its highwater marks)."""
-        self.gauge.labels(self.service, topic, str(partition)).set(lag)
+    async def start(self) -> None:
+        """Refresh in the background until :meth:`stop` (never fails the start-up itself)."""
+        self._task = asyncio.create_task(self._run(), name=f"cayg-{self.service}-lag")
 
-    def observe(self, message: KafkaMessage, record: InboundRecord) -> None:
-        """Update the gauge for the record's partition (no-op without a live consumer)."""
-        consumer: Any = getattr(message, "consumer", None)
-        highwater = getattr(consumer, "highwater", None)
-        if highwater is None:
+    async def stop(self) -> None:
+        """Stop refreshing."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        options = kafka_options(self.kafka)
+        admin = AIOKafkaAdminClient(client_id=f"cayg-{self.service}-lag", **options)
+        offsets = AIOKafkaConsumer(
+            client_id=f"cayg-{self.service}-lag", group_id=None, enable_auto_commit=False, **options
+        )
+        started: list[Any] = []
+        try:
+            while True:
+                try:
+                    if not started:
+                        await admin.start()
+                        started.append(admin)
+                        await offsets.start()
+                        started.append(offsets)
+                    await self.refresh(admin, offsets)
+                    if self._failing:
+                        log.info("consumer lag readable again", group=self.reads.group)
+                    self._failing = False
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # noqa: BLE001 - a gauge must never stop the service
+                    # A brand-new cluster answers GroupCoordinatorNotAvailable for a while;
+                    # an outage fails every refresh. Said once, not every few seconds.
+                    if not self._failing:
+                        log.warning(
+                            "consumer lag unavailable; retrying",
+                            group=self.reads.group,
+                            error=type(error).__name__,
+                        )
+                    self._failing = True
+                await asyncio.sleep(self.every_s)
+        finally:
+            for client in reversed(started):
+                with contextlib.suppress(Exception):
+                    await (client.close() if client is admin else client.stop())
+
+    async def refresh(self, admin: AIOKafkaAdminClient, offsets: AIOKafkaConsumer) -> None:
+        """Read the group's committed offsets and the logs' ends once; replace the gauge."""
+        committed = {
+            tp: meta.offset
+            for tp, meta in (await admin.list_consumer_group_offsets(self.reads.group)).items()
+        }
+        topics = sorted(t for t in await admin.list_topics() if self.reads.covers(t))
+        partitions = set(committed)
+        if topics:
+            for entry in await admin.describe_topics(topics):
+                if entry.get("error_code") == 0:
+                    partitions.update(
+                        TopicPartition(entry["topic"], int(p["partition"]))
+                        for p in entry.get("partitions", [])
+                    )
+        if not partitions:
+            self.gauge.clear()
             return
-        mark = highwater(TopicPartition(record.topic, record.partition))
-        if isinstance(mark, int):
-            self.gauge.labels(self.service, record.topic, str(record.partition)).set(
-                max(0, mark - record.offset - 1)
-            )
+        unread = [tp for tp in partitions if committed.get(tp, -1) < 0]
+        starts = await offsets.beginning_offsets(unread) if unread else {}
+        ends = await offsets.end_offsets(sorted(partitions))
+        lag = lag_by_partition(committed, starts, ends)
+        self.gauge.clear()
+        for tp, behind in lag.items():
+            self.gauge.labels(
+                self.service, self.lane, self.reads.group, tp.topic, str(tp.partition)
+            ).set(behind)
 
 
 #: Most bytes of an original value a dead letter keeps. The letter is one Kafka record
@@ -178,22 +317,15 @@ def load_tenants(settings: ServiceSettings) -> TenantRegistry:
     """The tenant registry named by the settings; a service without one refuses to start."""
     if settings.tenants_file is None:
         raise ValueError(
-            "no tenant registry configured: set the service's TENANTS_FILE setting "
-            "(for example CAYG_INGEST_TENANTS_FILE=deploy/config/tenants.json)"
+            f"no tenant registry configured: set {settings.env_name('tenants_file')} "
+            "(for example to deploy/config/tenants.json)"
         )
     return TenantRegistry.load(settings.tenants_file)
 
 
 def kafka_ssl(kafka: KafkaSettings) -> ssl.SSLContext | None:
     """The TLS context for the cluster (``None`` without TLS), for any Kafka client."""
-    if kafka.security_protocol not in ("SSL", "SASL_SSL"):
-        return None
-    context = ssl.create_default_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
-    if kafka.ssl_certfile:
-        context.load_cert_chain(
-            str(kafka.ssl_certfile), str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None
-        )
-    return context
+    return kafka.ssl_context()
 
 
 def _security(kafka: KafkaSettings) -> BaseSecurity | None:
@@ -213,14 +345,57 @@ def _security(kafka: KafkaSettings) -> BaseSecurity | None:
     return None
 
 
+def kafka_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka client options for the cluster in ``kafka`` (TLS and SASL included)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "security_protocol": kafka.security_protocol,
+        "metadata_max_age_ms": kafka.metadata_max_age_ms,
+    }
+    context = kafka_ssl(kafka)
+    if context is not None:
+        options["ssl_context"] = context
+    if kafka.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = kafka.sasl_username or ""
+        options["sasl_plain_password"] = (
+            kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        )
+    return options
+
+
+def tracer_provider(endpoint: str | None, service: str) -> AnyTracerProvider:
+    """Where a service's OpenTelemetry spans go: to the OTLP/HTTP collector at ``endpoint``
+    when one is configured, else nowhere (no-op spans, no cost). Off by default: tracing
+    needs a collector the operator runs."""
+    if not endpoint:
+        return NoOpTracerProvider()
+    provider = TracerProvider(
+        resource=Resource.create(
+            {"service.name": f"cayg-{service}", "service.version": _version(service)}
+        )
+    )
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    return provider
+
+
 def build_broker(
-    settings: ServiceSettings, registry: CollectorRegistry, *, client_id: str
+    settings: ServiceSettings,
+    registry: CollectorRegistry,
+    *,
+    client_id: str,
+    lane: str | None = None,
+    tracing: AnyTracerProvider | None = None,
 ) -> KafkaBroker:
-    """A Kafka broker connection with acks=all, an idempotent producer and metrics.
+    """A Kafka broker connection with acks=all, an idempotent producer, metrics and spans.
 
     FastStream's own per-message logger is off: handlers log through structlog with the
-    message's coordinates bound, so every line has the same shape.
+    message's coordinates bound, so every line has the same shape. Each subscriber handler
+    runs in an OpenTelemetry span (FastStream's telemetry middleware, W3C ``traceparent``
+    continued from the message), exported only when ``OTLP_ENDPOINT`` is set; ``tracing``
+    overrides that (tests). A publish lane labels FastStream's metrics with ``lane``.
     """
+    service = client_id.removeprefix("cayg-")
     return KafkaBroker(
         settings.kafka.bootstrap_servers,
         client_id=client_id,
@@ -229,9 +404,44 @@ def build_broker(
         metadata_max_age_ms=settings.kafka.metadata_max_age_ms,
         graceful_timeout=settings.graceful_timeout_s,
         security=_security(settings.kafka),
-        middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name=client_id)],
+        middlewares=[
+            KafkaTelemetryMiddleware(
+                tracer_provider=tracing or tracer_provider(None, service),
+                include_messages_counters=False,
+            ),
+            KafkaPrometheusMiddleware(
+                registry=registry,
+                app_name=client_id,
+                custom_labels={"lane": lane} if lane else None,
+            ),
+        ],
         logger=None,
     )
+
+
+def _version(service: str = "shared") -> str:
+    """The installed version of ``cayg-<service>`` (the service's own distribution)."""
+    for name in (f"cayg-{service.split('.', 1)[0]}", "cayg-shared"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def observe_process(registry: CollectorRegistry, *, service: str, lane: str | None) -> None:
+    """The process's own series on ``registry``: ``process_*`` (CPU, memory, open files,
+    start time — restarts show as a new start time), ``python_*`` (interpreter, garbage
+    collection) and ``cayg_build_info`` (1, labelled with what runs)."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    Gauge(
+        "cayg_build_info",
+        "What this process runs: service, publish lane, cayg version, Python version",
+        ["service", "lane", "version", "python"],
+        registry=registry,
+    ).labels(service, lane or "", _version(service), platform.python_version()).set(1)
 
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
@@ -241,16 +451,33 @@ def build_asgi(
     broker: KafkaBroker,
     registry: CollectorRegistry,
     *,
+    settings: ServiceSettings,
     service: str,
+    reads: Reads,
+    lane: str | None = None,
+    specification: AsyncAPI | None = None,
     extra_checks: Sequence[tuple[str, ReadinessCheck]] = (),
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> AsgiFastStream:
-    """The service process: the broker plus ``/healthz``, ``/readyz`` and ``/metrics``."""
+    """The service process: the broker plus ``/healthz``, ``/readyz``, ``/metrics`` and
+    ``/asyncapi.json`` (the service's channels, when ``specification`` is given).
+
+    Also: the process and build-info series, the consumer lag gauge of the group in
+    ``reads`` (refreshed from committed offsets while the app runs), and ``lane`` bound to
+    every log line of a publish lane.
+    """
+    observe_process(registry, service=service, lane=lane)
+    lag = ConsumerLag(registry, settings.kafka, service=service, lane=lane, reads=reads)
+    if lane:
+        # Bound before the server starts, so every task (handlers, projector, loops)
+        # inherits it; ``configure_logging`` bound ``service`` the same way.
+        structlog.contextvars.bind_contextvars(lane=lane)
+    identity = {"service": service, "lane": lane, "group": reads.group}
 
     @get(include_in_schema=False)
     async def healthz(scope: Any) -> AsgiResponse:  # noqa: ARG001 - ASGI handler signature
-        return _json({"status": "ok", "service": service})
+        return _json({"status": "ok", **identity})
 
     @get(include_in_schema=False)
     async def readyz(scope: Any) -> AsgiResponse:  # noqa: ARG001
@@ -262,28 +489,38 @@ def build_asgi(
                 checks[name] = False
         ready = all(checks.values())
         return _json(
-            {"status": "ready" if ready else "not-ready", "checks": checks},
+            {"status": "ready" if ready else "not-ready", "checks": checks, **identity},
             status=200 if ready else 503,
         )
 
+    routes: list[tuple[str, Any]] = [
+        ("/healthz", healthz),
+        ("/readyz", readyz),
+        ("/metrics", make_asgi_app(registry)),
+    ]
+    if specification is not None:
+        document = json.dumps(specification.to_specification().to_jsonable()).encode()
+
+        @get(include_in_schema=False)
+        async def asyncapi(scope: Any) -> AsgiResponse:  # noqa: ARG001
+            return AsgiResponse(document, 200, headers={"content-type": "application/json"})
+
+        routes.append(("/asyncapi.json", asyncapi))
+
     async def announce_start() -> None:
-        log.info("service started", service=service)
+        log.info("service started", **identity)
 
     async def announce_stop() -> None:
         # Reached only after the broker stopped: in-flight messages finished and committed.
-        log.info("service stopped cleanly", service=service)
+        log.info("service stopped cleanly", **identity)
 
     return AsgiFastStream(
         broker,
-        asgi_routes=[
-            ("/healthz", healthz),
-            ("/readyz", readyz),
-            ("/metrics", make_asgi_app(registry)),
-        ],
+        asgi_routes=routes,
         logger=None,
-        on_startup=list(on_startup),
+        on_startup=[*on_startup, lag.start],
         after_startup=[announce_start],
-        after_shutdown=[*on_shutdown, announce_stop],
+        after_shutdown=[lag.stop, *on_shutdown, announce_stop],
     )
 
 
@@ -298,20 +535,6 @@ def _json(body: dict[str, Any], status: int = 200) -> AsgiResponse:
     return AsgiResponse(
         json.dumps(body).encode(), status, headers={"content-type": "application/json"}
     )
-
-
-def serve(app: AsgiFastStream, settings: ServiceSettings) -> None:
-    """Run the service until SIGINT/SIGTERM; in-flight messages finish before exit."""
-    config = uvicorn.Config(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=int(settings.graceful_timeout_s) + 5,
-    )
-    uvicorn.Server(config).run()
 
 
 async def pause_before_redelivery(settings: ServiceSettings, error: BaseException) -> None:

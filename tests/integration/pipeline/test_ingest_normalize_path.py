@@ -108,6 +108,30 @@ async def test_event_flows_once_with_key_headers_and_trace(
     )
     assert f"{accepted} 20.0" in metrics
     assert "faststream_received_messages_total" in metrics
+    # Process and platform collectors, and what runs.
+    assert "process_resident_memory_bytes" in metrics
+    assert "python_info" in metrics
+    assert 'cayg_build_info{lane="",python=' in metrics
+    assert 'service="ingest"' in metrics
+    assert health.json() == {
+        "status": "ok",
+        "service": "ingest",
+        "lane": None,
+        "group": f"{topic_prefix}cayg-ingest",
+    }
+    # Lag from the group's committed offsets, exported by the service itself: everything
+    # was committed, so every partition it reads shows 0.
+    lag_line = (
+        f'cayg_consumer_lag{{group="{topic_prefix}cayg-ingest",lane="",partition="0",'
+        f'service="ingest",topic="{topics.sis(NORTHFIELD)}"}} 0.0'
+    )
+    async with httpx.AsyncClient(timeout=5) as http:
+        for _ in range(60):
+            metrics = (await http.get(f"{services['ingest'].url}/metrics")).text
+            if lag_line in metrics:
+                break
+            await asyncio.sleep(0.5)
+    assert lag_line in metrics
 
     for proc in services.values():
         assert proc.stop() == 0
@@ -117,6 +141,9 @@ async def test_event_flows_once_with_key_headers_and_trace(
     ingested = [line for line in ingest_log if line.get("message") == "sis message ingested"]
     assert len(ingested) == 20
     assert all(line["service"] == "ingest" and "offset" in line for line in ingested)
+    # The trace each SIS event carried is named in ingest's own lines.
+    sent_traces = {trace_headers(n)[h.TRACEPARENT].split("-")[1] for n in range(20)}
+    assert {line["trace_id"] for line in ingested} == sent_traces
 
 
 async def test_graceful_restart_resumes_without_loss_or_duplicates(

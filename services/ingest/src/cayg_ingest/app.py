@@ -7,8 +7,9 @@ from prometheus_client import CollectorRegistry
 
 from cayg_ingest.handlers import IngestMetrics, build_loop
 from cayg_ingest.settings import IngestSettings
-from cayg_shared.service import build_asgi, build_broker, load_tenants
+from cayg_shared.service import Reads, build_asgi, build_broker, load_tenants
 from cayg_shared.tenants import TenantRegistry
+from cayg_shared.topics import Topics
 
 
 def create_app(settings: IngestSettings, tenants: TenantRegistry | None = None) -> AsgiFastStream:
@@ -24,7 +25,9 @@ def create_app(settings: IngestSettings, tenants: TenantRegistry | None = None) 
     return build_asgi(
         broker,
         registry,
+        settings=settings,
         service="ingest",
+        reads=Reads(settings.group_id, pattern=Topics(settings.topic_prefix).sis_pattern),
         extra_checks=[("consumer", loop.ready)],
         on_startup=[loop.start],
         on_shutdown=[loop.stop],

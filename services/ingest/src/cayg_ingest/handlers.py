@@ -28,9 +28,9 @@ from cayg_shared.batching import (
     letter_for,
 )
 from cayg_shared.envelope import IngestEnvelope, Stage
-from cayg_shared.headers import child_traceparent
+from cayg_shared.headers import child_traceparent, trace_id
 from cayg_shared.logging import get_logger
-from cayg_shared.service import ConsumerLag, InboundRecord
+from cayg_shared.service import InboundRecord
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import TopicError, Topics, tenant_from_topic
 
@@ -44,7 +44,6 @@ class IngestMetrics:
     """Outcome counters, labelled by tenant as read from the topic."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.lag = ConsumerLag(registry, "ingest")
         self.accepted = Counter(
             "cayg_ingest_accepted",
             "SIS messages wrapped and forwarded",
@@ -141,14 +140,13 @@ class IngestRecords:
         # Serialising may fail on text the payload carries (a lone surrogate is valid JSON
         # but not UTF-8): the batch runner turns that into an ``unencodable-text`` letter.
         value = envelope.model_dump_json().encode()
-        output = Outbound.of(
-            self.topics.ingested,
-            envelope_key(envelope),
-            value,
-            output_headers(envelope, record.text_headers()),
-        )
+        headers = output_headers(envelope, record.text_headers())
+        output = Outbound.of(self.topics.ingested, envelope_key(envelope), value, headers)
+        # The trace this record continues (or that ingest minted for it) goes into ingest's
+        # own line too, so one trace id finds the record in every service's log.
+        trace = trace_id(headers[h.TRACEPARENT])
         return Outcome(
-            [output], "accepted", envelope.tenant, lambda: self._accepted(record, envelope)
+            [output], "accepted", envelope.tenant, lambda: self._accepted(record, envelope, trace)
         )
 
     def poison(self, record: InboundRecord, reason: str, detail: str) -> Outcome:
@@ -193,7 +191,9 @@ class IngestRecords:
 
         return Outcome([letter], f"rejected:{rejection.reason}", rejection.tenant, settle)
 
-    def _accepted(self, record: InboundRecord, envelope: IngestEnvelope) -> None:
+    def _accepted(
+        self, record: InboundRecord, envelope: IngestEnvelope, trace: str | None
+    ) -> None:
         self.metrics.accepted.labels(tenant=envelope.tenant, format=envelope.format.value).inc()
         if self.debug:
             log.debug(
@@ -203,6 +203,7 @@ class IngestRecords:
                 offset=record.offset,
                 tenant=envelope.tenant,
                 event_id=str(envelope.event_id),
+                trace_id=trace,
                 format=envelope.format.value,
                 subject_type=envelope.subject_type,
             )
@@ -246,6 +247,5 @@ def build_loop(
         runner(settings, tenants, metrics, registry),
         Subscription(pattern=topics.sis_pattern),
         client_id="cayg-ingest",
-        lag=metrics.lag,
         max_records=settings.batch_max_records,
     )

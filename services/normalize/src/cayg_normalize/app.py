@@ -7,8 +7,9 @@ from prometheus_client import CollectorRegistry
 
 from cayg_normalize.handlers import NormalizeMetrics, build_loop
 from cayg_normalize.settings import NormalizeSettings
-from cayg_shared.service import build_asgi, build_broker, load_tenants
+from cayg_shared.service import Reads, build_asgi, build_broker, load_tenants
 from cayg_shared.tenants import TenantRegistry
+from cayg_shared.topics import Topics
 
 
 def create_app(
@@ -26,7 +27,9 @@ def create_app(
     return build_asgi(
         broker,
         registry,
+        settings=settings,
         service="normalize",
+        reads=Reads(settings.group_id, topics=(Topics(settings.topic_prefix).ingested,)),
         extra_checks=[("consumer", loop.ready)],
         on_startup=[loop.start],
         on_shutdown=[loop.stop],

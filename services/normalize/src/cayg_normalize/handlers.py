@@ -34,7 +34,7 @@ from cayg_shared.envelope import IngestEnvelope, Stage
 from cayg_shared.headers import child_traceparent
 from cayg_shared.logging import get_logger
 from cayg_shared.schema import Change
-from cayg_shared.service import ConsumerLag, InboundRecord
+from cayg_shared.service import InboundRecord
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
 
@@ -46,7 +46,6 @@ class NormalizeMetrics:
     """Outcome counters."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.lag = ConsumerLag(registry, "normalize")
         self.changes = Counter(
             "cayg_normalize_changes",
             "Changes emitted",
@@ -224,6 +223,5 @@ def build_loop(
         runner(settings, tenants, metrics, registry),
         Subscription(topics=(topics.ingested,)),
         client_id="cayg-normalize",
-        lag=metrics.lag,
         max_records=settings.batch_max_records,
     )

@@ -17,7 +17,8 @@ from cayg_publish.publisher import Publisher
 from cayg_publish.settings import PublishSettings
 from cayg_shared.logging import get_logger
 from cayg_shared.schema import Change
-from cayg_shared.service import build_asgi, build_broker
+from cayg_shared.service import Reads, build_asgi, build_broker
+from cayg_shared.topics import Topics
 
 log = get_logger("cayg.publish")
 
@@ -51,7 +52,7 @@ def create_app(settings: PublishSettings, publisher: Publisher | None = None) ->
     """
     registry = CollectorRegistry()
     chosen = publisher or load_publisher(settings)
-    broker = build_broker(settings, registry, client_id="cayg-publish")
+    broker = build_broker(settings, registry, client_id="cayg-publish", lane=settings.lane)
     if settings.lane_targets and not any(
         settings.serves(t.name) for tenant in chosen.tenants() for t in chosen.targets_for(tenant)
     ):
@@ -101,7 +102,10 @@ def create_app(settings: PublishSettings, publisher: Publisher | None = None) ->
     return build_asgi(
         broker,
         registry,
-        service="publish" if settings.lane is None else f"publish.{settings.lane}",
+        settings=settings,
+        service="publish",
+        lane=settings.lane,
+        reads=Reads(settings.consumer_group, topics=(Topics(settings.topic_prefix).normalized,)),
         extra_checks=[("ledger", ledger_ready)],
         on_startup=[start],
         on_shutdown=[stop],

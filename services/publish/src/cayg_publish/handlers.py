@@ -27,7 +27,6 @@ from cayg_shared.envelope import Stage
 from cayg_shared.logging import get_logger
 from cayg_shared.schema import Change
 from cayg_shared.service import (
-    ConsumerLag,
     InboundRecord,
     clear_log_context,
     dead_letter,
@@ -43,10 +42,10 @@ Record = Callable[[Change], Awaitable[list[tuple[str, DocumentRef]]]]
 
 
 class PublishMetrics:
-    """Changes recorded, per-target delivery outcomes, documents by state, consumer lag."""
+    """Changes recorded, per-target delivery outcomes, documents by state (consumer lag is
+    every service's, see :class:`cayg_shared.service.ConsumerLag`)."""
 
-    def __init__(self, registry: CollectorRegistry, service: str = "publish") -> None:
-        self.lag = ConsumerLag(registry, service)
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.changes = Counter(
             "cayg_publish_changes",
             "Changes applied to the catalog, by tenant and entity type",
@@ -99,7 +98,6 @@ def register(
     async def on_change(message: KafkaMessage) -> None:
         inbound = InboundRecord.from_message(message)
         inbound.bind_log_context()
-        metrics.lag.observe(message, inbound)
         try:
             await _handle(broker, topics, inbound, record, metrics)
             if on_recorded is not None:
