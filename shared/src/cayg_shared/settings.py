@@ -1,43 +1,153 @@
-"""Settings shared by every service: how to reach Kafka, where to serve health and metrics.
+"""Settings shared by every service and the operator CLI: how to reach Kafka, where to serve
+health and metrics.
 
-Each service subclasses :class:`ServiceSettings` with its own environment prefix
-(``CAYG_INGEST_``, ``CAYG_NORMALIZE_``, ``CAYG_PUBLISH_``). Secrets may be given as a value
-or as a path to a file holding it (``…_FILE``); a file wins, so orchestrators can mount
-secrets without putting them in the environment.
+One connection model, :class:`KafkaSettings`, is read under the same environment names by
+every process:
+
+* the services read ``CAYG_<SERVICE>_KAFKA__…`` and ``CAYG_<SERVICE>_TOPIC_PREFIX``
+  (``CAYG_INGEST_``, ``CAYG_NORMALIZE_``, ``CAYG_PUBLISH_``), falling back to the unprefixed
+  ``CAYG_KAFKA__…`` and ``CAYG_TOPIC_PREFIX``;
+* the operator CLI reads ``CAYG_KAFKA__…`` and ``CAYG_TOPIC_PREFIX`` (:class:`ConnectionSettings`).
+
+So one environment file (``CAYG_KAFKA__BOOTSTRAP_SERVERS``, ``CAYG_KAFKA__SECURITY_PROTOCOL``,
+…) serves every process of a host, and a service-specific value (its own SASL user) wins.
+Secrets may be given as a value or as a path to a file holding it (``…_FILE``); a file wins,
+so orchestrators can mount secrets without putting them in the environment.
 """
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+#: The prefix of the settings every process shares (``CAYG_KAFKA__…``, ``CAYG_TOPIC_PREFIX``).
+COMMON_ENV_PREFIX = "CAYG_"
+#: The settings read from the common prefix as well as from a service's own.
+COMMON_FIELDS = frozenset({"kafka", "topic_prefix"})
 
 
 class KafkaSettings(BaseModel):
     """Connection to the Kafka cluster (TLS and SASL optional)."""
 
-    bootstrap_servers: str = "127.0.0.1:9092"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    sasl_password_file: Path | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
-    #: How often pattern subscriptions look for new topics (a new tenant's topic).
-    metadata_max_age_ms: int = Field(default=30_000, ge=1_000)
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        min_length=1,
+        description="the cluster: host:port[,host:port…]",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL protocols)"
+    )
+    sasl_username: str | None = Field(default=None, description="the SASL user")
+    sasl_password: SecretStr | None = Field(
+        default=None, description="the SASL password (prefer SASL_PASSWORD_FILE)"
+    )
+    sasl_password_file: Path | None = Field(
+        default=None, description="a file holding the SASL password (wins over SASL_PASSWORD)"
+    )
+    ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle (PEM) the brokers' certificates chain to"
+    )
+    ssl_certfile: Path | None = Field(
+        default=None, description="client certificate (PEM), for mutual TLS"
+    )
+    ssl_keyfile: Path | None = Field(
+        default=None, description="the client certificate's private key (PEM)"
+    )
+    metadata_max_age_ms: int = Field(
+        default=30_000,
+        ge=1_000,
+        description="how often pattern subscriptions look for new topics (a new tenant's)",
+    )
 
     @model_validator(mode="after")
     def _read_secret_file(self) -> KafkaSettings:
         if self.sasl_password_file is not None:
-            text = self.sasl_password_file.read_text(encoding="utf-8").strip()
+            try:
+                text = self.sasl_password_file.read_text(encoding="utf-8").strip()
+            except OSError as error:
+                raise ValueError(
+                    f"cannot read the SASL password file {self.sasl_password_file}: "
+                    f"{error.strerror}"
+                ) from None
             object.__setattr__(self, "sasl_password", SecretStr(text))
-        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
-            raise ValueError("SASL security protocols need sasl_mechanism")
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism is None:
+                raise ValueError(f"{self.security_protocol} needs sasl_mechanism")
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError(
+                    f"{self.security_protocol} needs sasl_username and a password "
+                    "(sasl_password_file or sasl_password)"
+                )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path: Path | None = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {path} is not a readable file")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile")
         return self
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether connections are encrypted."""
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for the cluster (``None`` without TLS)."""
+        if not self.uses_tls:
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+        )
+        if self.ssl_certfile:
+            context.load_cert_chain(
+                str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
+            )
+        return context
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        context = self.ssl_context()
+        if context is not None:
+            options["ssl_context"] = context
+        if self.security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
+            options["sasl_plain_username"] = self.sasl_username or ""
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else ""
+            )
+        return options
+
+    def describe(self) -> str:
+        """Where and how the cluster is reached, without secrets (for messages)."""
+        how: str = self.security_protocol
+        if self.security_protocol.startswith("SASL"):
+            how += f" {self.sasl_mechanism} as {self.sasl_username}"
+        return f"{self.bootstrap_servers} ({how})"
+
+
+class _CommonEnvSource(EnvSettingsSource):
+    """``CAYG_KAFKA__…`` and ``CAYG_TOPIC_PREFIX`` for a service, below its own prefix."""
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in super().__call__().items() if k in COMMON_FIELDS}
 
 
 class ServiceSettings(BaseSettings):
@@ -46,17 +156,99 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    #: Consumer group id; every instance of one service shares it to split partitions.
-    group_id: str = "cayg"
-    #: Where /healthz, /readyz and /metrics are served.
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(default=8080, ge=0, le=65535)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    #: Seconds SIGTERM waits for in-flight messages before the service stops.
-    graceful_timeout_s: float = Field(default=20.0, gt=0)
-    #: Pause before a message whose output could not be produced is read again.
-    redelivery_backoff_s: float = Field(default=1.0, ge=0)
-    #: Prefix for every topic name (e.g. ``staging.``); empty in most deployments.
-    topic_prefix: str = ""
-    #: Tenant registry file (JSON), see ``deploy/config/tenants.json``.
-    tenants_file: Path | None = None
+    group_id: str = Field(
+        default="cayg",
+        min_length=1,
+        description="consumer group; every instance of one service shares it",
+    )
+    http_host: str = Field(
+        default="127.0.0.1", description="where /healthz, /readyz and /metrics are served"
+    )
+    http_port: int = Field(default=8080, ge=0, le=65535, description="the HTTP port")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="DEBUG, INFO, WARNING or ERROR (JSON lines on stdout)"
+    )
+    graceful_timeout_s: float = Field(
+        default=20.0, gt=0, description="seconds SIGTERM waits for in-flight messages"
+    )
+    redelivery_backoff_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="pause before a message whose output was not durable is read again",
+    )
+    topic_prefix: str = Field(
+        default="", description="prefix of every topic name (e.g. staging.); usually empty"
+    )
+    tenants_file: Path | None = Field(
+        default=None, description="the tenant registry (JSON), e.g. deploy/config/tenants.json"
+    )
+    startup_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="how long the service waits for Kafka at start before it exits (status 1)",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The service's own variables first, then the ones every process shares."""
+        common = _CommonEnvSource(
+            settings_cls, env_prefix=COMMON_ENV_PREFIX, env_nested_delimiter="__"
+        )
+        return init_settings, env_settings, common, dotenv_settings, file_secret_settings
+
+    @classmethod
+    def env_prefix(cls) -> str:
+        """This service's environment prefix (``CAYG_INGEST_``…)."""
+        return str(cls.model_config.get("env_prefix", ""))
+
+    @classmethod
+    def env_name(cls, *path: str) -> str:
+        """The environment variable of a setting: ``env_name("kafka", "bootstrap_servers")``
+        is ``CAYG_INGEST_KAFKA__BOOTSTRAP_SERVERS`` for ingest."""
+        return cls.env_prefix() + "__".join(part.upper() for part in path)
+
+
+class ConnectionSettings(BaseSettings):
+    """What the operator CLI needs to reach the cluster: ``CAYG_KAFKA__…``,
+    ``CAYG_TOPIC_PREFIX`` — the names the services fall back to."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=COMMON_ENV_PREFIX, env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topic_prefix: str = Field(default="", description="prefix of every topic name")
+
+
+def settings_table(settings_cls: type[BaseSettings]) -> list[tuple[str, str, str]]:
+    """Every setting of ``settings_cls`` as (environment variable, default, meaning), nested
+    models flattened with ``__`` — what ``--help`` of a service prints."""
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    return list(_rows(settings_cls.model_fields, prefix))
+
+
+def _rows(fields: dict[str, FieldInfo], prefix: str) -> Iterator[tuple[str, str, str]]:
+    for name, info in fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _rows(annotation.model_fields, f"{prefix}{name.upper()}__")
+            continue
+        if info.default_factory is not None:
+            default = "(computed)"
+        elif info.default is None:
+            default = "—"
+        elif isinstance(info.default, SecretStr):
+            default = "(secret)"
+        elif isinstance(info.default, tuple | list):
+            default = "[" + ", ".join(map(str, info.default)) + "]"
+        else:
+            default = str(info.default) if info.default != "" else '""'
+        yield f"{prefix}{name.upper()}", default, info.description or ""

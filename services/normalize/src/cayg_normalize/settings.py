@@ -13,7 +13,15 @@ class NormalizeSettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="CAYG_NORMALIZE_", env_nested_delimiter="__")
 
-    group_id: str = "cayg-normalize"
-    http_port: int = Field(default=8082, ge=0, le=65535)
-    #: Most records read, processed and committed as one batch.
-    batch_max_records: int = Field(default=500, ge=1, le=10_000)
+    group_id: str = Field(
+        default="cayg-normalize", min_length=1, description="consumer group of every instance"
+    )
+    http_port: int = Field(
+        default=8082, ge=0, le=65535, description="/healthz, /readyz and /metrics port"
+    )
+    batch_max_records: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="most records read, processed and committed as one batch",
+    )
