@@ -41,7 +41,7 @@ from typing import Any, Final
 from .contexts import ContextLoader
 from .errors import SigningError
 from .keys import SigningKey
-from .proof import format_created, sign_credential, verify_credential
+from .proof import KeyResolver, format_created, sign_credential, verify_credential
 
 __all__ = [
     "DEFAULT_SIGNATURE_CACHE_CHARS",
@@ -285,9 +285,12 @@ class VerificationCache:
         *,
         trusted_keys: Mapping[str, bytes] | None = None,
         maxsize: int = DEFAULT_VERIFICATION_CACHE_SIZE,
+        resolver: KeyResolver | None = None,
     ) -> None:
-        """Verify with ``loader`` and ``trusted_keys``; remember at most ``maxsize``
-        verified credentials (0 turns caching off).
+        """Verify with ``loader`` and ``trusted_keys`` (and ``resolver`` for did:web and
+        https methods); remember at most ``maxsize`` verified credentials (0 turns caching
+        off). A remembered verdict is not re-checked when the issuer's document changes
+        later: a key removed from it is noticed by credentials not verified before.
 
         Raises:
             ValueError: ``maxsize`` is negative.
@@ -295,6 +298,7 @@ class VerificationCache:
         self._loader = loader
         # Copied: the cached verdicts hold for this trust map only.
         self._trusted_keys = {method: bytes(key) for method, key in (trusted_keys or {}).items()}
+        self._resolver = resolver
         self._lru = _Lru(maxsize)
 
     def verify(self, credential: Mapping[str, Any]) -> None:
@@ -310,7 +314,9 @@ class VerificationCache:
             digest = None
         if digest is not None and self._lru.get(digest) is not None:
             return
-        verify_credential(credential, self._loader, trusted_keys=self._trusted_keys)
+        verify_credential(
+            credential, self._loader, trusted_keys=self._trusted_keys, resolver=self._resolver
+        )
         if digest is not None:
             self._lru.put(digest, True)
 

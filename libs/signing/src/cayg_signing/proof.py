@@ -12,12 +12,13 @@ Signing (W3C vc-di-eddsa, "eddsa-rdfc-2022"; 1EdTech OB 3.0 section 8.3):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from .canon import as_json_object, canonicalize
 from .contexts import ContextLoader
+from .did import ResolvedKey
 from .errors import KeyFormatError, ProofError, SigningError
 from .keys import (
     SigningKey,
@@ -31,6 +32,7 @@ __all__ = [
     "CRYPTOSUITE",
     "PROOF_PURPOSE",
     "PROOF_TYPE",
+    "KeyResolver",
     "format_created",
     "hash_data",
     "sign_credential",
@@ -41,6 +43,9 @@ PROOF_TYPE: Final = "DataIntegrityProof"
 CRYPTOSUITE: Final = "eddsa-rdfc-2022"
 #: Issuers sign credentials to assert them; this is the only purpose we create or accept.
 PROOF_PURPOSE: Final = "assertionMethod"
+
+#: Resolves a ``did:web`` or https verification method (see :func:`cayg_signing.did.resolve_key`).
+KeyResolver = Callable[[str], ResolvedKey]
 
 _SIGNATURE_SIZE: Final = 64
 _PUBLIC_KEY_SIZE: Final = 32
@@ -117,6 +122,7 @@ def verify_credential(
     loader: ContextLoader,
     *,
     trusted_keys: Mapping[str, bytes] | None = None,
+    resolver: KeyResolver | None = None,
 ) -> None:
     """Check the credential's eddsa-rdfc-2022 ``DataIntegrityProof``; return if it holds.
 
@@ -126,7 +132,9 @@ def verify_credential(
       for a ``did:key`` it must also be the key the DID names;
     * otherwise, for a ``did:key`` method, the DID itself. A did:key proves only that
       the holder of that key signed, so the credential's issuer must then be that DID;
-    * any other (e.g. https) method must be in ``trusted_keys``.
+    * any other (``did:web``, https) method is resolved by ``resolver`` (its controller's
+      document must list it as an assertion method, and the controller must be the
+      credential's issuer), or must be in ``trusted_keys``.
 
     Every proof in a proof set must verify. Embedded credentials (in a CLR) are covered
     by the outer proof only as data; verify them separately to check their own proofs.
@@ -157,15 +165,16 @@ def verify_credential(
     for proof in proofs:
         if not isinstance(proof, dict):
             raise ProofError("proof must be a JSON object")
-        _verify_one(proof, document, document_nquads, loader, trusted_keys or {})
+        _verify_one(proof, document, document_nquads, loader, trusted_keys or {}, resolver)
 
 
-def _verify_one(
+def _verify_one(  # noqa: PLR0917 - a private step of verify_credential
     proof: dict[str, Any],
     document: dict[str, Any],
     document_nquads: str,
     loader: ContextLoader,
     trusted_keys: Mapping[str, bytes],
+    resolver: KeyResolver | None,
 ) -> None:
     if proof.get("type") != PROOF_TYPE:
         raise ProofError(f"unsupported proof type {proof.get('type')!r}; need {PROOF_TYPE!r}")
@@ -193,7 +202,7 @@ def _verify_one(
     method = proof.get("verificationMethod")
     if not isinstance(method, str) or not method:
         raise ProofError("verificationMethod is missing or not a string")
-    public_key = _public_key_for(method, document, trusted_keys)
+    public_key = _public_key_for(method, document, trusted_keys, resolver)
 
     options = {k: v for k, v in proof.items() if k != "proofValue"}
     if "@context" in options:
@@ -233,7 +242,10 @@ def _issuer_id(document: Mapping[str, Any]) -> str | None:
 
 
 def _public_key_for(
-    method: str, document: Mapping[str, Any], trusted_keys: Mapping[str, bytes]
+    method: str,
+    document: Mapping[str, Any],
+    trusted_keys: Mapping[str, bytes],
+    resolver: KeyResolver | None = None,
 ) -> bytes:
     is_did_key = method.startswith("did:key:")
     derived: bytes | None = None
@@ -261,5 +273,15 @@ def _public_key_for(
                 f"{issuer!r}; list it in trusted_keys to accept it"
             )
         return derived
+
+    if resolver is not None:
+        resolved = resolver(method)
+        issuer = _issuer_id(document)
+        if resolved.controller != issuer:
+            raise ProofError(
+                f"verificationMethod {method!r} is controlled by {resolved.controller!r}, "
+                f"not by the issuer {issuer!r}"
+            )
+        return resolved.public_key
 
     raise ProofError(f"verificationMethod {method!r} is not a trusted key")
