@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from cayg_publish.app import DOCUMENT_COUNTS_EVERY_S
-from support.messy import SIZES, Expected, MessyStream, messy_stream
+from support.messy import REGISTERED_PARTNER, SIZES, Expected, MessyStream, messy_stream
 from support.pipeline import Pipeline
 from support.targets import (
     Targets,
@@ -55,7 +55,11 @@ IDLE_TIMEOUT_S = 150.0 * max(1, len(SEEDS) // 3) * (4 if SIZE is SIZES["large"] 
 
 
 @pytest.fixture
-def pipeline(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[Pipeline]:
+def pipeline(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Pipeline]:
+    # The stream names one partner by a CTID another account registered.
+    monkeypatch.setenv("CAYG_STANDINS_REGISTERED_CTIDS", REGISTERED_PARTNER)
     running = Pipeline(tmp_path, kafka_bootstrap, topic_prefix)
     try:
         yield running
@@ -160,6 +164,9 @@ class _HeldTargets(Targets):
     def published_ctids(self, tenant: str) -> set[str]:
         return set(self.resources)
 
+    def registry_partners(self, ctid: str) -> list[str]:
+        return list(self.resources[ctid].get("partners", []))
+
 
 def _as_held(expected: Expected) -> _HeldTargets:
     """Targets holding exactly what ``expected`` says they must."""
@@ -179,6 +186,7 @@ def _as_held(expected: Expected) -> _HeldTargets:
         ctid: {
             "ceterms:name": {"en-US": d.name},
             "ceterms:credentialStatusType": {"ceterms:targetNode": f"credentialStat:{d.status}"},
+            "partners": list(d.partners),
         }
         for ctid, d in expected.definitions.items()
     }
@@ -207,6 +215,11 @@ def test_the_comparison_finds_each_kind_of_difference() -> None:
     }
     gone = next(c for c, d in expected.definitions.items() if d.status == "Active")
     del held.resources[gone]
+    # A partner sent as a CTID that exists nowhere instead of described inline.
+    partnered = next(
+        c for c, d in expected.definitions.items() if d.partners and d.partners[0][:5] == "name:"
+    )
+    held.resources[partnered]["partners"] = ["ctid:ce-00000000-0000-4000-8000-000000000000"]
 
     records = record_mismatches(expected, held)
     definitions = definition_mismatches(expected, held)
@@ -214,6 +227,7 @@ def test_the_comparison_finds_each_kind_of_difference() -> None:
     assert any(live.clr_id in p and "urn:uuid:revoked" in p for p in records)
     assert any(withdrawn.clr_id in p and "not withdrawn" in p for p in records)
     assert any(absent.clr_id in p and "expected none" in p for p in records)
-    assert len(definitions) == 2, definitions
+    assert len(definitions) == 3, definitions
+    assert any(partnered in p and "recognizedBy" in p for p in definitions)
     assert any(deprecated.ctid in p and "expected Deprecated" in p for p in definitions)
     assert any(gone in p and "missing" in p for p in definitions)

@@ -59,6 +59,10 @@ from support.mixed import INGEST_REASONS, NORMALIZE_REASONS
 NORTHFIELD: Final = "northfield-cc"
 LAKESHORE: Final = "lakeshore-univ"
 HARBOR: Final = "harbor-tech"
+#: A partner organization registered by another account: the registry stand-in must be
+#: told it exists (``CAYG_STANDINS_REGISTERED_CTIDS``) or it refuses the reference.
+REGISTERED_PARTNER: Final = "ce-5f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
+GUILD_NAME: Final = "Harbor Welders\u2019 Guild \u2014 C\u00f4te"
 TENANTS: Final = (NORTHFIELD, LAKESHORE, HARBOR)
 
 _HARBOR_SOURCE: Final = "https://sis.harbortech.example"
@@ -116,6 +120,10 @@ class ExpectedDefinition:
     status: Literal["Active", "Deprecated"]
     #: Where it came from, for the mismatch report.
     origin: str
+    #: What its ``recognizedBy`` must name: ``name:<name>`` for an organization described
+    #: inline, ``ctid:<CTID>`` for one registered elsewhere (sorted). Never a CTID that
+    #: exists nowhere.
+    partners: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,9 @@ class _Definition:
     deleted: bool = False
     #: False while no message carrying it has been sent (an award may come first).
     sent: bool = False
+    #: ``partnerOrganizations`` as sent (CloudEvents only) and what each must become.
+    partner_data: list[dict[str, Any]] = field(default_factory=list)
+    partners: list[str] = field(default_factory=list)
 
     @property
     def ctid(self) -> str:
@@ -382,6 +393,9 @@ class _Generator:
         self.harbor_awards: dict[str, tuple[_Learner, dict[str, Any]]] = {}
         self.backfill_rows = 0
         self.backfill_awards: list[str] = []
+        #: The partner named by SIS id only (each seed its own), described in phase 2.
+        self.guild_id = f"S{seed}-GUILD"
+        self.guild_named = False
         #: Ethos learners whose persons record is held back until phase 2.
         self.unsent_people: list[_Learner] = []
         #: The ``created`` notification of each Ethos award record (re-sent stale later).
@@ -449,7 +463,45 @@ class _Generator:
             HARBOR, code, code, self.definition_name(n), credential_type, description
         )
         self.definitions[HARBOR].append(definition)
+        self.add_partner(definition, n)
         return self.send_harbor_definition(definition, version)
+
+    def add_partner(self, definition: _Definition, n: int) -> None:
+        """Partners in every form an SIS names them (issue 9): by SIS id only, described in
+        a later ``organization.upserted``; by SIS id with a name and webpage, never
+        described; by a CTID registered elsewhere; or none."""
+        match n % 4:
+            case 0:
+                definition.partner_data = [{"sourceId": self.guild_id}]
+                definition.partners = [f"name:{GUILD_NAME}"]
+                self.guild_named = True
+            case 1:
+                definition.partner_data = [
+                    {
+                        "sourceId": f"S{self.seed}-PORT",
+                        "name": "Port Authority Training Office",
+                        "webpage": "https://port.example/training",
+                    }
+                ]
+                definition.partners = ["name:Port Authority Training Office"]
+            case 2:
+                definition.partner_data = [{"ctid": REGISTERED_PARTNER}]
+                definition.partners = [f"ctid:{REGISTERED_PARTNER}"]
+            case _:
+                pass
+
+    def send_guild(self) -> Message:
+        """The partner named by SIS id only, described at last (after the definitions)."""
+        data = {
+            "sourceId": self.guild_id,
+            "name": GUILD_NAME,
+            "webpage": "https://welders-guild.example/",
+            "roles": ["industry-partner"],
+            "sourceVersion": 1,
+        }
+        return self.events.event(
+            "organization.upserted", self.guild_id, data, label="organization", binary=None
+        )
 
     def send_harbor_definition(
         self, definition: _Definition, version: int, *, name: str | None = None
@@ -466,6 +518,8 @@ class _Generator:
         }
         if description is not None:
             data["description"] = description
+        if definition.partner_data:
+            data["partnerOrganizations"] = definition.partner_data
         definition.sent = True
         return self.events.event(
             "definition.upserted",
@@ -940,6 +994,8 @@ class _Generator:
                 out.append(
                     events.event("award.issued", award_id, stale, label="stale", binary=None)
                 )
+        if self.guild_named:
+            out.append(self.send_guild())
         definitions = self.definitions[HARBOR]
         renamed, deleted = definitions[0], definitions[2]
         old_name = renamed.name
@@ -991,6 +1047,7 @@ class _Generator:
                     name=unicodedata.normalize("NFC", d.name).strip(),
                     status="Deprecated" if d.deleted else "Active",
                     origin=_definition_origin(d),
+                    partners=tuple(sorted(d.partners)),
                 )
         for learner in self.learners.values():
             record = clr_id(learner.tenant, learner.key)

@@ -77,6 +77,21 @@ class Targets:
         resource: dict[str, Any] = response.json()
         return resource
 
+    def registry_partners(self, ctid: str) -> list[str]:
+        """What the resource's ``recognizedBy`` names, as ``name:<name>`` (an organization
+        described inline) or ``ctid:<CTID>`` (a reference), sorted."""
+        response = httpx.get(f"{self.ports.registry_url}/graph/{ctid}", timeout=10)
+        response.raise_for_status()
+        nodes = {str(n.get("@id")): n for n in response.json().get("@graph", [])}
+        main = next(n for n in nodes.values() if n.get("ceterms:ctid") == ctid)
+        named: list[str] = []
+        for ref in main.get("ceterms:recognizedBy", []):
+            if str(ref).startswith("_:"):
+                named.append(f"name:{_text(nodes.get(str(ref), {}).get('ceterms:name'))}")
+            else:
+                named.append(f"ctid:{str(ref).rstrip('/').rsplit('/', 1)[-1]}")
+        return sorted(named)
+
     def published_ctids(self, tenant: str) -> set[str]:
         """CTIDs of the credentials the tenant's organization has published."""
         org = self.tenants[tenant].org_ctid
@@ -115,6 +130,9 @@ def definition_mismatches(expected: Expected, targets: Targets) -> list[str]:
             problems.append(f"{where}: name {name!r}, expected {want.name!r}")
         if status != want.status:
             problems.append(f"{where}: status {status}, expected {want.status}")
+        partners = targets.registry_partners(ctid)
+        if partners != list(want.partners):
+            problems.append(f"{where}: recognizedBy {partners}, expected {list(want.partners)}")
     tenants = {d.tenant for d in expected.definitions.values()}
     for tenant in sorted(tenants):
         for ctid in sorted(targets.published_ctids(tenant) - set(expected.definitions)):
