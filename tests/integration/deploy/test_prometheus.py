@@ -66,6 +66,7 @@ CAYG_SERIES = {
     "cayg_publish_request_duration_seconds_sum",
     "cayg_publish_request_duration_seconds_count",
     "cayg_consumer_lag",
+    "cayg_build_info",
 }
 
 # Grafana's own variables, replaced by a duration before an expression goes to Prometheus.
@@ -148,9 +149,22 @@ def faststream_metrics(registry: CollectorRegistry, app_name: str, handler: str)
     metrics.received_processed_messages_duration_seconds.labels(**labels).observe(0.02)
 
 
-def consumer_lag(registry: CollectorRegistry, service: str, topic: str, lag: int) -> None:
-    gauge = Gauge("cayg_consumer_lag", "lag", ["service", "topic", "partition"], registry=registry)
-    gauge.labels(service=service, topic=topic, partition="0").set(lag)
+def consumer_lag(
+    registry: CollectorRegistry, service: str, topic: str, lag: int, lane: str = ""
+) -> None:
+    """The service's identity and its group's lag, labelled as ``cayg_shared.service`` does."""
+    group = f"cayg-{service}" + (f".{lane}" if lane else "")
+    gauge = Gauge(
+        "cayg_consumer_lag",
+        "lag",
+        ["service", "lane", "group", "topic", "partition"],
+        registry=registry,
+    )
+    gauge.labels(service=service, lane=lane, group=group, topic=topic, partition="0").set(lag)
+    info = Gauge(
+        "cayg_build_info", "build", ["service", "lane", "version", "python"], registry=registry
+    )
+    info.labels(service=service, lane=lane, version="0.1.0", python="3.11.2").set(1)
 
 
 def ingest_registry() -> CollectorRegistry:
@@ -171,7 +185,7 @@ def normalize_registry() -> CollectorRegistry:
     return registry
 
 
-def publish_registry() -> CollectorRegistry:
+def publish_registry(lane: str) -> CollectorRegistry:
     registry = CollectorRegistry()
     faststream_metrics(registry, "cayg-publish", "cayg.normalized.v1")
     outcomes = Counter(
@@ -193,7 +207,7 @@ def publish_registry() -> CollectorRegistry:
     Histogram(
         "cayg_publish_request_duration_seconds", "request time", ["target"], registry=registry
     ).labels(target="registry").observe(0.3)
-    consumer_lag(registry, "publish", "cayg.normalized.v1", 0)
+    consumer_lag(registry, "publish", "cayg.normalized.v1", 0, lane=lane)
     return registry
 
 
@@ -237,8 +251,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProm
     registries = {
         "ingest": ingest_registry(),
         "normalize": normalize_registry(),
-        "publish": publish_registry(),
-        "publish-clr": publish_registry(),
+        "publish": publish_registry("registry"),
+        "publish-clr": publish_registry("clr"),
     }
     exporters = {name: serve(name, registry) for name, registry in registries.items()}
     workdir = tmp_path_factory.mktemp("prometheus")
