@@ -347,21 +347,7 @@ def _security(kafka: KafkaSettings) -> BaseSecurity | None:
 
 def kafka_options(kafka: KafkaSettings) -> dict[str, Any]:
     """aiokafka client options for the cluster in ``kafka`` (TLS and SASL included)."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": kafka.bootstrap_servers,
-        "security_protocol": kafka.security_protocol,
-        "metadata_max_age_ms": kafka.metadata_max_age_ms,
-    }
-    context = kafka_ssl(kafka)
-    if context is not None:
-        options["ssl_context"] = context
-    if kafka.security_protocol.startswith("SASL"):
-        options["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
-        options["sasl_plain_username"] = kafka.sasl_username or ""
-        options["sasl_plain_password"] = (
-            kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
-        )
-    return options
+    return kafka.client_options()
 
 
 def tracer_provider(endpoint: str | None, service: str) -> AnyTracerProvider:
@@ -406,7 +392,7 @@ def build_broker(
         security=_security(settings.kafka),
         middlewares=[
             KafkaTelemetryMiddleware(
-                tracer_provider=tracing or tracer_provider(None, service),
+                tracer_provider=tracing or tracer_provider(settings.otlp_endpoint, service),
                 include_messages_counters=False,
             ),
             KafkaPrometheusMiddleware(

@@ -188,6 +188,11 @@ class ServiceSettings(BaseSettings):
         le=600,
         description="how long the service waits for Kafka at start before it exits (status 1)",
     )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OpenTelemetry: OTLP/HTTP traces endpoint of a collector "
+        "(e.g. http://otel-collector:4318/v1/traces); unset, no span is exported",
+    )
 
     @classmethod
     def settings_customise_sources(
