@@ -11,7 +11,8 @@ A document is one thing a target holds:
 * ``credential`` — a definition's CTDL resource (and its transfer values) at a registry;
 * ``organization`` — the tenant's own organization at a registry;
 * ``learner-record`` — a learner's ``ClrCredential`` at a CLR 2.0 host;
-* ``award-credential`` — one award's ``AchievementCredential`` at an OB 3.0 host.
+* ``award-credential`` — one award's ``AchievementCredential`` at an OB 3.0 host;
+* ``status-list`` — a status list of a tenant's issuer, signed and kept for serving.
 
 A document's life (:class:`DocumentState`)::
 
@@ -57,6 +58,9 @@ class DocumentKind(StrEnum):
     ORGANIZATION = "organization"
     LEARNER_RECORD = "learner-record"
     AWARD_CREDENTIAL = "award-credential"
+    #: A tenant issuer's ``BitstringStatusListCredential`` (subject: the list id), kept in
+    #: the ledger and served by publish (:mod:`cayg_publish.domain.status`).
+    STATUS_LIST = "status-list"
 
 
 class DocumentState(StrEnum):

@@ -15,6 +15,7 @@ from cayg_publish.adapters.ledger.port import (
     Mutation,
     utc_now,
 )
+from cayg_publish.adapters.ledger.status_store import InMemoryStatusStore
 from cayg_publish.domain.catalog import (
     IN_FLIGHT,
     CatalogRow,
@@ -73,6 +74,12 @@ class InMemoryLedger(Ledger):
         self._closed = False
         self._catalog = InMemoryCatalog()
         self._documents: dict[tuple[str, str], DocumentRow] = {}
+        self._status = InMemoryStatusStore(self._documents)
+
+    @property
+    def status(self) -> InMemoryStatusStore:
+        """Status lists living as long as this ledger."""
+        return self._status
 
     @property
     def catalog(self) -> InMemoryCatalog:

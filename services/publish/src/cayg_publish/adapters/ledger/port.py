@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self, TypeVar
 
+from cayg_publish.adapters.ledger.status_store import StatusStore
 from cayg_publish.domain.catalog import (
     Catalog,
     Decision,
@@ -81,6 +82,11 @@ class Ledger(ABC):
     @abstractmethod
     def catalog(self) -> Catalog:
         """The catalog of reference data kept in the same store."""
+
+    @property
+    def status(self) -> StatusStore:
+        """Status list entries and published lists, kept in the same store."""
+        raise LedgerError(f"{type(self).__name__} keeps no status lists")
 
     @abstractmethod
     async def migrate(self) -> None:

@@ -44,6 +44,7 @@ from cayg_publish.adapters.ledger._rows import (
     entry_to_row,
     statements,
 )
+from cayg_publish.adapters.ledger._status_sql import SqlStatusStore
 from cayg_publish.adapters.ledger.port import (
     DEFAULT_CLAIM_TTL,
     Ledger,
@@ -180,6 +181,12 @@ class PostgresLedger(SqlProjectionStore, Ledger):
         self._db = PostgresDatabase(dsn, pool_size=pool_size, connect_timeout=connect_timeout)
         self._catalog = PostgresCatalog(self._db)
         self._projection = ProjectionSql(POSTGRES)
+        self._status = SqlStatusStore(self._tx, POSTGRES, integer="BIGINT", postgres=True)
+
+    @property
+    def status(self) -> SqlStatusStore:
+        """Status lists in the same database."""
+        return self._status
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[PostgresTx]:
@@ -215,6 +222,7 @@ class PostgresLedger(SqlProjectionStore, Ledger):
                 for statement in _MIGRATIONS[version]:
                     await connection.execute(statement)
             await connection.execute(_SQL.write_schema_version, (str(SCHEMA_VERSION),))
+        await self._status.migrate()
 
     async def close(self) -> None:
         """Close every pooled connection."""

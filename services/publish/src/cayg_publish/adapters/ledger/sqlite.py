@@ -41,6 +41,7 @@ from cayg_publish.adapters.ledger._rows import (
     entry_to_row,
     statements,
 )
+from cayg_publish.adapters.ledger._status_sql import SqlStatusStore
 from cayg_publish.adapters.ledger.port import (
     DEFAULT_CLAIM_TTL,
     Ledger,
@@ -249,6 +250,12 @@ class SqliteLedger(SqlProjectionStore, Ledger):
         self._db = SqliteDatabase(path, busy_timeout=busy_timeout)
         self._catalog = SqliteCatalog(self._db)
         self._projection = ProjectionSql(SQLITE)
+        self._status = SqlStatusStore(self._tx, SQLITE, integer="INTEGER", postgres=False)
+
+    @property
+    def status(self) -> SqlStatusStore:
+        """Status lists in the same database file."""
+        return self._status
 
     def _tx(self) -> AbstractAsyncContextManager[SqliteTx]:
         return self._db.session()
@@ -278,6 +285,7 @@ class SqliteLedger(SqlProjectionStore, Ledger):
             connection.execute(_SQL.write_schema_version, (str(SCHEMA_VERSION),))
 
         await self._db.transaction(work)
+        await self._status.migrate()
 
     async def close(self) -> None:
         """Close the connection."""
