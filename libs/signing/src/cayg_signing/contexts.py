@@ -147,6 +147,8 @@ class ContextLoader:
             parsed[url] = value
         self._documents: Mapping[str, dict[str, Any]] = MappingProxyType(parsed)
         self._resolved_cache = _BoundedCache(_RESOLVED_CACHE_SIZE)
+        # Processed active contexts, reused across documents (see canon.py).
+        self._processed_contexts: dict[tuple[Any, ...], Any] = {}
         # pyld mutates its caches while processing; canonicalization holds this lock so
         # threads sharing one loader never interleave inside those caches.
         self._lock = threading.Lock()
