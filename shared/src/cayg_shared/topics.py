@@ -18,6 +18,9 @@ NORMALIZED: Final = "cayg.normalized.v1"
 INGEST_DLQ: Final = "cayg.ingest.dlq.v1"
 NORMALIZE_DLQ: Final = "cayg.normalize.dlq.v1"
 PUBLISH_DLQ: Final = "cayg.publish.dlq.v1"
+#: The operators' record of what they did with dead letters (replayed where, resolved
+#: why); compacted, written and read only by ``cayg dlq``.
+DLQ_ACTIONS: Final = "cayg.dlq.actions.v1"
 
 #: A tenant id: lowercase letters, digits and hyphens, 2-63 characters, as a DNS label.
 TENANT_ID_RE: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])$")
@@ -61,6 +64,7 @@ class Topics:
         self.ingest_dlq = prefix + INGEST_DLQ
         self.normalize_dlq = prefix + NORMALIZE_DLQ
         self.publish_dlq = prefix + PUBLISH_DLQ
+        self.dlq_actions = prefix + DLQ_ACTIONS
         self.sis_pattern = re.escape(prefix) + SIS_TOPIC_PATTERN
 
     def sis(self, tenant: str) -> str:

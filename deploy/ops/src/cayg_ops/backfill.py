@@ -54,6 +54,7 @@ from cayg_ops.checkpoint import (
     RunSettings,
     default_path,
 )
+from cayg_ops.kafka_view import Cluster, client_options
 from cayg_shared import headers as h
 from cayg_shared.envelope import InputFormat
 from cayg_shared.headers import child_traceparent, new_traceparent
@@ -847,12 +848,12 @@ class Outlet(Protocol):
 class KafkaOutlet:
     """A tenant's SIS topic, with acks=all and an idempotent producer."""
 
-    def __init__(self, *, bootstrap: str, topic: str, batch_id: str, limit: int) -> None:
+    def __init__(self, *, bootstrap: Cluster, topic: str, batch_id: str, limit: int) -> None:
         self.topic = topic
         self.batch_id = batch_id
         self._trace = new_traceparent()
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
+            **client_options(bootstrap),
             acks="all",
             enable_idempotence=True,
             linger_ms=20,
@@ -1021,7 +1022,7 @@ def run(
     options: Options,
     *,
     profile: TenantProfile,
-    bootstrap: str,
+    bootstrap: Cluster,
     topic: str,
     out: TextIO | None = None,
     err: TextIO | None = None,
@@ -1166,7 +1167,7 @@ def _resumable(run: _Run, identity: FileIdentity, settings: RunSettings) -> Chec
     return saved
 
 
-def _send(run: _Run, checkpoint: Checkpoint, bootstrap: str, outlet: Outlet | None) -> int:
+def _send(run: _Run, checkpoint: Checkpoint, bootstrap: Cluster, outlet: Outlet | None) -> int:
     """The send pass, from the checkpoint's position; the checkpoint saved per chunk."""
     options, rules, checkpoint_path = run.options, run.rules, run.checkpoint_path
     out, err = run.out, run.err
