@@ -22,7 +22,10 @@ the way of each guarantee this loop keeps:
    encode, e.g. a lone surrogate; ``too-large-to-forward``; else ``internal-error``), so
    no record is ever retried forever;
 3. send every output of every record in consumption order (idempotent producer, acks=all:
-   per-partition order holds) without awaiting each, then await all acknowledgements once;
+   per-partition order holds) without awaiting each, then await all acknowledgements once.
+   Steps 2 and 3 go ``SEND_EVERY`` records at a time with a yield to the event loop in
+   between, so the broker already stores the first outputs while later records are decided
+   (the broker's round trips overlap the service's own work instead of adding to it);
 4. commit once: per partition, up to the last record all of whose outputs are acknowledged;
 5. if any output failed (broker or producer trouble), rewind each affected partition to its
    first unfinished record, pause ``redelivery_backoff_s`` and read again.
@@ -51,7 +54,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -64,6 +69,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from faststream.prometheus.container import MetricsContainer
 from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as PromCounter
 from pydantic_core import PydanticSerializationError
 
 from cayg_shared.envelope import DeadLetter, SourceCoordinates, Stage
@@ -76,6 +82,9 @@ log = get_logger("cayg.batching")
 
 #: How long one ``getmany`` waits for records before the loop looks at its stop flag.
 POLL_TIMEOUT_MS: Final = 250
+#: Records decided (and their outputs handed to the producer) between two yields to the
+#: event loop within a batch; see :meth:`BatchRunner._decide_and_send`.
+SEND_EVERY: Final = 50
 #: Reasons of records that failed *themselves* (not the broker): dead-lettered, never retried.
 UNENCODABLE_TEXT: Final = "unencodable-text"
 TOO_LARGE_TO_FORWARD: Final = "too-large-to-forward"
@@ -256,6 +265,34 @@ class FastStreamMetrics:
             ).inc()
 
 
+class Tally:
+    """Counts of one Prometheus counter, per label values, added to it once per batch.
+
+    ``labels(...)`` on a Prometheus counter takes a lock and builds a key; per record that
+    was a measurable share of a service's time. Records add to a plain dict here (in their
+    ``settle``, so only records whose outputs are durable count) and :meth:`flush` — which
+    the batch runner calls after every batch — adds each total once.
+    """
+
+    def __init__(self, counter: PromCounter) -> None:
+        self.counter = counter
+        self._counts: Counter[tuple[str, ...]] = Counter()
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def add(self, *labels: str) -> None:
+        """Count one under ``labels`` (the counter's label values, in order)."""
+        self._counts[labels] += 1
+
+    def flush(self) -> None:
+        """Add what was counted since the last flush to the counter."""
+        for labels, count in self._counts.items():
+            child = self._children.get(labels)
+            if child is None:
+                child = self._children[labels] = self.counter.labels(*labels)
+            child.inc(count)
+        self._counts.clear()
+
+
 @dataclass
 class BatchReport:
     """What one batch came to (for tests and the loop)."""
@@ -288,6 +325,8 @@ class BatchRunner:
         dlq_topic: str,
         backoff_s: float,
         metrics: FastStreamMetrics | None = None,
+        tallies: Sequence[Tally] = (),
+        send_every: int = SEND_EVERY,
     ) -> None:
         self.handler = handler
         self.service = service
@@ -295,6 +334,8 @@ class BatchRunner:
         self.dlq_topic = dlq_topic
         self.backoff_s = backoff_s
         self.metrics = metrics
+        self.tallies = tuple(tallies)
+        self.send_every = max(1, send_every)
         self._log = get_logger(f"cayg.{service}")
 
     async def run(
@@ -302,10 +343,12 @@ class BatchRunner:
     ) -> BatchReport:
         """Process ``records`` (in consumption order) and settle them; see the module doc."""
         started = time.perf_counter()
-        pending = [_Pending(record, self._decide(record)) for record in records]
-        failure = await self._send_all(pending, sink)
+        pending = await self._decide_and_send(records, sink)
+        failure = next((item.failure for item in pending if item.failure is not None), None)
         await self._await_all(pending, sink)
         report = await self._settle(pending, offsets, failure)
+        for tally in self.tallies:
+            tally.flush()
         self._account(pending, report, time.perf_counter() - started)
         if report.error is not None:
             self._log.warning(
@@ -318,6 +361,32 @@ class BatchRunner:
             )
             await asyncio.sleep(self.backoff_s)
         return report
+
+    async def _decide_and_send(
+        self, records: Sequence[InboundRecord], sink: Sink
+    ) -> list[_Pending]:
+        """Decide and send ``send_every`` records at a time, yielding to the event loop in
+        between, so the producer ships (and the broker stores) the first outputs while later
+        records are still being decided. Outputs still leave in consumption order. After a
+        producer failure the remaining records are neither decided nor sent: they stay
+        unfinished and are read again."""
+        pending: list[_Pending] = []
+        failed = False
+        for start in range(0, len(records), self.send_every):
+            chunk = records[start : start + self.send_every]
+            if failed:
+                # Left undecided: an earlier output of the batch failed.
+                pending.extend(_Pending(record, Outcome([], "unfinished")) for record in chunk)
+                continue
+            decided = [_Pending(record, self._decide(record)) for record in chunk]
+            pending.extend(decided)
+            failed = await self._send_all(decided, sink) is not None
+            if start + self.send_every < len(records):
+                # Two turns of the loop: the producer's sender wakes on the first and
+                # writes its request on the second.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+        return pending
 
     # ------------------------------------------------------------------ decisions
 
@@ -494,6 +563,58 @@ def record_from(raw: ConsumerRecord[bytes, bytes]) -> InboundRecord:
     )
 
 
+_MURMUR_M: Final = 0x5BD1E995
+_MASK32: Final = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash of a record key, as the Java client's default partitioner
+    computes it (``Utils.murmur2``, unsigned): aiokafka's own is a pure-Python loop over
+    single bytes; this one lets :mod:`struct` read the 4-byte words."""
+    length = len(data)
+    h = (0x9747B28C ^ length) & _MASK32
+    tail = length & ~3
+    for word in struct.unpack_from(f"<{length >> 2}I", data):
+        k = (word * _MURMUR_M) & _MASK32
+        k = ((k ^ (k >> 24)) * _MURMUR_M) & _MASK32
+        h = ((h * _MURMUR_M) & _MASK32) ^ k
+    rest = length & 3
+    if rest >= 3:
+        h ^= data[tail + 2] << 16
+    if rest >= 2:
+        h ^= data[tail + 1] << 8
+    if rest >= 1:
+        h = ((h ^ data[tail]) * _MURMUR_M) & _MASK32
+    h ^= h >> 13
+    h = (h * _MURMUR_M) & _MASK32
+    return h ^ (h >> 15)
+
+
+class KeyPartitioner:
+    """The producer's partitioner: the same partition for a key as Kafka's default (Java and
+    aiokafka alike: murmur2 of the key, positive, modulo the partition count), with the
+    hashes of recently seen keys remembered — the changes of one entity come in runs.
+    Records without a key go to a random available partition, as by default."""
+
+    #: Most key hashes kept (the table is emptied when full).
+    MAX_KEYS: Final = 65_536
+
+    def __init__(self) -> None:
+        self._hashes: dict[bytes, int] = {}
+
+    def __call__(
+        self, key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]
+    ) -> int:
+        if key is None:
+            return random.choice(available or all_partitions)  # noqa: S311 - not security
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self.MAX_KEYS:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
+
+
 class _ProducerSink:
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
@@ -559,6 +680,7 @@ class BatchLoop:
             client_id=self.client_id,
             acks="all",
             enable_idempotence=True,
+            partitioner=KeyPartitioner(),
             linger_ms=2,
             max_batch_size=256 * 1024,
             **options,

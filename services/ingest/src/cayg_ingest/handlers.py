@@ -24,6 +24,7 @@ from cayg_shared.batching import (
     Outbound,
     Outcome,
     Subscription,
+    Tally,
     is_debug,
     letter_for,
 )
@@ -110,6 +111,9 @@ class IngestRecords:
         self.metrics = metrics
         self.debug = False
         self._admission = Admission(tenants, limits)
+        #: Outcome counts, added to the counters once per batch (the runner flushes them).
+        self.accepted = Tally(metrics.accepted)
+        self.rejected = Tally(metrics.rejected)
 
     def decide(self, record: InboundRecord) -> Outcome:
         """Admit ``record`` (raises only on a fault of the record's own outputs or a bug)."""
@@ -176,7 +180,7 @@ class IngestRecords:
         )
 
         def settle() -> None:
-            self.metrics.rejected.labels(reason=rejection.reason).inc()
+            self.rejected.add(rejection.reason)
             if self.debug:
                 log.debug(
                     "sis message rejected",
@@ -191,10 +195,8 @@ class IngestRecords:
 
         return Outcome([letter], f"rejected:{rejection.reason}", rejection.tenant, settle)
 
-    def _accepted(
-        self, record: InboundRecord, envelope: IngestEnvelope, trace: str | None
-    ) -> None:
-        self.metrics.accepted.labels(tenant=envelope.tenant, format=envelope.format.value).inc()
+    def _accepted(self, record: InboundRecord, envelope: IngestEnvelope, trace: str | None) -> None:
+        self.accepted.add(envelope.tenant, envelope.format.value)
         if self.debug:
             log.debug(
                 "sis message ingested",
@@ -231,6 +233,7 @@ def runner(
         dlq_topic=topics.ingest_dlq,
         backoff_s=settings.redelivery_backoff_s,
         metrics=FastStreamMetrics(registry, "cayg-ingest") if registry is not None else None,
+        tallies=(records.accepted, records.rejected),
     )
 
 

@@ -27,6 +27,7 @@ from cayg_shared.batching import (
     Outbound,
     Outcome,
     Subscription,
+    Tally,
     is_debug,
     letter_for,
 )
@@ -76,6 +77,9 @@ class NormalizeRecords:
         self.tenants = tenants
         self.metrics = metrics
         self.debug = False
+        #: Outcome counts, added to the counters once per batch (the runner flushes them).
+        self.changes = Tally(metrics.changes)
+        self.rejected = Tally(metrics.rejected)
 
     def decide(self, record: InboundRecord) -> Outcome:
         """Map ``record`` (raises only on a fault of its own outputs or a bug)."""
@@ -135,7 +139,7 @@ class NormalizeRecords:
         )
 
         def settle() -> None:
-            self.metrics.rejected.labels(reason=problem.reason).inc()
+            self.rejected.add(problem.reason)
             if self.debug:
                 log.debug(
                     "envelope not mappable",
@@ -157,11 +161,9 @@ class NormalizeRecords:
     ) -> Callable[[], None]:
         def settle() -> None:
             for change in changes:
-                self.metrics.changes.labels(
-                    tenant=change.tenant,
-                    entity_type=change.entity_key.entity_type,
-                    operation=change.operation.value,
-                ).inc()
+                self.changes.add(
+                    change.tenant, change.entity_key.entity_type.value, change.operation.value
+                )
             if self.debug:
                 log.debug(
                     "envelope normalized",
@@ -207,6 +209,7 @@ def runner(
         dlq_topic=topics.normalize_dlq,
         backoff_s=settings.redelivery_backoff_s,
         metrics=FastStreamMetrics(registry, "cayg-normalize") if registry is not None else None,
+        tallies=(records.changes, records.rejected),
     )
 
 

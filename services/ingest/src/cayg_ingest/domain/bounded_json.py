@@ -50,6 +50,12 @@ def _constant(text: str) -> Any:
     raise _NonFiniteError(text)
 
 
+#: One decoder for every message (``json.loads`` with hooks builds a new one per call).
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_pairs, parse_float=_finite_float, parse_constant=_constant
+)
+
+
 def strip_bom(raw: bytes) -> bytes:
     """``raw`` without a UTF-8 byte-order mark."""
     return raw[len(_BOM) :] if raw.startswith(_BOM) else raw
@@ -62,12 +68,7 @@ def decode_json(raw: bytes, limits: IngestLimits, *, where: str = "$") -> Any:
     except UnicodeDecodeError:
         raise Rejection(Reason.NOT_JSON, "the payload is not UTF-8 text", where) from None
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_pairs,
-            parse_float=_finite_float,
-            parse_constant=_constant,
-        )
+        value = _DECODER.decode(text)
     except RecursionError:
         raise Rejection(Reason.TOO_DEEP, "JSON nested too deeply", where) from None
     except _DuplicateKeyError:
