@@ -33,6 +33,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used so far (0.0 once the process is gone)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        # Fields after the parenthesised command name; utime and stime are the 14th and
+        # 15th fields of the whole line.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """``VmRSS`` and ``VmHWM`` of ``pid`` in KiB (empty once the process is gone)."""
     found: dict[str, int] = {}
@@ -102,6 +112,10 @@ class Proc:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"{self.name} not ready in {timeout_s} s:\n{self.log_tail()}")
+
+    def cpu_seconds(self) -> float:
+        """CPU time the process has used so far (user + system)."""
+        return cpu_seconds(self.process.pid) if self.process is not None else 0.0
 
     def sample(self) -> None:
         """Keep the high-water mark seen so far (also read by :meth:`stop`)."""

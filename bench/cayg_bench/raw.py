@@ -50,6 +50,7 @@ async def passthrough(
     await out.start()
     await consumer.start()
     started = time.monotonic()
+    cpu_started = time.process_time()
     moved = 0
     first: tuple[float, int] | None = None
     position: dict[TopicPartition, int] = {}
@@ -82,6 +83,7 @@ async def passthrough(
                         if first is None:
                             first = (time.monotonic(), moved)
         done = time.monotonic()
+        cpu_used = time.process_time() - cpu_started
     finally:
         await consumer.stop()
         await out.stop()
@@ -94,4 +96,5 @@ async def passthrough(
         "seconds": round(seconds, 3),
         "records_per_s": round(rate, 1),
         "connect_to_done_s": round(done - started, 3),
+        "cpu_us_per_record": round(cpu_used / max(1, moved) * 1e6, 1),
     }
