@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import timedelta
+from typing import Any, Final
 
 from faststream.asgi import AsgiFastStream
 from prometheus_client import CollectorRegistry
 
+from cayg_publish.adapters.status import served_list
 from cayg_publish.config import PublishTargetsConfig
 from cayg_publish.domain.projection import DocumentRef, RetrySchedule
 from cayg_publish.domain.retry import RetryPolicy
@@ -24,6 +27,58 @@ log = get_logger("cayg.publish")
 
 #: How often the documents gauge is refreshed from the ledger.
 DOCUMENT_COUNTS_EVERY_S = 5.0
+#: How often status lists are checked for re-signing (each is re-signed once a period).
+STATUS_REFRESH_EVERY_S = 5.0
+#: Where publish serves the signed status lists (``GET /status-lists/<list id>``).
+STATUS_LISTS_PATH: Final = "/status-lists/"
+
+_Receive = Callable[[], Awaitable[Any]]
+_Send = Callable[[Any], Awaitable[None]]
+
+
+class PublishApp:
+    """publish's ASGI app: FastStream's (the broker, ``/healthz``, ``/readyz``,
+    ``/metrics``) plus ``GET /status-lists/<list id>``, the signed status lists read from
+    the ledger, so any instance of any lane serves every list."""
+
+    def __init__(self, inner: AsgiFastStream, publisher: Publisher) -> None:
+        self.inner = inner
+        self._publisher = publisher
+
+    async def __call__(
+        self, scope: MutableMapping[str, Any], receive: _Receive, send: _Send
+    ) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith(STATUS_LISTS_PATH):
+            await self.inner(scope, receive, send)
+            return
+        if scope.get("method") not in ("GET", "HEAD"):
+            await _answer(send, 405, {"allow": "GET, HEAD"}, b"")
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            served = await served_list(
+                self._publisher.ledger.status,
+                path.removeprefix(STATUS_LISTS_PATH),
+                if_none_match=headers.get("if-none-match"),
+            )
+        except Exception as error:  # noqa: BLE001 - the ledger may be briefly away
+            log.warning("status list unavailable", error=type(error).__name__)
+            await _answer(send, 503, {"retry-after": "5"}, b"")
+            return
+        body = b"" if scope.get("method") == "HEAD" else served.body
+        await _answer(send, served.status, served.headers, body)
+
+
+async def _answer(send: _Send, status: int, headers: dict[str, str], body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def load_publisher(settings: PublishSettings) -> Publisher:
@@ -43,8 +98,9 @@ def load_publisher(settings: PublishSettings) -> Publisher:
     )
 
 
-def create_app(settings: PublishSettings, publisher: Publisher | None = None) -> AsgiFastStream:
-    """Wire broker, subscriber, ledger, targets, projector, metrics and health endpoints.
+def create_app(settings: PublishSettings, publisher: Publisher | None = None) -> PublishApp:
+    """Wire broker, subscriber, ledger, targets, projector, metrics, health endpoints and
+    the status lists.
 
     Nothing connects until the app starts: the ledger schema is migrated on start-up, then
     the projector runs beside the subscriber; on shutdown the broker stops first, then the
@@ -81,10 +137,20 @@ def create_app(settings: PublishSettings, publisher: Publisher | None = None) ->
                 log.warning("document counts unavailable", error=f"{type(error).__name__}")
             await asyncio.sleep(DOCUMENT_COUNTS_EVERY_S)
 
+    async def refresh_status_lists() -> None:
+        while True:
+            try:
+                await chosen.refresh_status_lists(settings.serves)
+            except Exception as error:  # noqa: BLE001 - retried on the next round
+                log.warning("status lists not refreshed", error=f"{type(error).__name__}")
+            await asyncio.sleep(STATUS_REFRESH_EVERY_S)
+
     async def start() -> None:
         await chosen.start()
         background.append(asyncio.create_task(projector.run(), name="cayg-projector"))
         background.append(asyncio.create_task(count_documents(), name="cayg-document-counts"))
+        if chosen.status_targets(settings.serves):
+            background.append(asyncio.create_task(refresh_status_lists(), name="cayg-status-lists"))
 
     async def stop() -> None:
         await projector.stop()
@@ -99,7 +165,7 @@ def create_app(settings: PublishSettings, publisher: Publisher | None = None) ->
         await chosen.ledger.get("readiness-probe", "-")
         return not any(task.done() for task in background[:1])
 
-    return build_asgi(
+    inner = build_asgi(
         broker,
         registry,
         settings=settings,
@@ -110,3 +176,4 @@ def create_app(settings: PublishSettings, publisher: Publisher | None = None) ->
         on_startup=[start],
         on_shutdown=[stop],
     )
+    return PublishApp(inner, chosen)

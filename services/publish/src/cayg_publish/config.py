@@ -27,19 +27,25 @@ Example (TOML)::
     identity_salt = { file = "/run/secrets/acme-identity-salt" }
     signing_key_file = "/run/secrets/acme-issuer-key.json"
     contexts_dir = "/etc/cayg/contexts"
-    issuer = { id = "https://acme.edu/issuers/1", name = "Acme College", url = "https://acme.edu" }
+    issuer = { id = "did:web:acme.edu", name = "Acme College", url = "https://acme.edu" }
+    status_lists = { base_url = "https://acme.edu/credentials/status/" }
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -163,14 +169,103 @@ class CredentialEngineTargetConfig(_Model):
     limits: Limits = Limits()
 
 
+#: The largest ``data:`` URI accepted as an image (characters): wallets show it inline, and
+#: it travels in every credential that names the achievement or issuer.
+MAX_IMAGE_DATA_URI: Final = 128 * 1024
+_DATA_URI: Final = re.compile(
+    r"^data:image/(png|jpeg|gif|webp|svg\+xml);base64,([A-Za-z0-9+/]+={0,2})$"
+)
+
+
+def _image(value: str) -> str:
+    if value.startswith("data:"):
+        if len(value) > MAX_IMAGE_DATA_URI:
+            raise ValueError(
+                f"an image data URI is {len(value)} characters, over the {MAX_IMAGE_DATA_URI} "
+                "limit: host the image and give its https URL"
+            )
+        match = _DATA_URI.match(value)
+        if match is None:
+            raise ValueError(
+                "an image data URI is data:image/<png|jpeg|gif|webp|svg+xml>;base64,<data>"
+            )
+        try:
+            base64.b64decode(match.group(2), validate=True)
+        except binascii.Error:
+            raise ValueError("the image data URI's base64 does not decode") from None
+        return value
+    if not value.startswith("https://") or len(value) > 2048 or any(c.isspace() for c in value):
+        raise ValueError("an image is an https URL (at most 2048 characters) or a data URI")
+    return value
+
+
+#: An image: an https URL or a ``data:image/...;base64,`` URI within :data:`MAX_IMAGE_DATA_URI`.
+ImageRef = Annotated[str, AfterValidator(_image)]
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` points at this machine (a test or demo address, not a public one)."""
+    host = (HttpUrl(url).host or "").strip("[]")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class PublishedKeyConfig(_Model):
+    """A key the issuer still lists but no longer signs with (rotated out): its public half."""
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    """Its verification method id, ``<issuer id>#<fragment>``."""
+    public_key_multibase: Annotated[str, StringConstraints(pattern=r"^z6Mk[1-9A-HJ-NP-Za-km-z]+$")]
+
+
 class IssuerProfile(_Model):
     """The OB 3.0 / CLR ``Profile`` of the issuer signing the tenant's credentials."""
 
     id: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
-    """The issuer's id: an https URL or a DID; the verification method hangs off it."""
+    """The issuer's id: ``did:web:<domain>`` (resolvable through the institution's domain),
+    an https URL (a controller document hosted there) or a ``did:key``; the verification
+    method of the signing key hangs off it."""
     name: Annotated[str, StringConstraints(min_length=1, max_length=512)]
     url: HttpUrl | None = None
     email: Annotated[str, StringConstraints(max_length=254)] | None = None
+    image: ImageRef | None = None
+    """The institution's logo (https URL or data URI), shown by wallets."""
+    previous_keys: tuple[PublishedKeyConfig, ...] = ()
+    """Keys rotated out that still verify what they signed: ``cayg issuer export`` lists
+    them beside the current signing key. A leaked key is removed from here, not kept."""
+
+    @model_validator(mode="after")
+    def _keys_are_the_issuers(self) -> Self:
+        for key in self.previous_keys:
+            if key.id.partition("#")[0] != self.id or not key.id.partition("#")[2]:
+                raise ValueError(f"previous key {key.id!r} is not <{self.id}>#<fragment>")
+        return self
+
+
+class StatusListsConfig(_Model):
+    """W3C Bitstring Status Lists for the credentials a CLR/OB target issues."""
+
+    base_url: HttpUrl
+    """The public URL prefix of the lists (``<base_url><list id>``), e.g.
+    ``https://acme.edu/credentials/status/``: route it to publish's ``/status-lists/``."""
+    min_interval_s: float = Field(default=30.0, ge=0.1, le=3600)
+    """A list is re-published at most this often after revocations (they coalesce)."""
+    refresh_s: float = Field(default=3600.0, ge=1, le=86_400)
+    """Each list is re-signed at the start of every period this long."""
+    validity_s: float | None = Field(default=None, gt=0)
+    """How long each signed list is valid (default: two refresh periods)."""
+
+    @model_validator(mode="after")
+    def _base(self) -> Self:
+        if not str(self.base_url).endswith("/"):
+            raise ValueError("status_lists.base_url must end with '/'")
+        if self.validity_s is not None and self.validity_s < self.refresh_s:
+            raise ValueError("status_lists.validity_s must be at least refresh_s")
+        return self
 
 
 class ClrTargetConfig(_Model):
@@ -208,8 +303,39 @@ class ClrTargetConfig(_Model):
     achievement_id_base: HttpUrl | None = None
     """If set, ``Achievement.id`` = this + CTID (e.g. the registry's resource URL base);
     otherwise a ``urn:uuid`` derived from the CTID."""
+    achievement_id_pattern: (
+        Annotated[str, StringConstraints(pattern=r"^https://\S*\{(ctid|code|source_id)\}")] | None
+    ) = None
+    """``Achievement.id`` from a pattern: ``{ctid}``, ``{code}``, ``{source_id}``, e.g.
+    ``https://credentialengineregistry.org/resources/{ctid}``."""
+    achievement_image: ImageRef | None = None
+    """The image of every achievement without one of its own."""
+    achievement_images: dict[str, ImageRef] = Field(default_factory=dict, max_length=10_000)
+    """Images of single definitions, by SIS id, code or CTID."""
+    status_lists: StatusListsConfig | None = None
+    """Bitstring Status Lists: every credential carries a ``credentialStatus`` entry."""
+    allow_loopback_urls: bool = False
+    """Accept loopback addresses in achievement ids and status list URLs (the demo and
+    tests only: a credential out in the world must never name this machine)."""
     timeouts: HttpTimeouts = HttpTimeouts()
     limits: Limits = Limits()
+
+    @model_validator(mode="after")
+    def _public_urls(self) -> Self:
+        if self.allow_loopback_urls:
+            return self
+        named = {
+            "achievement_id_base": str(self.achievement_id_base or ""),
+            "achievement_id_pattern": (self.achievement_id_pattern or "").split("{", 1)[0],
+            "status_lists.base_url": str(self.status_lists.base_url if self.status_lists else ""),
+        }
+        for field, url in named.items():
+            if url and is_loopback(url):
+                raise ValueError(
+                    f"{field} {url} is a loopback address: credentials would name this "
+                    "machine (allow_loopback_urls is for the demo and tests only)"
+                )
+        return self
 
     @property
     def effective_scopes(self) -> tuple[str, ...]:

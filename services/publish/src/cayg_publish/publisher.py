@@ -15,9 +15,16 @@ from typing import Self
 
 import httpx
 
-from cayg_publish.adapters.factory import SigningPools, create_ledger, create_target
+from cayg_publish.adapters.factory import (
+    SigningPools,
+    create_ledger,
+    create_status_target,
+    create_target,
+)
 from cayg_publish.adapters.ledger import Ledger
+from cayg_publish.adapters.status import StatusListTarget
 from cayg_publish.config import (
+    ClrTargetConfig,
     PublishTargetsConfig,
 )
 from cayg_publish.domain.catalog import Target
@@ -74,19 +81,32 @@ class Publisher:
         """
         ledger = create_ledger(config.ledger, environ=environ)
         pools = SigningPools(signing_workers) if signing_workers != 0 else None
-        targets = {
-            tenant: [
-                create_target(
-                    target,
-                    ledger.catalog,
-                    environ=environ,
-                    transport=(transports or {}).get(target.name),
-                    pools=pools,
+        targets: dict[str, list[Target]] = {}
+        for tenant, tenant_targets in config.tenants.items():
+            built: list[Target] = []
+            # One status target per issuer of the tenant: the first target naming it.
+            owners: dict[str, str] = {}
+            for target in tenant_targets.targets:
+                owner: str | None = None
+                if isinstance(target, ClrTargetConfig) and target.status_lists is not None:
+                    owner = owners.setdefault(target.issuer.id, target.name)
+                built.append(
+                    create_target(
+                        target,
+                        ledger.catalog,
+                        environ=environ,
+                        transport=(transports or {}).get(target.name),
+                        pools=pools,
+                        status_store=ledger.status if owner else None,
+                        tenant=tenant,
+                        status_owner=owner,
+                    )
                 )
-                for target in tenant_targets.targets
-            ]
-            for tenant, tenant_targets in config.tenants.items()
-        }
+                if owner == target.name and isinstance(target, ClrTargetConfig):
+                    built.append(
+                        create_status_target(target, ledger.status, tenant=tenant, pools=pools)
+                    )
+            targets[tenant] = built
         return cls(ledger, targets, policy=policy, schedule=schedule, pools=pools)
 
     def tenants(self) -> tuple[str, ...]:
@@ -104,7 +124,7 @@ class Publisher:
         return {
             t.name: t.document_kinds
             for t in self.targets_for(tenant)
-            if serves is None or serves(t.name)
+            if serves is None or serves(lane_name(t))
         }
 
     async def start(self) -> None:
@@ -140,7 +160,7 @@ class Publisher:
             t
             for tenant in self._targets
             for t in self._targets[tenant]
-            if serves is None or serves(t.name)
+            if serves is None or serves(lane_name(t))
         ]
         return Projector(
             self.ledger,
@@ -154,6 +174,23 @@ class Publisher:
             on_outcome=on_outcome or _ignore,
         )
 
+    def status_targets(self, serves: Callable[[str], bool] | None = None) -> list[StatusListTarget]:
+        """The status-list targets (of this lane)."""
+        return [
+            t
+            for targets in self._targets.values()
+            for t in targets
+            if isinstance(t, StatusListTarget) and (serves is None or serves(lane_name(t)))
+        ]
+
+    async def refresh_status_lists(self, serves: Callable[[str], bool] | None = None) -> int:
+        """Make due every list (of this lane) that was never published or must be re-signed
+        for the current period; how many."""
+        touched = 0
+        for target in self.status_targets(serves):
+            touched += await target.refresh()
+        return touched
+
     async def aclose(self) -> None:
         """Close every target's client and the ledger."""
         for targets in self._targets.values():
@@ -164,6 +201,12 @@ class Publisher:
         if self._pools is not None:
             await self._pools.aclose()
         await self.ledger.close()
+
+
+def lane_name(target: Target) -> str:
+    """The name a lane's patterns are matched against: a status-list target runs in the
+    lane of the CLR/OB target it belongs to."""
+    return str(getattr(target, "lane_name", target.name))
 
 
 def _ignore(target: str, outcome: str) -> None:

@@ -6,6 +6,7 @@ connects at construction.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,14 @@ import httpx
 from cayg_publish.adapters.clr import ClrClient, ClrTarget
 from cayg_publish.adapters.credential_engine import CredentialEngineClient, CredentialEngineTarget
 from cayg_publish.adapters.ledger import Ledger, PostgresLedger, SqliteLedger
+from cayg_publish.adapters.ledger.status_store import StatusScope, StatusStore
+from cayg_publish.adapters.status import (
+    AsyncSigner,
+    LedgerStatusAllocator,
+    Signer,
+    StatusListTarget,
+    status_target_name,
+)
 from cayg_publish.config import (
     ClrTargetConfig,
     CredentialEngineTargetConfig,
@@ -28,6 +37,7 @@ from cayg_publish.domain.render.openbadges import (
     OpenBadgesRenderer,
     sign_for_upload,
 )
+from cayg_publish.domain.status import StatusWindow
 from cayg_signing import ContextLoader, SigningKey, SigningPool, sign_credential
 
 #: Test hook: an httpx transport per target name (e.g. respx or an ASGI app).
@@ -50,8 +60,16 @@ def create_target(
     environ: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     pools: SigningPools | None = None,
+    status_store: StatusStore | None = None,
+    tenant: str | None = None,
+    status_owner: str | None = None,
 ) -> CredentialEngineTarget | ClrTarget:
-    """One target from its configuration; secrets and keys are read here."""
+    """One target from its configuration; secrets and keys are read here.
+
+    A CLR/OB target with ``status_lists`` takes the entries of ``tenant`` from
+    ``status_store``; its lists
+    are published by the status target of ``status_owner`` (itself by default; another
+    target of the tenant with the same issuer when that one was configured first)."""
     limits = config.limits.to_domain()
     if isinstance(config, CredentialEngineTargetConfig):
         options = RegistryOptions(
@@ -66,32 +84,96 @@ def create_target(
             limits=limits,
         )
     key = SigningKey.from_file(config.signing_key_file)
-    loader = ContextLoader.from_directory(config.contexts_dir)
     issuer = config.issuer
+    allocator = (
+        status_allocator(config, status_store, tenant=tenant, owner=status_owner or config.name)
+        if config.status_lists is not None and status_store is not None and tenant
+        else None
+    )
+    if config.status_lists is not None and allocator is None:
+        raise ValueError(f"{config.name}: status lists need the ledger's status store and tenant")
     options_ob = OpenBadgesOptions(
         issuer=Issuer(
             id=issuer.id,
             name=issuer.name,
             url=str(issuer.url) if issuer.url else None,
             email=issuer.email,
+            image=issuer.image,
         ),
         identity_salt=config.identity_salt.resolve(environ),
         achievement_id_base=str(config.achievement_id_base) if config.achievement_id_base else None,
+        achievement_id_pattern=config.achievement_id_pattern,
+        achievement_image=config.achievement_image,
+        achievement_images=dict(config.achievement_images),
+        status=allocator,
+        signer=key.verification_method,
     )
-
-    def signer(body: Mapping[str, object]) -> dict[str, object]:
-        return sign_for_upload(body, lambda document: sign_credential(document, key, loader))
-
-    async def pooled(body: Mapping[str, Any]) -> dict[str, Any]:
-        assert pools is not None
-        return await pools.for_contexts(config.contexts_dir).sign_with_embedded(body, key)
-
     return ClrTarget(
         config.name,
         ClrClient.from_config(config, environ=environ, transport=transport),
         OpenBadgesRenderer(options_ob, catalog, api=config.api),
-        signer if pools is None else pooled,
+        issuer_signer(config, key, pools),
         limits=limits,
+    )
+
+
+def issuer_signer(
+    config: ClrTargetConfig, key: SigningKey, pools: SigningPools | None
+) -> Signer | AsyncSigner:
+    """Signs a credential (and a CLR's embedded ones first) with the issuer's key: in the
+    shared signing pool, or inline when there is none."""
+    if pools is None:
+        loader = ContextLoader.from_directory(config.contexts_dir)
+
+        def signer(body: Mapping[str, Any]) -> dict[str, Any]:
+            return sign_for_upload(body, lambda document: sign_credential(document, key, loader))
+
+        return signer
+
+    async def pooled(body: Mapping[str, Any]) -> dict[str, Any]:
+        return await pools.for_contexts(config.contexts_dir).sign_with_embedded(body, key)
+
+    return pooled
+
+
+def status_allocator(
+    config: ClrTargetConfig, store: StatusStore, *, tenant: str, owner: str
+) -> LedgerStatusAllocator:
+    """The status entries of ``tenant``'s issuer in ``config`` (lists published by the
+    status target of ``owner``)."""
+    assert config.status_lists is not None
+    return LedgerStatusAllocator(
+        store,
+        StatusScope(tenant=tenant, issuer=config.issuer.id),
+        list_base_url=str(config.status_lists.base_url),
+        status_target=status_target_name(owner),
+        min_interval=timedelta(seconds=config.status_lists.min_interval_s),
+    )
+
+
+def create_status_target(
+    config: ClrTargetConfig,
+    store: StatusStore,
+    *,
+    tenant: str,
+    pools: SigningPools | None = None,
+) -> StatusListTarget:
+    """The target that signs and keeps the status lists of ``tenant``'s issuer in ``config``."""
+    if config.status_lists is None:
+        raise ValueError(f"{config.name} has no status lists")
+    key = SigningKey.from_file(config.signing_key_file)
+    lists = config.status_lists
+    return StatusListTarget(
+        status_allocator(config, store, tenant=tenant, owner=config.name),
+        store,
+        owner=config.name,
+        issuer=config.issuer.id,
+        window=StatusWindow(
+            refresh=timedelta(seconds=lists.refresh_s),
+            validity=timedelta(seconds=lists.validity_s) if lists.validity_s else None,
+        ),
+        signer=issuer_signer(config, key, pools),
+        signer_id=key.verification_method,
     )
 
 

@@ -10,6 +10,11 @@ gets different hashes in different credentials.
 Ids are stable: an award's credential id is a UUIDv5 of tenant and award key, a learner's
 CLR id a UUIDv5 of tenant and learner key, so every upload replaces the previous one
 (1EdTech: same ``issuer.id`` and ``id`` = the same credential).
+
+Status: with a :class:`~cayg_publish.domain.status.StatusAllocator` in the options, every
+credential carries a ``credentialStatus`` (``BitstringStatusListEntry``, purpose
+``revocation``); rendering a credential that is no longer live marks its entry revoked, so
+copies already exported read as revoked once the list is republished.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ from cayg_publish.domain.projection import (
     Waiting,
     linked_definition,
     parse_award_subject,
+)
+from cayg_publish.domain.status import (
+    StatusAllocator,
+    StatusKind,
+    credential_status,
 )
 from cayg_shared.ids import derived_id
 from cayg_shared.schema import (
@@ -70,6 +80,11 @@ UPSERT_CREDENTIAL: Final = "credentials"
 JsonObject = dict[str, Any]
 
 
+def image(url: str) -> JsonObject:
+    """An OB ``Image`` (an https URL or a ``data:`` URI)."""
+    return {"id": url, "type": "Image"}
+
+
 @dataclass(frozen=True, slots=True)
 class Issuer:
     """The issuing organization's OB ``Profile``."""
@@ -78,6 +93,8 @@ class Issuer:
     name: str
     url: str | None = None
     email: str | None = None
+    #: A logo (https URL or ``data:`` URI) wallets show beside the institution's name.
+    image: str | None = None
 
     def profile(self) -> JsonObject:
         """The ``Profile`` object."""
@@ -86,18 +103,33 @@ class Issuer:
             profile["url"] = self.url
         if self.email:
             profile["email"] = self.email
+        if self.image:
+            profile["image"] = image(self.image)
         return profile
 
 
 @dataclass(frozen=True, slots=True)
 class OpenBadgesOptions:
-    """What the renderers need besides the data: who issues, how learners are hashed."""
+    """What the renderers need besides the data: who issues, how learners are hashed,
+    which public ids and images achievements get, and where status entries come from."""
 
     issuer: Issuer
     #: Secret the per-credential salts are derived from. Never rendered.
     identity_salt: SecretStr
     #: ``Achievement.id`` = this + CTID when set, else a ``urn:uuid`` derived from the CTID.
     achievement_id_base: str | None = None
+    #: ``Achievement.id`` from a pattern with ``{ctid}``, ``{code}`` or ``{source_id}``
+    #: (e.g. the registry's resource URL); takes precedence over ``achievement_id_base``.
+    achievement_id_pattern: str | None = None
+    #: The image of every achievement without one of its own (https URL or data URI).
+    achievement_image: str | None = None
+    #: Images of single definitions, by SIS id, code or CTID.
+    achievement_images: Mapping[str, str] | None = None
+    #: Hands out ``credentialStatus`` entries; None: credentials carry no status.
+    status: StatusAllocator | None = None
+    #: The verification method that will sign (part of the content hash, so a rotated key
+    #: re-signs what a reconcile re-renders).
+    signer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +164,13 @@ def clr_id(tenant: str, learner: str) -> str:
 
 def achievement_id(definition: CredentialDefinition, options: OpenBadgesOptions) -> str:
     """The ``Achievement.id`` of a definition."""
+    if options.achievement_id_pattern:
+        # Plain substitution (no str.format): a definition's code cannot reach attributes.
+        return (
+            options.achievement_id_pattern.replace("{ctid}", definition.ctid)
+            .replace("{code}", definition.code or definition.source_id)
+            .replace("{source_id}", definition.source_id)
+        )
     if options.achievement_id_base:
         return f"{options.achievement_id_base}{definition.ctid}"
     return f"urn:uuid:{derived_id('achievement', definition.ctid)}"
@@ -202,6 +241,16 @@ def result_descriptions(achievement: str, results: Sequence[Result]) -> list[Jso
     return [seen[k] for k in sorted(seen)]
 
 
+def achievement_image(definition: CredentialDefinition, options: OpenBadgesOptions) -> str | None:
+    """The image of a definition's achievement: its own (by SIS id, code or CTID), else
+    the tenant's default."""
+    images = options.achievement_images or {}
+    for key in (definition.source_id, definition.code, definition.ctid):
+        if key and key in images:
+            return images[key]
+    return options.achievement_image
+
+
 def achievement(
     definition: CredentialDefinition,
     options: OpenBadgesOptions,
@@ -229,6 +278,9 @@ def achievement(
     }
     if definition.code:
         body["humanCode"] = definition.code
+    picture = achievement_image(definition, options)
+    if picture:
+        body["image"] = image(picture)
     if definition.credit_value is not None and definition.credit_value.value is not None:
         body["creditsAvailable"] = definition.credit_value.value
     alignments = [
@@ -260,11 +312,13 @@ def achievement_credential(
     identifiers: Sequence[LearnerIdentifierValue],
     options: OpenBadgesOptions,
     revoked_at: datetime | None = None,
+    status: JsonObject | None = None,
 ) -> JsonObject:
     """The unsigned OB 3.0 ``AchievementCredential`` of one award.
 
-    A revoked award (``revoked_at``) is rendered valid only until its revocation: without
-    a status list, expiry is how a host and its verifiers learn that it no longer holds.
+    A revoked award (``revoked_at``) is rendered valid only until its revocation, besides
+    its ``credentialStatus`` (``status``) reading revoked: a host that keeps only the newest
+    copy and a verifier holding an older one both learn it no longer holds.
     """
     if not identifiers:
         raise ValueError("the award's learner has no identifier to address a CLR with")
@@ -298,6 +352,8 @@ def achievement_credential(
         "credentialSubject": subject,
         "credentialSchema": [{"id": OB_SCHEMA, "type": SCHEMA_VALIDATOR}],
     }
+    if status is not None:
+        body["credentialStatus"] = status
     if revoked_at is not None:
         body["validUntil"] = _timestamp(revoked_at)
     elif award.valid_until is not None:
@@ -368,6 +424,7 @@ def clr_credential(
     *,
     changed_at: datetime | None = None,
     withdrawn_at: datetime | None = None,
+    status: JsonObject | None = None,
 ) -> JsonObject:
     """The learner's ``ClrCredential`` holding ``credentials`` (AchievementCredentials with
     their definitions), their achievements and the stacking associations between them.
@@ -412,6 +469,8 @@ def clr_credential(
         "credentialSubject": subject,
         "credentialSchema": [{"id": CLR_SCHEMA, "type": SCHEMA_VALIDATOR}],
     }
+    if status is not None:
+        record["credentialStatus"] = status
     if withdrawn_at is not None:
         record["validUntil"] = max(valid_from, _timestamp(withdrawn_at))
     return record
@@ -510,6 +569,9 @@ class OpenBadgesRenderer:
         identity = await self._identity_of(tenant, [award])
         definition, _definition_row = await self._definition_and_row(tenant, award.definition)
         key = _award_entity_key(row)
+        status = await self._status(
+            tenant, credential_id(tenant, key), StatusKind.AWARD, key, live=not revoked
+        )
         body = achievement_credential(
             tenant,
             key,
@@ -518,10 +580,11 @@ class OpenBadgesRenderer:
             identifiers=learner_identifiers(award.learner, identity),
             options=self._options,
             revoked_at=row.version.time if revoked else None,
+            status=status,
         )
         return (
             replace(
-                _rendering(body),
+                self._rendering(body),
                 subject=key,
                 subject_version=row.version,
                 replaces_only=revoked,
@@ -571,20 +634,36 @@ class OpenBadgesRenderer:
                 tenant, row.entity.definition
             )
             times.append(definition_row.version.time)
+            key = _award_entity_key(row)
+            status = await self._status(
+                tenant,
+                credential_id(tenant, key),
+                StatusKind.AWARD,
+                key,
+                live=withdrawn_at is None,
+            )
             entries.append(
                 (
                     achievement_credential(
                         tenant,
-                        _award_entity_key(row),
+                        key,
                         row.entity,
                         definition=definition,
                         identifiers=identifiers,
                         options=self._options,
                         revoked_at=withdrawn_at,
+                        status=status,
                     ),
                     definition,
                 )
             )
+        # Awards no longer in the record: their copies out there must read revoked.
+        for row in rows:
+            if row not in chosen and row.status is not CatalogStatus.CURRENT:
+                key = _award_entity_key(row)
+                await self._status(
+                    tenant, credential_id(tenant, key), StatusKind.AWARD, key, live=False
+                )
         if identity is not None and learner.startswith("person:"):
             identity_row = await self._catalog.row(
                 tenant, EntityType.LEARNER_IDENTITY, learner.removeprefix("person:")
@@ -594,6 +673,9 @@ class OpenBadgesRenderer:
         # The record is as new as its newest input: a host keeps the newer validFrom of
         # two copies, and the inputs' times only ever grow (the catalog never goes back).
         changed_at = max(times)
+        record_status = await self._status(
+            tenant, clr_id(tenant, learner), StatusKind.RECORD, learner, live=withdrawn_at is None
+        )
         body = clr_credential(
             tenant,
             learner,
@@ -602,15 +684,35 @@ class OpenBadgesRenderer:
             self._options,
             changed_at=changed_at,
             withdrawn_at=withdrawn_at,
+            status=record_status,
         )
         return (
             replace(
-                _rendering(body),
+                self._rendering(body),
                 subject=f"clr-record|{tenant}|{learner}",
                 subject_version=SourceVersion(stream="clr-record", time=changed_at),
                 replaces_only=withdrawn_at is not None,
             ),
         )
+
+    async def _status(
+        self, tenant: str, credential: str, kind: StatusKind, subject: str, *, live: bool
+    ) -> JsonObject | None:
+        """The ``credentialStatus`` of a credential as issued now (None without status
+        lists, or for a credential that is not live and never had an entry)."""
+        allocator = self._options.status
+        if allocator is None:
+            return None
+        entry = await allocator.entry(tenant, credential, kind=kind, subject=subject, live=live)
+        return None if entry is None else credential_status(entry)
+
+    def _rendering(self, body: JsonObject) -> Rendering:
+        rendering = _rendering(body)
+        if self._options.signer is None:
+            return rendering
+        # The signing key is part of what the host holds: a rotated key makes it different.
+        keyed = {"action": UPSERT_CREDENTIAL, "body": body, "signer": self._options.signer}
+        return replace(rendering, content_hash=content_hash(keyed))
 
     async def _identity_of(
         self, tenant: str, awards: Sequence[CredentialAward]
