@@ -6,6 +6,7 @@ Examples::
         --api-key 0123...=ce-a588a18b-2616-4c74-bdcd-6507c0693d0e --admin-token-file tok
     cayg-standins clr --port 9002 --data-dir var/clr --client demo:secret \\
         --trusted-key https://example.edu/issuers/1#key-1=<hex or z6Mk... multibase>
+    cayg-standins static --port 9003 --root var/web   # institutions' domains on loopback
     cayg-standins reset --data-dir var/registry
 
 Secrets (API keys, client secrets, the admin token) may also come from the environment:
@@ -33,6 +34,7 @@ from cayg_standins.faults import FaultPlan
 from cayg_standins.registry.app import RegistryConfig, create_registry_app
 from cayg_standins.registry.store import DB_FILE as REGISTRY_DB
 from cayg_standins.registry.store import RegistryStore
+from cayg_standins.static import StaticConfig, create_static_app
 from cayg_standins.web import DEFAULT_MAX_BODY_BYTES, configure_logging
 
 __all__ = ["build_parser", "main"]
@@ -136,8 +138,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VERIFICATION_METHOD=KEY",
         help="trust a proof key: 64 hex digits or a z6Mk... multibase (repeatable)",
     )
+    clr.add_argument(
+        "--rewrite",
+        action="append",
+        default=[],
+        metavar="PREFIX=URL",
+        help=(
+            "fetch issuer documents (did:web, https issuers) under PREFIX from URL instead, "
+            "e.g. https://northfield.example/=http://127.0.0.1:9003/northfield.example/ "
+            "(repeatable)"
+        ),
+    )
     clr.add_argument("--token-ttl", type=int, default=300, help="access token lifetime (s)")
     clr.add_argument("--refresh-ttl", type=int, default=86_400, help="refresh token lifetime (s)")
+
+    static = commands.add_parser(
+        "static", help="serve a directory as the institutions' web hosts (/<host>/<path>)"
+    )
+    static.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    static.add_argument("--port", type=int, default=9003, help="port (0 = any free)")
+    static.add_argument("--root", type=Path, required=True, help="directory with one per host")
 
     reset = commands.add_parser("reset", help="clear the state kept in a data directory")
     reset.add_argument("--data-dir", type=Path, required=True)
@@ -193,6 +213,17 @@ def parse_clients(items: Sequence[str]) -> dict[str, OAuthClient]:
     return clients
 
 
+def parse_rewrites(items: Sequence[str]) -> dict[str, str]:
+    """``PREFIX=URL`` items -> prefix -> replacement."""
+    rewrites: dict[str, str] = {}
+    for item in items:
+        prefix, sep, url = item.partition("=")
+        if not sep or not prefix or not url:
+            raise ValueError("--rewrite expects PREFIX=URL")
+        rewrites[prefix] = url
+    return rewrites
+
+
 def parse_trusted_keys(items: Sequence[str]) -> dict[str, bytes]:
     """``VERIFICATION_METHOD=KEY`` items (KEY hex or multibase) -> raw public keys."""
     from cayg_signing import public_key_from_multibase  # noqa: PLC0415
@@ -228,6 +259,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 ClrStore(data_dir).reset()
             _LOG.info("reset", extra={"fields": {"data_dir": str(data_dir)}})
             return 0
+        if args.command == "static":
+            _LOG.info("starting", extra={"fields": {"standin": "static", "port": args.port}})
+            _serve(create_static_app(StaticConfig(root=args.root)), args.host, args.port)
+            return 0
         plan = _fault_plan(args)
         admin_token = _admin_token(args, environ)
         if args.command == "registry":
@@ -260,6 +295,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 clients=parse_clients([*args.client, *env_clients]),
                 conformance_dir=args.conformance_dir,
                 trusted_keys=parse_trusted_keys(args.trusted_key),
+                rewrites=parse_rewrites(args.rewrite),
                 token_ttl_s=args.token_ttl,
                 refresh_ttl_s=args.refresh_ttl,
                 public_base_url=args.public_base_url,

@@ -18,6 +18,7 @@ Two APIs on one host: CLR 2.0 under ``/ims/clr/v2p0`` (ClrCredentials) and OB 3.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from cayg_signing import DEFAULT_VERIFICATION_CACHE_SIZE, ContextLoader, VerificationCache
+from cayg_signing import (
+    DEFAULT_VERIFICATION_CACHE_SIZE,
+    ContextLoader,
+    ResolvedKey,
+    VerificationCache,
+    fetch_json,
+    resolve_key,
+)
 from cayg_standins.clr.checks import CLR, OB, ApiSpec, CredentialChecks, parse_datetime
 from cayg_standins.clr.oauth import Clock, OAuthClient, TokenService
 from cayg_standins.clr.store import ClrStore, TokenGrant
@@ -82,6 +90,10 @@ class ClrConfig:
         clients: OAuth clients (id -> client); a client without scopes may get them all.
         conformance_dir: the shared conformance data (default ``<repo>/../shared/conformance``).
         trusted_keys: verificationMethod -> raw Ed25519 public key, for proof checks.
+            Other did:web and https verification methods are resolved from the issuer's
+            hosted document (did:key ones from the DID itself).
+        rewrites: URL prefix -> replacement used to fetch issuer documents (the local
+            stack serves ``https://northfield.example/`` from loopback).
         token_ttl_s: access-token lifetime.
         refresh_ttl_s: refresh-token lifetime.
         public_base_url: base of URLs in discovery and Link headers (default: the request's).
@@ -96,6 +108,7 @@ class ClrConfig:
     clients: Mapping[str, OAuthClient] = field(default_factory=dict)
     conformance_dir: Path | None = None
     trusted_keys: Mapping[str, bytes] = field(default_factory=dict)
+    rewrites: Mapping[str, str] = field(default_factory=dict)
     token_ttl_s: int = 300
     refresh_ttl_s: int = 86_400
     public_base_url: str | None = None
@@ -410,14 +423,38 @@ class _ResourceServer:
         ]
 
 
+#: How long a fetched issuer document (DID document, controller document) is reused.
+ISSUER_DOCUMENT_TTL_S = 5.0
+
+
 def create_clr_app(config: ClrConfig) -> Starlette:
     """Build the CLR/OB host stand-in (nothing is served until an ASGI server runs it)."""
     conformance_dir = resolve_conformance_dir(config.conformance_dir)
     loader = ContextLoader.from_directory(conformance_dir / "1edtech" / "contexts")
     schemas_dir = conformance_dir / "1edtech" / "schemas"
     # One cache for both APIs: the same trust map and contexts decide every proof.
+    rewrites = dict(config.rewrites)
+    # Issuer documents kept a few seconds: every upsert names the same few issuers, and a
+    # rotated or removed key is still noticed quickly.
+    documents: dict[str, tuple[float, Any]] = {}
+
+    def fetch(url: str) -> Any:
+        now = time.monotonic()
+        cached = documents.get(url)
+        if cached is not None and now - cached[0] < ISSUER_DOCUMENT_TTL_S:
+            return cached[1]
+        document = fetch_json(url, rewrite=rewrites, timeout_s=5)
+        documents[url] = (now, document)
+        return document
+
+    def resolver(method: str) -> ResolvedKey:
+        return resolve_key(method, fetch)
+
     proofs = VerificationCache(
-        loader, trusted_keys=config.trusted_keys, maxsize=config.verified_cache_size
+        loader,
+        trusted_keys=config.trusted_keys,
+        maxsize=config.verified_cache_size,
+        resolver=resolver,
     )
     store = ClrStore(config.data_dir)
     clock = Clock()
