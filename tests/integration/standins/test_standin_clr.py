@@ -13,6 +13,7 @@ import pytest
 from jsonschema import Draft201909Validator
 
 from cayg_signing import ContextLoader, SigningKey, sign_credential
+from cayg_standins.clr.checks import SchemaCheck
 from integration.standins.standins_support import (
     ADMIN_TOKEN,
     CLIENT_ID,
@@ -512,3 +513,32 @@ def test_injected_faults_speak_imsx(clr: LiveServer, conformance_dir: Path) -> N
             conformance_dir,
         )
         assert client.get(CLR_CREDENTIALS, headers=headers).status_code == 200
+
+
+def test_embedded_credentials_are_schema_checked_once_per_content(conformance_dir: Path) -> None:
+    """The CLR schema check splits embedded credentials off (checked once per distinct
+    content): it still finds exactly what the whole schema finds, cache or not."""
+    path = conformance_dir / "1edtech/schemas/clr_v2p0_clrcredential_schema.json"
+    split = SchemaCheck(path)
+    whole = schema(conformance_dir, "clr_v2p0_clrcredential_schema.json")
+    clr = json.loads((conformance_dir / "1edtech/vectors/clr_signed.json").read_text())
+    assert split.errors(clr) == []
+    assert split.errors(clr) == [], "again, from the cache"
+
+    broken = copy.deepcopy(clr)
+    embedded = broken["credentialSubject"]["verifiableCredential"]
+    embedded[0]["validFrom"] = "yesterday"
+    del embedded[0]["type"]
+    errors = split.errors(broken)
+    assert any(e.startswith("/credentialSubject/verifiableCredential/0") for e in errors), errors
+    assert any("'type' is a required property" in e for e in errors), errors
+    assert not whole.is_valid(broken)
+
+    single = copy.deepcopy(clr)
+    single["credentialSubject"]["verifiableCredential"] = embedded[0]
+    assert any("credentialSubject/verifiableCredential" in e for e in split.errors(single))
+    assert not whole.is_valid(single)
+    empty = copy.deepcopy(clr)
+    empty["credentialSubject"]["verifiableCredential"] = []
+    assert split.errors(empty) != [], "minItems still holds"
+    assert not whole.is_valid(empty)

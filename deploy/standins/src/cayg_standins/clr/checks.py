@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,28 +76,83 @@ def parse_datetime(text: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+#: Embedded credentials whose schema check passed, remembered by content (each entry is
+#: a 32-byte digest; the oldest are dropped beyond this).
+EMBEDDED_CACHE_SIZE = 100_000
+
+
 class SchemaCheck:
-    """One 1EdTech JSON Schema (Draft 2019-09), loaded from the conformance directory."""
+    """One 1EdTech JSON Schema (Draft 2019-09), loaded from the conformance directory.
+
+    A CLR's schema checks each embedded credential against its ``VerifiableCredential``
+    definition. A learner's record is re-issued with the same embedded credentials again
+    and again, so those are checked on their own, once per distinct content, and the record
+    against the schema with that definition reduced to "an object" (the ``oneOf`` between
+    one credential and a list of them still decides). The errors are the same; an embedded
+    credential's are reported under its path.
+    """
 
     def __init__(self, path: Path) -> None:
         """Load and check the schema itself."""
         schema = load_json(path)
         Draft201909Validator.check_schema(schema)
         self.name = path.name
-        self._validator = Draft201909Validator(
-            schema, format_checker=Draft201909Validator.FORMAT_CHECKER
-        )
+        checker = Draft201909Validator.FORMAT_CHECKER
+        defs = schema.get("$defs") if isinstance(schema, dict) else None
+        self._embedded: Draft201909Validator | None = None
+        if isinstance(defs, dict) and isinstance(defs.get("VerifiableCredential"), dict):
+            outer = {**schema, "$defs": {**defs, "VerifiableCredential": {"type": "object"}}}
+            self._validator = Draft201909Validator(outer, format_checker=checker)
+            embedded = {key: value for key, value in schema.items() if key in ("$schema", "$defs")}
+            embedded["$ref"] = "#/$defs/VerifiableCredential"
+            self._embedded = Draft201909Validator(embedded, format_checker=checker)
+        else:
+            self._validator = Draft201909Validator(schema, format_checker=checker)
+        self._valid_embedded: dict[bytes, None] = {}
 
     def errors(self, instance: Any, limit: int = 8) -> list[str]:
         """Readable errors (``/json/pointer: message``), the first ``limit`` of them."""
-        found = sorted(self._validator.iter_errors(instance), key=lambda e: list(e.path))
-        out: list[str] = []
-        for error in found[:limit]:
-            pointer = "/" + "/".join(str(part) for part in error.absolute_path)
-            out.append(f"{pointer}: {_short(error.message)}")
+        found = [
+            ("/" + "/".join(str(part) for part in error.absolute_path), error.message)
+            for error in sorted(self._validator.iter_errors(instance), key=lambda e: list(e.path))
+        ]
+        found.extend(self._embedded_errors(instance))
+        out = [f"{pointer}: {_short(message)}" for pointer, message in found[:limit]]
         if len(found) > limit:
             out.append(f"... and {len(found) - limit} more")
         return out
+
+    def _embedded_errors(self, instance: Any) -> list[tuple[str, str]]:
+        if self._embedded is None or not isinstance(instance, Mapping):
+            return []
+        subject = instance.get("credentialSubject")
+        embedded = subject.get("verifiableCredential") if isinstance(subject, Mapping) else None
+        if isinstance(embedded, list):
+            items = [
+                (f"/credentialSubject/verifiableCredential/{i}", e) for i, e in enumerate(embedded)
+            ]
+        elif isinstance(embedded, Mapping):
+            items = [("/credentialSubject/verifiableCredential", embedded)]
+        else:
+            return []
+        found: list[tuple[str, str]] = []
+        for base, item in items:
+            if not isinstance(item, Mapping):
+                continue  # the outer schema's "an object" reports it
+            digest = hashlib.sha256(
+                json.dumps(item, sort_keys=True, ensure_ascii=False).encode()
+            ).digest()
+            if digest in self._valid_embedded:
+                continue
+            errors = sorted(self._embedded.iter_errors(item), key=lambda e: list(e.path))
+            if not errors:
+                if len(self._valid_embedded) >= EMBEDDED_CACHE_SIZE:
+                    del self._valid_embedded[next(iter(self._valid_embedded))]
+                self._valid_embedded[digest] = None
+            for error in errors:
+                pointer = "/".join(str(part) for part in error.absolute_path)
+                found.append((f"{base}/{pointer}".rstrip("/"), error.message))
+        return found
 
 
 def _short(message: str, width: int = 300) -> str:
