@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from cayg_ops import backfill, dlq, kafka_view, ledger_view, topic_setup
+from cayg_ops import backfill, dlq, issuer, kafka_view, ledger_view, topic_setup
 from cayg_publish.config_check import check_targets_file
 from cayg_publish.domain.projection import DocumentState
 from cayg_shared.config_check import Problem, check_tenants_file
@@ -134,6 +134,7 @@ topics_app = typer.Typer(help="Kafka topics and ACLs.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(config_app, name="config")
 app.add_typer(topics_app, name="topics")
+app.add_typer(issuer.issuer_app, name="issuer")
 
 
 def _state(ctx: typer.Context) -> State:
