@@ -44,6 +44,10 @@ if [ "${CAYG_SKIP_PROMETHEUS:-}" != "1" ] && ! command -v promtool >/dev/null 2>
   say "installing Prometheus and promtool (Debian) for the alert and dashboard tests"
   apt_install prometheus
 fi
+if [ "${CAYG_SKIP_BROWSER:-}" != "1" ] && { ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; }; then
+  say "installing chromium and chromium-driver (Debian) for the console's browser test"
+  apt_install chromium chromium-driver
+fi
 if [ "${CAYG_SKIP_DEPLOY_TOOLS:-}" != "1" ]; then
   # The deployment tests render deploy/k8s with kubectl kustomize and verify the systemd units.
   if ! command -v kubectl >/dev/null 2>&1; then

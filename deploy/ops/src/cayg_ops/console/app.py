@@ -8,6 +8,7 @@ import binascii
 from datetime import UTC, datetime
 from html import escape
 from typing import Final
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -137,8 +138,9 @@ def create_app(settings: ConsoleSettings, connection: ConnectionSettings) -> Sta
         body = await request.body()
         if len(body) > MAX_FORM_BYTES:
             return _html(pages.message("Replay", "the form is too large", here="dlq"), 413)
-        form = await request.form()
-        user, password = str(form.get("username", "")), str(form.get("password", ""))
+        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
+        user = form.get("username", [""])[0]
+        password = form.get("password", [""])[0]
         basic = _basic(request)
         if basic is not None and not user:
             user, password = basic

@@ -146,16 +146,20 @@ class Sources:
         """Everything the first page shows, gathered at once."""
         problems: list[str] = []
         async with httpx.AsyncClient(timeout=self.settings.probe_timeout_s) as client:
-            services_task = asyncio.gather(*(probe(client, u) for u in self.settings.services))
-            lags, depth, documents = await asyncio.gather(
-                self._lags(problems), self._depths(problems), self._documents(problems)
+            services = list(
+                await asyncio.gather(*(probe(client, u) for u in self.settings.services))
             )
-            services = list(await services_task)
+        # The groups the running services name (their GROUP_ID, a publish lane's own group);
+        # with none answering, the cayg groups found on the cluster.
+        groups = sorted({s.group for s in services if s.group})
+        lags, depth, documents = await asyncio.gather(
+            self._lags(groups, problems), self._depths(problems), self._documents(problems)
+        )
         return Overview(services, lags, depth, documents, problems, datetime.now(UTC))
 
-    async def _lags(self, problems: list[str]) -> list[kafka_view.GroupLag]:
+    async def _lags(self, groups: list[str], problems: list[str]) -> list[kafka_view.GroupLag]:
         try:
-            return await kafka_view.consumer_lag(self.cluster)
+            return await kafka_view.consumer_lag(self.cluster, groups or None)
         except Exception as error:  # noqa: BLE001 - shown on the page, not raised
             problems.append(f"consumer lag unavailable: {type(error).__name__}: {error}"[:300])
             return []

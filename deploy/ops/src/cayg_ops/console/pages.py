@@ -298,11 +298,12 @@ def published(
     for item in items or ():
         row: dict[str, Any] = item.as_json()
         version = row.get("applied_version") or {}
-        answer = row.get("last_outcome") or ""
+        said = [str(row.get("last_outcome") or "")]
         if row.get("waiting_for"):
-            answer += f" waiting for {row['waiting_for']}"
+            said.append(f"waiting for {row['waiting_for']}")
         if row.get("last_error"):
-            answer += f" — {row['last_error']}"
+            said.append(str(row["last_error"]))
+        answer = " — ".join(part for part in said if part)
         state = row["state"]
         css = {"clean": "ok", "failing": "warn", "waiting": "warn", "rejected": "bad"}.get(
             state, ""
@@ -316,7 +317,7 @@ def published(
                 _e(_version_text(version)),
                 f"<code>{_e(str(row.get('content_hash') or '')[:16])}</code>",
                 _e(row.get("remote_id") or ""),
-                _e(answer.strip()),
+                _e(answer),
             ]
         )
     table = _table(
