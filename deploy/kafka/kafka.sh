@@ -6,6 +6,14 @@
 #   kafka.sh stop   [--dir D]           stop the broker started from D; leaves nothing running
 #   kafka.sh status [--dir D]           exit 0 and print the bootstrap address if it runs
 #
+# Secured listeners, beside the PLAINTEXT one (which the broker itself uses), for tests of
+# clients on a cluster set up as production ones are:
+#   --sasl-port N --scram-user U --scram-password-file F
+#                                       a SASL_PLAINTEXT listener (SCRAM-SHA-512); the user is
+#                                       created when the storage is formatted (--add-scram)
+#   --ssl-port N --ssl-keystore PEM     a SASL_SSL listener too; PEM holds the broker's private
+#                                       key (PKCS#8, unencrypted) and its certificate chain
+#
 # The jars live in $CAYG_CACHE_DIR (default ~/.cache/cayg-sync), never in the repository.
 # State, config and the broker log live in --dir (default $CAYG_CACHE_DIR/kafka-run-<port>).
 # Starting twice is harmless: a broker already running from the same dir is reused.
@@ -17,6 +25,11 @@ cache=${CAYG_CACHE_DIR:-$HOME/.cache/cayg-sync}
 lib="$cache/kafka-$kafka_version/lib"
 port=${KAFKA_PORT:-9092}
 dir=""
+sasl_port=""
+ssl_port=""
+scram_user=""
+scram_password_file=""
+ssl_keystore=""
 java_bin=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
@@ -28,6 +41,11 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --port) port=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
+    --sasl-port) sasl_port=$2; shift 2 ;;
+    --ssl-port) ssl_port=$2; shift 2 ;;
+    --scram-user) scram_user=$2; shift 2 ;;
+    --scram-password-file) scram_password_file=$2; shift 2 ;;
+    --ssl-keystore) ssl_keystore=$2; shift 2 ;;
     *) die "unknown option $1" ;;
   esac
 done
@@ -61,15 +79,36 @@ start() {
   local controller_port=$((port + 1))
   [ "$controller_port" -le 65535 ] || die "port $port leaves no room for the controller port"
   if port_open "$controller_port"; then die "controller port $controller_port is taken"; fi
+  local listeners="PLAINTEXT://127.0.0.1:$port"
+  local secured=""
+  local scram=()
+  if [ -n "$sasl_port" ]; then
+    [ -n "$scram_user" ] && [ -f "$scram_password_file" ] \
+      || die "--sasl-port needs --scram-user and a readable --scram-password-file"
+    listeners="$listeners,SASL_PLAINTEXT://127.0.0.1:$sasl_port"
+    scram=(--add-scram "SCRAM-SHA-512=[name=$scram_user,password=$(tr -d '\n' <"$scram_password_file")]")
+    secured="sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+  fi
+  if [ -n "$ssl_port" ]; then
+    [ -n "$sasl_port" ] || die "--ssl-port needs --sasl-port (the listener is SASL_SSL)"
+    [ -f "$ssl_keystore" ] || die "--ssl-port needs a readable --ssl-keystore"
+    listeners="$listeners,SASL_SSL://127.0.0.1:$ssl_port"
+    secured="$secured
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$ssl_keystore"
+  fi
   cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=$listeners
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+$secured
 log.dirs=$dir/data
 num.partitions=3
 offsets.topic.replication.factor=1
@@ -92,7 +131,7 @@ EOF
   if [ ! -f "$dir/data/meta.properties" ]; then
     "$java_bin" "${jvm[@]}" -cp "$lib/*" kafka.tools.StorageTool format --standalone \
       -t "$("$java_bin" -cp "$lib/*" kafka.tools.StorageTool random-uuid 2>/dev/null)" \
-      -c "$dir/server.properties" >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "storage format failed"; }
+      -c "$dir/server.properties" "${scram[@]}" >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "storage format failed"; }
   fi
   echo "$port" >"$dir/port"
   nohup "$java_bin" "${jvm[@]}" -cp "$lib/*" kafka.Kafka "$dir/server.properties" \

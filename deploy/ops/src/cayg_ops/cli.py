@@ -517,7 +517,8 @@ def dlq_replay(  # noqa: PLR0917 - typer maps parameters to options
 
     sendable, refused, outcomes = _run(state, work)
     failed = [o for o in outcomes if o.outcome == "failed-again"]
-    status = EXIT_NOT_OK if failed or refused else EXIT_OK
+    # A dry run only reports: it exits 0 whatever it found.
+    status = EXIT_NOT_OK if really and (failed or refused) else EXIT_OK
     if as_json:
         _print_json(
             {

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cayg_ops import kafka_view
 from cayg_ops.kafka_view import Cluster, ParkedMessage, Replayed, client_options
-from cayg_shared.topics import Topics
+from cayg_shared.topics import SIS_TOPIC_PREFIX, TENANT_ID_RE, Topics
 
 STAGES = ("ingest", "normalize", "publish")
 #: Most letters read from one DLQ (they are few by nature; a flood is a different problem).
@@ -119,7 +119,15 @@ class Letter:
 
     @property
     def tenant(self) -> str | None:
-        return self.item.letter.tenant if self.item.letter else None
+        """The letter's tenant; for a message refused before ingest named it (too large,
+        not JSON), the tenant of the SIS topic it was read from."""
+        letter = self.item.letter
+        if letter is None:
+            return None
+        if letter.tenant is not None:
+            return letter.tenant
+        _, found, tenant = letter.source.topic.rpartition(SIS_TOPIC_PREFIX)
+        return tenant if found and TENANT_ID_RE.match(tenant) else None
 
     def as_json(self) -> dict[str, Any]:
         """The letter for ``--json`` (never the original value: it may hold personal data)."""
@@ -360,18 +368,7 @@ async def replay(
 
 
 async def _end_offsets(cluster: Cluster, names: Sequence[str]) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(**client_options(cluster))
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(names))
-    finally:
-        await admin.close()
-    tps = [
-        TopicPartition(entry["topic"], int(p["partition"]))
-        for entry in described
-        if entry.get("error_code") == 0
-        for p in entry.get("partitions", [])
-    ]
+    tps = [tp for name in names for tp in await kafka_view.partitions(cluster, name)]
     if not tps:
         return {}
     consumer = AIOKafkaConsumer(**client_options(cluster), enable_auto_commit=False)
@@ -401,7 +398,7 @@ async def _watch(
     await admin.start()
     try:
         # Letters written since the replay began (topics created meanwhile start at 0).
-        tps = [TopicPartition(t, p) for t in dlqs for p in consumer.partitions_for_topic(t) or ()]
+        tps = [tp for name in dlqs for tp in await kafka_view.partitions(cluster, name)]
         consumer.assign(tps)
         for tp in tps:
             consumer.seek(tp, starts.get(tp, 0))

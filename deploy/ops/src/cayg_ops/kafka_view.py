@@ -148,7 +148,7 @@ async def consumer_lag(
             committed = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
             extra: list[TopicPartition] = []
             for topic in _reads(topics or {}, group):
-                extra += [tp for tp in await _partitions(bootstrap, topic) if tp not in committed]
+                extra += [tp for tp in await partitions(bootstrap, topic) if tp not in committed]
             if extra:
                 committed.update(await consumer.beginning_offsets(extra))
             if not committed:
@@ -163,11 +163,18 @@ async def consumer_lag(
         await admin.close()
 
 
-async def _partitions(bootstrap: Cluster, topic: str) -> list[TopicPartition]:
-    """The partitions of ``topic`` (none if it does not exist)."""
+async def partitions(bootstrap: Cluster, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic`` (none if it does not exist).
+
+    Asks for every topic's metadata first: a metadata request naming a missing topic
+    creates it on a broker with ``auto.create.topics.enable`` (with the broker's defaults,
+    not the retention ``cayg topics apply`` would set) — looking must not create.
+    """
     admin = AIOKafkaAdminClient(**client_options(bootstrap))
     await admin.start()
     try:
+        if topic not in set(await admin.list_topics()):
+            return []
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()
@@ -181,7 +188,7 @@ async def _partitions(bootstrap: Cluster, topic: str) -> list[TopicPartition]:
 
 async def topic_depth(bootstrap: Cluster, topic: str) -> int:
     """Messages currently held by ``topic`` (end minus beginning offsets); 0 if absent."""
-    tps = await _partitions(bootstrap, topic)
+    tps = await partitions(bootstrap, topic)
     if not tps:
         return 0
     consumer = AIOKafkaConsumer(**client_options(bootstrap), enable_auto_commit=False)
@@ -197,7 +204,7 @@ async def topic_depth(bootstrap: Cluster, topic: str) -> int:
 async def read_parked(bootstrap: Cluster, topic: str, *, limit: int = 1000) -> list[ParkedMessage]:
     """Up to ``limit`` records of ``topic`` from its beginning to its end as of now (a
     compacted topic's gaps included)."""
-    tps = await _partitions(bootstrap, topic)
+    tps = await partitions(bootstrap, topic)
     if not tps:
         return []
     consumer = AIOKafkaConsumer(
