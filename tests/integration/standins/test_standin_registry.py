@@ -509,9 +509,7 @@ def test_an_organization_reference_must_name_a_registered_organization(
     unknown, elsewhere, partner = new_ctid(), new_ctid(), new_ctid()
     registry = start_registry(registered_elsewhere=frozenset({elsewhere}))
     with registry.client() as client:
-        dangling = publish(
-            client, credential_request(new_ctid(), RecognizedBy=[{"CTID": unknown}])
-        )
+        dangling = publish(client, credential_request(new_ctid(), RecognizedBy=[{"CTID": unknown}]))
         assert dangling["Successful"] is False
         assert any(
             "Credential.RecognizedBy[0].CTID" in m and unknown in m and "inline" in m
