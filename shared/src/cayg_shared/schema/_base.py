@@ -73,6 +73,12 @@ def _single_line(value: str) -> str:
     return value
 
 
+def _nfc_single_line(value: str) -> str:
+    """:func:`_nfc` then :func:`_single_line` in one call (one validator per field is
+    measurably cheaper than two: every name and id of every message passes here)."""
+    return _single_line(_nfc(value))
+
+
 def _ctid(value: Any) -> Any:
     if isinstance(value, str):
         value = value.strip().lower()
@@ -110,8 +116,7 @@ WebUrl = Annotated[
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=512),
-    AfterValidator(_nfc),
-    AfterValidator(_single_line),
+    AfterValidator(_nfc_single_line),
 ]
 #: Free text (descriptions, narratives): NFC-normalized, line breaks allowed. Bounded by
 #: the largest message a tenant may be allowed (16 MiB, ``cayg_shared.tenants``), not
@@ -125,15 +130,13 @@ Text = Annotated[
 SourceId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=256),
-    AfterValidator(_nfc),
-    AfterValidator(_single_line),
+    AfterValidator(_nfc_single_line),
 ]
 #: A short SIS code such as an abbreviation (``AAS``) or program code (``BUSAN.AAS``).
 Code = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=128),
-    AfterValidator(_nfc),
-    AfterValidator(_single_line),
+    AfterValidator(_nfc_single_line),
 ]
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -27,12 +28,18 @@ from cayg_shared.tenants import REGISTRY_MIN_DESCRIPTION_CHARS, TenantProfile
 M = TypeVar("M", bound=BaseModel)
 
 
+#: A GUID already in the form :func:`canonical_id` gives (most Ethos ids): kept as it is.
+_CANONICAL_GUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def canonical_id(value: str) -> str:
     """An SIS id as cayg keys it: GUIDs lower-case and hyphenated, anything else stripped.
 
     Banner and Colleague do not agree on GUID case; one entity must have one key.
     """
     text = value.strip()
+    if _CANONICAL_GUID.fullmatch(text):
+        return text
     try:
         return str(uuid.UUID(text))
     except ValueError:
