@@ -570,15 +570,114 @@ def _bad_messages() -> Iterator[FeedMessage]:
     )
 
 
+def tenant_rng(seed: int, tenant: str) -> random.Random:
+    """Each institution's own generator: its first N learners come out the same whatever
+    the learner count, so a second feed with more learners repeats them exactly (replays
+    the ledger recognises) and only adds new ones, for every institution."""
+    return random.Random(f"{seed}:{tenant}")  # noqa: S311 - reproducible demo data
+
+
 def sample_feed(*, seed: int = 2025, learners_per_tenant: int = 40) -> list[FeedMessage]:
     """The whole demo feed, in the order an SIS would emit it per tenant."""
-    rng = random.Random(seed)  # noqa: S311 - reproducible demo data, not security
     return [
-        *_northfield(rng, learners_per_tenant),
-        *_lakeshore(rng, learners_per_tenant),
-        *_harbor(rng, learners_per_tenant),
+        *_northfield(tenant_rng(seed, NORTHFIELD), learners_per_tenant),
+        *_lakeshore(tenant_rng(seed, LAKESHORE), learners_per_tenant),
+        *_harbor(tenant_rng(seed, HARBOR), learners_per_tenant),
         *_bad_messages(),
     ]
+
+
+#: Ethos notification ids of catalog revisions start here above each publisher's first id,
+#: beyond any id the sample feed uses, so a revision is always the newest change.
+_REVISION_ID_OFFSET = 900_000
+
+
+def catalog_revision(revision: int) -> list[FeedMessage]:
+    """Revision ``revision`` (1, 2, …) of one credential per institution: a new description,
+    sent as an SIS sends an edit (Ethos ``replaced``; a CloudEvent with the next
+    ``sourceVersion``). It gives the Credential Registry something new to publish, and
+    every learner record naming the credential is re-issued with it."""
+    if revision < 1:
+        raise ValueError("catalog revisions start at 1")
+    note = f" (catalog revision {revision})"
+    out: list[FeedMessage] = []
+    for tenant, publisher, first_id, start, (code, title, kind, description) in (
+        (
+            NORTHFIELD,
+            _COLLEAGUE,
+            104_100,
+            datetime(2025, 6, 2, 13, 0, tzinfo=UTC),
+            (
+                "CNA",
+                "Certified Nursing Assistant",
+                "certificate",
+                "State-approved nurse aide training: 120 hours of classroom and clinical practice.",
+            ),
+        ),
+        (
+            LAKESHORE,
+            _BANNER,
+            55_200,
+            datetime(2025, 6, 3, 9, 30, tzinfo=UTC),
+            (
+                "MC-DATA2",
+                "Microcredential: Visual Analytics",
+                "certificate",
+                "Designing honest charts and dashboards for decision makers.",
+            ),
+        ),
+    ):
+        ethos = _Ethos(
+            tenant,
+            publisher,
+            first_id + _REVISION_ID_OFFSET + revision,
+            start + timedelta(days=30 + revision),
+        )
+        guid = _guid(tenant, "credential", code)
+        out.append(
+            ethos.notify(
+                "academic-credentials",
+                _V6,
+                guid,
+                "replaced",
+                {
+                    "id": guid,
+                    "abbreviation": code,
+                    "title": title,
+                    "type": kind,
+                    "description": description + note,
+                },
+                label="definition-revision",
+            )
+        )
+    out.append(
+        _cloudevent(
+            "definition.upserted",
+            "catalog",
+            "WELD-MC3",
+            {
+                "sourceId": "WELD-MC3",
+                "code": "MC-WELD-MC3",
+                "credentialType": "MicroCredential",
+                "name": "Weld Inspection Basics",
+                "description": "Visual inspection against AWS D1.1 acceptance criteria and "
+                "weld symbols." + note,
+                "webpage": "https://harbortech.example/credentials/weld-mc3",
+                "language": "en-US",
+                "creditValue": {"value": 4, "unit": "QuarterHour"},
+                "approaches": ["learn", "stack", "partner"],
+                "isPartOf": [{"sourceId": "WELD-CERT", "name": "Welding Technology Certificate"}],
+                "partnerOrganizations": [
+                    {"sourceId": "ORG-PFA", "name": "Pacific Fabrication Alliance"}
+                ],
+                "sourceVersion": 1 + revision,
+            },
+            datetime(2025, 7, 4, 16, 0, tzinfo=UTC) + timedelta(days=revision),
+            binary=False,
+            label="definition-revision",
+        )
+    )
+    return out
 
 
 def topic_for(message: FeedMessage, topics: Topics) -> str:
