@@ -90,6 +90,8 @@ REGISTRY_MIN_DESCRIPTION_CHARS: Final = 15
 #: The template a definition without a description gets unless the tenant sets its own.
 DEFAULT_DESCRIPTION_TEMPLATE: Final = "{type_label} awarded by {institution}: {name}."
 #: Placeholders a description template may use (see module docs).
+#: Most derived definition CTIDs a profile remembers (emptied when full).
+_MAX_DERIVED_CTIDS: Final = 16_384
 DESCRIPTION_PLACEHOLDERS: Final = frozenset({"name", "type_label", "institution"})
 #: The largest message any tenant may be allowed (also the largest free text the shared
 #: schema carries, so that what ingest admits, normalize can map).
@@ -386,6 +388,10 @@ class TenantProfile(_Config):
     # Home institution ids (GUIDs, lower-case) and organization CTIDs of the *other*
     # tenants of the registry → (tenant id, organization CTID); set by TenantRegistry.
     _other_institutions: dict[str, tuple[str, str]] = PrivateAttr(default_factory=dict)
+    # (tenant id, SIS id) → derived definition CTID: awards name the same few definitions
+    # over and over, and each derivation is a SHA-1 and a UUID. Keyed by tenant id too, so
+    # a copy with another tenant id can never read a CTID that is not its own.
+    _derived_ctids: dict[tuple[str, str], str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -433,7 +439,14 @@ class TenantProfile(_Config):
             imported = self._ctids_by_code().get(normalize_code(code))
         if imported is not None:
             return imported, True
-        return derive_ctid(self.tenant_id, EntityType.CREDENTIAL_DEFINITION.value, source_id), False
+        cache = self._derived_ctids
+        derived = cache.get((self.tenant_id, source_id))
+        if derived is None:
+            if len(cache) >= _MAX_DERIVED_CTIDS:
+                cache.clear()
+            derived = derive_ctid(self.tenant_id, EntityType.CREDENTIAL_DEFINITION.value, source_id)
+            cache[(self.tenant_id, source_id)] = derived
+        return derived, False
 
     def organization_ctid_for(self, source_id: str) -> tuple[str, bool]:
         """The CTID of an organization the tenant's SIS describes, and whether imported.
