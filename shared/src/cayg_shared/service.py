@@ -532,3 +532,40 @@ async def pause_before_redelivery(settings: ServiceSettings, error: BaseExceptio
         backoff_s=settings.redelivery_backoff_s,
     )
     await asyncio.sleep(settings.redelivery_backoff_s)
+
+
+#: The server the committed AsyncAPI documents name (``docs/asyncapi/``); a running service
+#: serves its document with its own bootstrap servers.
+DOCUMENTED_BOOTSTRAP: Final = "kafka-bootstrap:9092"
+
+
+def declaration_broker(bootstrap: str) -> KafkaBroker:
+    """A broker that only *declares* channels for a service's AsyncAPI document: it is never
+    started, connects nowhere and consumes nothing.
+
+    The document is FastStream's own generator run over it. A declaration broker is needed
+    because the running brokers do not describe the traffic truthfully: ingest and normalize
+    consume with :mod:`cayg_shared.batching` (aiokafka, no FastStream subscriber) and
+    produce with their own producer, and publish's handler reads raw records (its payload
+    type would document nothing). Each service declares here what it really reads and
+    writes, with the project's topic names and payload models.
+    """
+    return KafkaBroker(bootstrap, logger=None)
+
+
+def asyncapi_specification(broker: KafkaBroker, *, service: str, description: str) -> AsyncAPI:
+    """The AsyncAPI 3.0 document of ``service`` from its declaration broker."""
+    return AsyncAPI(
+        broker,
+        title=f"cayg-{service}",
+        version=_version(service),
+        description=description,
+        schema_version="3.0.0",
+    )
+
+
+def asyncapi_json(specification: AsyncAPI) -> str:
+    """The document as committed under ``docs/asyncapi/`` (stable key order, indented)."""
+    return (
+        json.dumps(specification.to_specification().to_jsonable(), indent=2, sort_keys=True) + "\n"
+    )

@@ -132,6 +132,15 @@ async def test_event_flows_once_with_key_headers_and_trace(
                 break
             await asyncio.sleep(0.5)
     assert lag_line in metrics
+    # Its AsyncAPI document, with this deployment's topics.
+    async with httpx.AsyncClient(timeout=5) as http:
+        document = (await http.get(f"{services['ingest'].url}/asyncapi.json")).json()
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    assert addresses == {
+        f"{topic_prefix}sis.events.{{tenant}}",
+        topics.ingested,
+        topics.ingest_dlq,
+    }
 
     for proc in services.values():
         assert proc.stop() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from faststream.asgi import AsgiFastStream
 from prometheus_client import CollectorRegistry
 
+from cayg_ingest.channels import specification
 from cayg_ingest.handlers import IngestMetrics, build_loop
 from cayg_ingest.settings import IngestSettings
 from cayg_shared.service import Reads, build_asgi, build_broker, load_tenants
@@ -28,6 +29,7 @@ def create_app(settings: IngestSettings, tenants: TenantRegistry | None = None) 
         settings=settings,
         service="ingest",
         reads=Reads(settings.group_id, pattern=Topics(settings.topic_prefix).sis_pattern),
+        specification=specification(settings.kafka.bootstrap_servers, settings.topic_prefix),
         extra_checks=[("consumer", loop.ready)],
         on_startup=[loop.start],
         on_shutdown=[loop.stop],

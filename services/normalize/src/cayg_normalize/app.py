@@ -5,6 +5,7 @@ from __future__ import annotations
 from faststream.asgi import AsgiFastStream
 from prometheus_client import CollectorRegistry
 
+from cayg_normalize.channels import specification
 from cayg_normalize.handlers import NormalizeMetrics, build_loop
 from cayg_normalize.settings import NormalizeSettings
 from cayg_shared.service import Reads, build_asgi, build_broker, load_tenants
@@ -30,6 +31,7 @@ def create_app(
         settings=settings,
         service="normalize",
         reads=Reads(settings.group_id, topics=(Topics(settings.topic_prefix).ingested,)),
+        specification=specification(settings.kafka.bootstrap_servers, settings.topic_prefix),
         extra_checks=[("consumer", loop.ready)],
         on_startup=[loop.start],
         on_shutdown=[loop.stop],

@@ -12,6 +12,7 @@ from faststream.asgi import AsgiFastStream
 from prometheus_client import CollectorRegistry
 
 from cayg_publish.adapters.status import served_list
+from cayg_publish.channels import specification
 from cayg_publish.config import PublishTargetsConfig
 from cayg_publish.domain.projection import DocumentRef, RetrySchedule
 from cayg_publish.domain.retry import RetryPolicy
@@ -172,6 +173,7 @@ def create_app(settings: PublishSettings, publisher: Publisher | None = None) ->
         service="publish",
         lane=settings.lane,
         reads=Reads(settings.consumer_group, topics=(Topics(settings.topic_prefix).normalized,)),
+        specification=specification(settings.kafka.bootstrap_servers, settings.topic_prefix),
         extra_checks=[("ledger", ledger_ready)],
         on_startup=[start],
         on_shutdown=[stop],
