@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from cayg_ops import kafka_view
-from cayg_ops.feed import FeedMessage, sample_feed
+from cayg_ops.feed import FeedMessage, catalog_revision, sample_feed
 from cayg_ops.stack import Component, Stack, StackError
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
@@ -44,6 +44,8 @@ KAFKA_PORT: Final = 19092
 REGISTRY_PORT: Final = 18001
 CLR_PORT: Final = 18002
 SERVICE_PORTS: Final = {"ingest": 8081, "normalize": 8082, "publish": 8083, "publish-clr": 8084}
+CONSOLE_PORT: Final = 8090
+CONSOLE_URL: Final = f"http://127.0.0.1:{CONSOLE_PORT}"
 #: Publish runs as two lanes, so a slow or broken registry never holds up the CLR host.
 PUBLISH_LANES: Final = {"publish": ("registry", "*-registry"), "publish-clr": ("clr", "*-clr")}
 BOOTSTRAP: Final = f"127.0.0.1:{KAFKA_PORT}"
@@ -176,6 +178,8 @@ def publish_config(
                         "url": profile.webpage if profile and profile.webpage else None,
                     },
                     "achievement_id_base": f"{ports.registry_url}/resources/",
+                    # The demo's stand-ins listen on loopback; a real deployment never does.
+                    "allow_loopback_urls": True,
                 },
             ]
         }
@@ -251,6 +255,27 @@ def standin_components(
     ]
 
 
+def console_component(base: Path, publish_config_file: Path) -> Component:
+    """The operator console on :data:`CONSOLE_PORT`; replay with the user ``operator`` and
+    the generated password in ``secrets/console-password``."""
+    password = _secret_file(base / "secrets" / "console-password", secrets.token_urlsafe(12))
+    return Component(
+        "console",
+        [sys.executable, "-m", "cayg_ops.console"],
+        f"{CONSOLE_URL}/healthz",
+        env={
+            "CAYG_KAFKA__BOOTSTRAP_SERVERS": BOOTSTRAP,
+            "CAYG_CONSOLE_HTTP_PORT": str(CONSOLE_PORT),
+            "CAYG_CONSOLE_SERVICES": json.dumps(
+                [f"http://127.0.0.1:{port}" for port in SERVICE_PORTS.values()]
+            ),
+            "CAYG_CONSOLE_TARGETS_FILE": str(publish_config_file),
+            "CAYG_CONSOLE_USERNAME": "operator",
+            "CAYG_CONSOLE_PASSWORD_FILE": str(password),
+        },
+    )
+
+
 def _components(
     base: Path, tenants: Sequence[TenantSecrets], publish_config_file: Path
 ) -> list[Component]:
@@ -264,6 +289,7 @@ def _components(
                 env=_service_env(component, publish_config_file),
             )
         )
+    components.append(console_component(base, publish_config_file))
     return components
 
 
@@ -332,12 +358,16 @@ async def _feed(messages: Sequence[FeedMessage], topics: Topics) -> None:
         await producer.stop()
 
 
-async def _wait_idle(timeout_s: float, settle_s: float = 6.0) -> bool:
+async def _wait_idle(
+    timeout_s: float, settle_s: float = 6.0, watch: RecoveryWatch | None = None
+) -> bool:
     """True once every service group has no lag for ``settle_s`` seconds in a row."""
     deadline = time.monotonic() + timeout_s
     idle_since: float | None = None
     last_report = 0.0
     while time.monotonic() < deadline:
+        if watch is not None:
+            watch.sample()
         lags = await kafka_view.consumer_lag(
             BOOTSTRAP, topics=group_topics(Topics(), tenants=DEMO_TENANTS)
         )
@@ -360,6 +390,89 @@ async def _wait_idle(timeout_s: float, settle_s: float = 6.0) -> bool:
             idle_since = None
         await asyncio.sleep(1)
     return False
+
+
+_OUTCOMES_LINE: Final = re.compile(r"^cayg_publish_outcomes_total\{([^}]*)\}\s+([0-9.eE+-]+)$")
+
+
+def _lane_metrics(component: str) -> str | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{SERVICE_PORTS[component]}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return None
+
+
+def _series(text: str, pattern: re.Pattern[str], label: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        match = pattern.match(line)
+        if match is not None:
+            key = dict(_LABEL.findall(match.group(1))).get(label, "")
+            found[key] = found.get(key, 0.0) + float(match.group(2))
+    return found
+
+
+@dataclass
+class RecoveryWatch:
+    """What one publish lane went through while the demo waited: requests retried within a
+    delivery, deliveries that failed and were rescheduled in the ledger, the most documents
+    failing at once, and how long from the first failed request until the lane had nothing
+    left to deliver."""
+
+    component: str = "publish"
+    first_outcomes: dict[str, float] | None = None
+    last_outcomes: dict[str, float] | None = None
+    peak_failing: int = 0
+    trouble_at: float | None = None
+    recovered_at: float | None = None
+
+    def sample(self) -> None:
+        """Read the lane's metrics once (outcome counters, documents by state)."""
+        text = _lane_metrics(self.component)
+        if text is None:
+            return
+        now = time.monotonic()
+        outcomes = _series(text, _OUTCOMES_LINE, "outcome")
+        if self.first_outcomes is None:
+            self.first_outcomes = outcomes
+        self.last_outcomes = outcomes
+        states = _series(text, _DOCUMENTS_LINE, "state")
+        failing = int(states.get("failing", 0))
+        owed = failing + int(states.get("dirty", 0))
+        self.peak_failing = max(self.peak_failing, failing)
+        troubled = failing or self.delta("retried") or self.delta("failing")
+        if troubled and self.trouble_at is None:
+            self.trouble_at = now
+        if self.trouble_at is not None and owed == 0:
+            self.recovered_at = self.recovered_at or now
+        else:
+            self.recovered_at = None
+
+    def delta(self, outcome: str) -> int:
+        """How many ``outcome``s the lane counted since the watch started."""
+        before = (self.first_outcomes or {}).get(outcome, 0.0)
+        return int((self.last_outcomes or {}).get(outcome, 0.0) - before)
+
+    def report(self) -> list[str]:
+        """Lines for the summary."""
+        lines = [
+            f"Registry lane during this feed ({self.component}): "
+            f"{self.delta('applied')} request(s) applied; {self.delta('retried')} failed "
+            f"request(s) retried within their delivery; {self.delta('failing')} delivery(ies) "
+            f"failed and were rescheduled in the ledger; at most {self.peak_failing} "
+            "document(s) failing at once"
+        ]
+        if self.trouble_at is None:
+            lines.append("  no request failed (no fault was active, or it had ended)")
+        elif self.recovered_at is None:
+            lines.append("  not recovered yet: documents still to deliver (see cayg status)")
+        else:
+            took = self.recovered_at - self.trouble_at
+            lines.append(
+                f"  recovered: nothing left to deliver {took:.0f} s after the first failed "
+                "request (measured every few seconds)"
+            )
+        return lines
 
 
 _DOCUMENTS_LINE: Final = re.compile(r"^cayg_publish_documents\{([^}]*)\}\s+([0-9.eE+-]+)$")
@@ -459,8 +572,10 @@ def _summary(base: Path, tenants: Sequence[TenantSecrets], topics: Topics) -> st
         "  health:             http://127.0.0.1:8083/readyz (likewise 8081, 8082, 8084)",
         "  dashboards/alerts:  deploy/grafana/dashboards/cayg-pipeline.json, "
         "deploy/prometheus/ (prometheus --config.file=deploy/prometheus/prometheus.yml)",
+        f"  operator console:   {CONSOLE_URL}  (replay: user operator, password in "
+        f"{base / 'secrets' / 'console-password'})",
         "  operator CLI:       uv run cayg status | uv run cayg dlq list",
-        "  break the registry: uv run cayg demo fault --outage 30 && uv run cayg demo feed",
+        "  break the registry: bash deploy/demo.sh fault --outage 30 && bash deploy/demo.sh feed",
         "  stop everything:    bash deploy/demo.sh stop",
     ]
     return "\n".join(lines)
@@ -493,17 +608,45 @@ def up(*, learners_per_tenant: int = 40, idle_timeout_s: float = 240.0) -> int:
     return 0 if idle else 1
 
 
+def next_revision(base: Path) -> int:
+    """The next catalog revision of this demo (1, 2, …), remembered in the demo directory."""
+    path = base / "catalog-revision"
+    try:
+        last = int(path.read_text().strip())
+    except (OSError, ValueError):
+        last = 0
+    path.write_text(str(last + 1))
+    return last + 1
+
+
 def feed_more(*, learners_per_tenant: int) -> int:
-    """Feed the sample again into a running demo, wait, summarise. Learners beyond the
-    first run's are new (new awards and CLRs); the rest are replays the ledger skips."""
+    """Feed the sample again into a running demo, wait, summarise.
+
+    Learners beyond the first run's are new (new awards and CLRs); the rest are replays the
+    ledger skips. Each feed also sends the next catalog revision — one credential per
+    institution with a new description — so the registry lane has new documents to
+    deliver (and the learner records naming them are re-issued): after ``fault`` it must
+    ride out the outage, and the summary says how.
+    """
     base = demo_dir()
     registry = TenantRegistry.load(TENANTS_FILE)
     tenants = tenant_secrets(base, registry)
-    messages = sample_feed(learners_per_tenant=learners_per_tenant)
-    _say(f"feeding {len(messages)} SIS events")
+    revision = next_revision(base)
+    messages = [
+        *sample_feed(learners_per_tenant=learners_per_tenant),
+        *catalog_revision(revision),
+    ]
+    watch = RecoveryWatch()
+    watch.sample()
+    _say(
+        f"feeding {len(messages)} SIS events (catalog revision {revision}: one credential "
+        "per institution revised)"
+    )
     asyncio.run(_feed(messages, Topics()))
-    idle = asyncio.run(_wait_idle(600.0))
+    idle = asyncio.run(_wait_idle(600.0, watch=watch))
+    watch.sample()
     print(_summary(base, tenants, Topics()))
+    print("\n".join(watch.report()))
     return 0 if idle else 1
 
 
@@ -511,7 +654,7 @@ def down() -> int:
     """Stop the services, the stand-ins and Kafka."""
     base = demo_dir()
     stack = Stack(base)
-    for name in ("publish", "publish-clr", "normalize", "ingest", "clr", "registry"):
+    for name in ("console", "publish", "publish-clr", "normalize", "ingest", "clr", "registry"):
         if stack.stop(name):
             _say(f"{name}: stopped")
     subprocess.run(["bash", str(KAFKA_SH), "stop", "--dir", str(base / "kafka")], check=False)
