@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 from pyinstrument import Profiler
 from pyinstrument.frame import Frame
@@ -69,6 +69,35 @@ def _where(frame: Frame, caller: str) -> str:
     return "other Python/libraries"
 
 
+#: Parts of the consume loop the summary times (total time, callees included), each named
+#: by (function, file name).
+_PARTS: Final = {
+    "the batch loop (fetch, decide, send, await, commit)": [("_consume", "batching.py")],
+    "per-record decisions (handler, domain, serialisation)": [("_decide", "batching.py")],
+    "the domain logic (admit / normalize)": [
+        ("admit", "admit.py"),
+        ("normalize", "__init__.py"),
+    ],
+    "serialising outputs to JSON": [
+        ("model_dump_json", "main.py"),
+        ("to_kafka_value", "change.py"),
+    ],
+    "handing outputs to the producer (aiokafka send)": [("_send_all", "batching.py")],
+    "fetching records (aiokafka getmany)": [("getmany", "consumer.py")],
+}
+
+
+def _part_time(frame: Frame, names: list[tuple[str, str]]) -> float:
+    """Total time under frames matching ``names`` (a match's own callees are not searched
+    again, so nothing counts twice)."""
+    path = frame.file_path or ""
+    if not frame.is_synthetic and any(
+        frame.function.endswith(fn) and path.endswith(file) for fn, file in names
+    ):
+        return frame.time
+    return sum(_part_time(child, names) for child in frame.children)
+
+
 def summarise(profiler: Profiler) -> dict[str, Any]:
     """Top frames by own (self) time and by total time, and own time per code owner."""
     session = profiler.last_session
@@ -93,6 +122,10 @@ def summarise(profiler: Profiler) -> dict[str, Any]:
 
     return {
         "sampled_s": round(total, 2),
+        "cpu_s": round(session.cpu_time, 2),
+        "parts": {
+            name: round(_part_time(root, names) / total, 3) for name, names in _PARTS.items()
+        },
         "top_self": top(own),
         "top_total": top(cumulative),
         "self_by_owner": {
