@@ -773,10 +773,17 @@ def reconcile(  # noqa: PLR0917 - typer maps parameters to options
     target: Annotated[str | None, typer.Option(help="only this target")] = None,
     dry_run: Annotated[bool, typer.Option(help="count, mark nothing")] = False,
     wait: Annotated[float, typer.Option(min=0, help="seconds to watch the projector")] = 120.0,
+    check_targets: Annotated[
+        bool,
+        typer.Option(help="first read the targets back and report (and resend) drift"),
+    ] = True,
     as_json: JsonOption = False,
 ) -> int:
     """Mark every document of a tenant dirty; running publish instances re-render them and
-    send only what differs from what the target holds. Reports what changed."""
+    send only what differs from what the target holds. First the targets are read back
+    (CLR/OB listing; registry graphs against credential/format): what a target holds
+    otherwise than the ledger believes is reported as drift and sent again. Reports what
+    changed."""
     view = _load_view(targets_file)
 
     def progress(pending: int) -> None:
@@ -785,7 +792,13 @@ def reconcile(  # noqa: PLR0917 - typer maps parameters to options
     try:
         result = asyncio.run(
             ledger_view.reconcile(
-                view, tenant=tenant, target=target, dry_run=dry_run, wait_s=wait, progress=progress
+                view,
+                tenant=tenant,
+                target=target,
+                dry_run=dry_run,
+                wait_s=wait,
+                progress=progress,
+                check_targets=check_targets,
             )
         )
     except ledger_view.LedgerViewError as error:
@@ -800,9 +813,22 @@ def reconcile(  # noqa: PLR0917 - typer maps parameters to options
                 "changed": dict(result.changed),
                 "pending": result.pending,
                 "states": {k: dict(v) for k, v in result.states.items()},
+                "drift": [
+                    {
+                        "target": d.target,
+                        "document": d.document.key,
+                        "remote_id": d.remote_id,
+                        "problem": d.problem,
+                    }
+                    for d in result.drift
+                ],
             }
         )
         return status
+    if check_targets:
+        print(f"drift: {len(result.drift)} document(s) differ at their target")
+        for d in result.drift:
+            print(f"  {d.target} {d.document.kind.value} {d.remote_id or ''}: {d.problem}")
     if dry_run:
         print(f"dry run: {result.marked} known document(s) would be re-rendered")
         for name, count in sorted(result.by_target.items()):

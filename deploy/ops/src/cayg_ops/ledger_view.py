@@ -18,8 +18,9 @@ from typing import Any
 from cayg_publish.adapters.factory import create_ledger
 from cayg_publish.adapters.ledger import Ledger
 from cayg_publish.config import PublishTargetsConfig
-from cayg_publish.domain.catalog import LedgerEntry
+from cayg_publish.domain.catalog import LedgerEntry, TargetFailure
 from cayg_publish.domain.projection import DocumentKind, DocumentRef, DocumentRow, DocumentState
+from cayg_publish.publisher import Drift, Publisher
 from cayg_shared.schema import EntityType
 
 
@@ -159,6 +160,9 @@ class Reconciliation:
     pending: int
     #: Document states at the end, per target.
     states: Mapping[str, Mapping[str, int]]
+    #: What the targets were found to hold otherwise than the ledger believed (read back
+    #: before marking; each is then sent again).
+    drift: Sequence[Drift] = ()
 
 
 async def _snapshot(ledger: Ledger, targets: Sequence[str]) -> dict[tuple[str, str], str | None]:
@@ -177,21 +181,28 @@ async def reconcile(
     dry_run: bool = False,
     wait_s: float = 120.0,
     progress: Any = None,
+    check_targets: bool = True,
 ) -> Reconciliation:
     """Mark every document of ``tenant`` (at ``target``) dirty and watch the projector.
 
     The running publish instances deliver them; content that is already at the target is
-    recognised as unchanged by the ledger and not sent. ``dry_run`` marks nothing and
-    reports what would be marked.
+    recognised as unchanged by the ledger and not sent. First (``check_targets``) the
+    targets are read back: a document a target holds otherwise than the ledger believes
+    (changed or lost there) is reported as drift and its ledger entry forgotten, so it is
+    sent again. ``dry_run`` reports drift and what would be marked, and changes nothing.
     """
     kinds = view.kinds_by_target(tenant, target)
+    drift = await read_back(view, tenant=tenant, target=target) if check_targets else []
     async with view.ledger() as ledger:
         if dry_run:
             existing = await ledger.documents(tenant=tenant, target=target, limit=1_000_000)
             counts: dict[str, int] = {}
             for row in existing:
                 counts[row.target] = counts.get(row.target, 0) + 1
-            return Reconciliation(sum(counts.values()), counts, {}, 0, {})
+            return Reconciliation(sum(counts.values()), counts, {}, 0, {}, drift)
+        for found in drift:
+            # The target does not hold what the ledger says: send it again.
+            await ledger.forget_applied(found.target, found.ledger_key)
         before = await _snapshot(ledger, list(kinds))
         marked = await ledger.reconcile(tenant, kinds)
         by_target: dict[str, int] = {}
@@ -221,7 +232,23 @@ async def reconcile(
         for row in await ledger.documents(tenant=tenant, target=target, limit=1_000_000):
             per = states.setdefault(row.target, {})
             per[row.state.value] = per.get(row.state.value, 0) + 1
-        return Reconciliation(len(marked), by_target, changed, pending, states)
+        return Reconciliation(len(marked), by_target, changed, pending, states, drift)
+
+
+async def read_back(view: TargetsView, *, tenant: str, target: str | None = None) -> list[Drift]:
+    """Read the tenant's targets back and compare with what the ledger believes they hold
+    (publish's own read-back; nothing is changed)."""
+    try:
+        publisher = Publisher.from_config(view.config, signing_workers=0)
+    except ValueError as error:
+        raise LedgerViewError(str(error).splitlines()[0]) from error
+    try:
+        await publisher.start()
+        return await publisher.drift(tenant, target)
+    except TargetFailure as failure:
+        raise LedgerViewError(f"reading the targets back failed: {failure}") from failure
+    finally:
+        await publisher.aclose()
 
 
 def dumps(items: Sequence[Published]) -> str:

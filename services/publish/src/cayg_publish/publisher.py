@@ -11,6 +11,7 @@ Nothing connects at construction; :meth:`Publisher.start` migrates the ledger,
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Self
 
 import httpx
@@ -28,13 +29,31 @@ from cayg_publish.config import (
     PublishTargetsConfig,
 )
 from cayg_publish.domain.catalog import Target
-from cayg_publish.domain.projection import DocumentKind, DocumentRef, RetrySchedule
+from cayg_publish.domain.projection import (
+    DocumentKind,
+    DocumentRef,
+    DocumentState,
+    RetrySchedule,
+    Waiting,
+)
 from cayg_publish.domain.retry import RetryPolicy
 from cayg_publish.projector import OutcomeHook, Projector, ThrottleBook
 from cayg_shared.schema import Change
 
 #: Test hook: an httpx transport per target name (e.g. respx or an ASGI app).
 Transports = Mapping[str, httpx.AsyncBaseTransport]
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """A document a target holds otherwise than the ledger believes."""
+
+    target: str
+    document: DocumentRef
+    #: The ledger's key of the request (forget it to make the projector send again).
+    ledger_key: str
+    remote_id: str | None
+    problem: str
 
 
 class Publisher:
@@ -108,6 +127,52 @@ class Publisher:
                     )
             targets[tenant] = built
         return cls(ledger, targets, policy=policy, schedule=schedule, pools=pools)
+
+    async def drift(self, tenant: str, target: str | None = None) -> list[Drift]:
+        """Documents a target holds otherwise than the ledger believes it does.
+
+        For every delivered document of ``tenant`` (at ``target``) whose rendering now is
+        what the ledger says the target holds, the target is read back (CLR/OB listing;
+        the registry's graph against what ``credential/format`` renders) and each
+        difference reported. Documents the ledger already knows to be behind are left to
+        the projector. Nothing is changed.
+        """
+        found: list[Drift] = []
+        for delivering in self.targets_for(tenant):
+            if target is not None and delivering.name != target:
+                continue
+            read_back = getattr(delivering, "read_back", None)
+            if read_back is None:
+                continue  # nothing to read back from (the status lists live in the ledger)
+            check = await read_back()
+            rows = await self.ledger.documents(
+                tenant=tenant,
+                target=delivering.name,
+                states=[DocumentState.CLEAN],
+                limit=10_000_000,
+            )
+            for row in rows:
+                try:
+                    renderings = await delivering.render_document(row.ref)
+                except Waiting:
+                    continue
+                for rendering in renderings:
+                    key = rendering.subject
+                    entry = None if key is None else await self.ledger.get(delivering.name, key)
+                    if entry is None or entry.applied_hash != rendering.content_hash:
+                        continue
+                    problem = await check(rendering, entry.remote_url)
+                    if problem is not None:
+                        found.append(
+                            Drift(
+                                delivering.name,
+                                row.ref,
+                                entry.entity_key,
+                                rendering.remote_id,
+                                problem,
+                            )
+                        )
+        return found
 
     def tenants(self) -> tuple[str, ...]:
         """The tenants that have targets."""

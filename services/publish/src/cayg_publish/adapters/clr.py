@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from cayg_publish.config import ClrTargetConfig
 from cayg_publish.domain.catalog import (
     Applied,
     DocumentRenderer,
+    ReadBack,
     Rendering,
     TargetFailure,
     TargetLimits,
@@ -341,6 +343,36 @@ class ClrClient:
             )
         raise TargetFailure(failure)
 
+    async def held_credentials(self, page_size: int = 100) -> dict[str, dict[str, Any]]:
+        """Every credential the host holds for this client, by id (``GET /credentials``,
+        paged with ``limit``/``offset`` and ``X-Total-Count``); for reconciliation."""
+        held: dict[str, dict[str, Any]] = {}
+        offset = 0
+        while True:
+            token = await self.access_token()
+            try:
+                response = await self._http.get(
+                    CREDENTIALS_PATH,
+                    params={"limit": page_size, "offset": offset},
+                    headers={"Authorization": f"Bearer {token.get_secret_value()}"},
+                )
+            except httpx.HTTPError as exc:
+                raise TargetFailure(failure_from_exception(exc)) from exc
+            if response.status_code != 200:
+                raise TargetFailure(
+                    error_response_failure(
+                        response, self._clock(), messages_of=imsx_messages, what="the CLR host"
+                    )
+                )
+            page = response.json().get("credential") or []
+            for item in page:
+                if isinstance(item, dict) and isinstance(item.get("id"), str):
+                    held[item["id"]] = item
+            offset += len(page)
+            total = int(response.headers.get("X-Total-Count", offset))
+            if not page or offset >= total:
+                return held
+
     async def _post_credential(
         self, credential: Mapping[str, Any] | str, idempotency_key: str, *, fresh_token: bool
     ) -> httpx.Response:
@@ -445,6 +477,45 @@ class ClrTarget:
             status=result.status,
         )
 
+    async def read_back(self) -> ReadBack:
+        """A check of what the host holds against renderings (read once, all of it).
+
+        The check answers None when the host holds exactly the rendering's content (proofs
+        aside: a re-signature is not drift), else what differs.
+        """
+        held: dict[str, dict[str, Any]] = {}
+        listed = False
+
+        async def check(rendering: Rendering, remote_url: str | None) -> str | None:
+            nonlocal held, listed
+            del remote_url  # the host lists credentials by id
+            if not listed:  # once, and only when something is to be compared
+                held, listed = await self._client.held_credentials(), True
+            stored = held.get(rendering.remote_id or "")
+            if stored is None:
+                return None if rendering.replaces_only else "missing at the host"
+            if without_proofs(stored) != json.loads(json.dumps(rendering.body)):
+                return "the host holds other content"
+            return None
+
+        return check
+
     async def aclose(self) -> None:
         """Close the client."""
         await self._client.aclose()
+
+
+def without_proofs(credential: Mapping[str, Any]) -> dict[str, Any]:
+    """A signed credential as it was before signing: its proof and the proofs of the
+    credentials embedded in it removed."""
+    unsigned = {k: v for k, v in credential.items() if k != "proof"}
+    subject = unsigned.get("credentialSubject")
+    if isinstance(subject, Mapping) and isinstance(subject.get("verifiableCredential"), list):
+        unsigned["credentialSubject"] = {
+            **subject,
+            "verifiableCredential": [
+                without_proofs(c) if isinstance(c, Mapping) else c
+                for c in subject["verifiableCredential"]
+            ],
+        }
+    return unsigned

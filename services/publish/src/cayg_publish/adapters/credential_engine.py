@@ -17,6 +17,7 @@ Payload}``. Classification:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from cayg_publish.domain.catalog import (
     Applied,
     DocumentRenderer,
     Operation,
+    ReadBack,
     Rendering,
     TargetFailure,
     TargetLimits,
@@ -184,6 +186,37 @@ class CredentialEngineClient:
         except httpx.HTTPError as exc:
             raise TargetFailure(failure_from_exception(exc)) from exc
         return self._interpret(response, deleting=method == "DELETE")
+
+    async def formatted_graph(self, request: Mapping[str, Any]) -> Any:
+        """``POST credential/format``: the CTDL graph the registry would store for
+        ``request`` (nothing is stored); for reconciliation."""
+        result = await self._get_json("POST", "credential/format", request)
+        payload = result.get("Payload") if isinstance(result, Mapping) else None
+        return json.loads(payload) if isinstance(payload, str) and payload else None
+
+    async def held_graph(self, url: str) -> Any:
+        """The graph the registry holds at ``url`` (its GraphUrl), None when it has none."""
+        return await self._get_json("GET", url, None)
+
+    async def _get_json(
+        self, method: Literal["GET", "POST"], url: str, body: Mapping[str, Any] | None
+    ) -> Any:
+        headers = {"Authorization": f"ApiToken {self._api_key.get_secret_value()}"}
+        try:
+            response = await self._http.request(
+                method, url, json=None if body is None else dict(body), headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise TargetFailure(failure_from_exception(exc)) from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise TargetFailure(
+                error_response_failure(
+                    response, self._clock(), messages_of=registry_messages, what="the registry"
+                )
+            )
+        return response.json()
 
     async def publish_credential(
         self, request: Mapping[str, Any], idempotency_key: str
@@ -334,6 +367,33 @@ class CredentialEngineTarget:
             status=result.status,
             messages=result.messages,
         )
+
+    async def read_back(self) -> ReadBack:
+        """A check of what the registry holds against renderings: for a credential, the
+        graph ``credential/format`` renders from the request against the graph at the
+        envelope or graph URL the registry answered (None: the same; else what differs).
+        Other requests (deletes, organizations, transfer values) are checked for presence.
+        """
+        client = self._client
+
+        async def check(rendering: Rendering, remote_url: str | None) -> str | None:
+            if remote_url is None:
+                return None if rendering.operation is Operation.DELETE else "never published"
+            held = await client.held_graph(remote_url)
+            if isinstance(held, Mapping) and "decoded_resource" in held:
+                held = held["decoded_resource"]  # an envelope
+            if rendering.operation is Operation.DELETE:
+                return None if held is None else "still in the registry"
+            if held is None:
+                return "missing from the registry"
+            if rendering.action != PUBLISH_CREDENTIAL:
+                return None
+            expected = await client.formatted_graph(rendering.body)
+            if expected is not None and expected != held:
+                return "the registry holds other content"
+            return None
+
+        return check
 
     async def aclose(self) -> None:
         """Close the client."""

@@ -8,7 +8,7 @@ version never overwrites a newer one" live in exactly one place.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -405,6 +405,11 @@ class DocumentRenderer(Protocol):
     async def document(self, ref: DocumentRef) -> tuple[Rendering, ...]:
         """The requests that bring ``ref`` up to date (empty: nothing to send)."""
         ...
+
+
+#: Compares what a target holds for one rendering (at the remote URL the ledger recorded)
+#: with the rendering: None when they agree, else what differs.
+ReadBack = Callable[["Rendering", str | None], Awaitable[str | None]]
 
 
 @runtime_checkable

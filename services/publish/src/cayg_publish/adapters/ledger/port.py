@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self, TypeVar
@@ -194,6 +195,18 @@ class Ledger(ABC):
             return decision, (decision.entry if decision.entry != entry else None)
 
         return await self._mutate(target, entity_key, mutation)
+
+    async def forget_applied(self, target: str, entity_key: str) -> None:
+        """Forget which content ``target`` holds for ``entity_key`` (read back as different
+        or missing): the next rendering is sent even if it equals what was last sent. The
+        applied version stays, so an older version still never replaces a newer one."""
+
+        def mutation(entry: LedgerEntry | None) -> tuple[None, LedgerEntry | None]:
+            if entry is None or entry.applied_hash is None:
+                return None, None
+            return None, replace(entry, applied_hash=None, updated_at=self._clock())
+
+        await self._mutate(target, entity_key, mutation)
 
     async def record_success(
         self,
