@@ -59,7 +59,7 @@ class Pipeline:
         self.topics = Topics(prefix)
         self.registry = TenantRegistry.load(TENANTS_FILE)
         self.tenants: list[TenantSecrets] = tenant_secrets(base, self.registry)
-        self.ports = Ports(registry=free_port(), clr=free_port())
+        self.ports = Ports(registry=free_port(), clr=free_port(), web=free_port())
         config = publish_config(base, self.tenants, self.registry, self.ports)
         if postgres_dsn is not None:
             # Several publish instances share one PostgreSQL ledger.
@@ -250,5 +250,5 @@ class Pipeline:
     def close(self) -> None:
         for service in self.services.values():
             service.kill()
-        for name in ("registry", "clr"):
+        for name in ("registry", "clr", "web"):
             self.stack.stop(name)

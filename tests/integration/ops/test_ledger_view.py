@@ -84,9 +84,12 @@ async def test_reconcile_marks_everything_and_watches_it_delivered(targets_file:
     stop.set()
     settled = await worker
 
-    # The dry run counts the documents there are: the CLR target's status list too (publish
-    # keeps that one current itself; a reconcile marks what the catalog gives rise to).
-    assert dry.by_target == {CLR: 1, REGISTRY: 1, f"{CLR}#status": 1}
+    # The dry run counts the documents there are; a status list (``<clr>#status``, opened
+    # when a record is first rendered, also by the read-back) is kept current by publish.
+    assert {t: n for t, n in dry.by_target.items() if not t.endswith("#status")} == {
+        CLR: 1,
+        REGISTRY: 1,
+    }
     assert result.marked == 2
     assert result.pending == 0
     assert result.states == {CLR: {"clean": 1}, REGISTRY: {"clean": 1}}

@@ -8,6 +8,13 @@ DLQs, and where logs, metrics and dashboards are. Everything keeps running until
 Secrets (API keys, OAuth client secrets, the identity salt, issuers' signing keys) are
 generated into the demo directory with mode 0600 and referenced by file, as a production
 deployment would mount them.
+
+Issuers are ``did:web:<institution's domain>`` (``northfield.example``…). What each
+institution would host on its domain — its DID document and OB issuer Profile, written by
+``cayg issuer export`` — is served by a static web stand-in on loopback, and the CLR host
+stand-in resolves issuers there; credentials carry Bitstring Status List entries whose
+lists publish serves (``/status-lists/<id>``; the public URL
+``https://<domain>/credentials/status/<id>`` maps to it).
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from cayg_ops import kafka_view
 from cayg_ops.feed import FeedMessage, catalog_revision, sample_feed
+from cayg_ops.issuer import export_issuers
 from cayg_ops.stack import Component, Stack, StackError
+from cayg_publish.config import PublishTargetsConfig
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
 from cayg_signing import SigningKey
@@ -43,6 +52,7 @@ TENANTS_FILE: Final = REPO_ROOT / "deploy" / "config" / "tenants.json"
 KAFKA_PORT: Final = 19092
 REGISTRY_PORT: Final = 18001
 CLR_PORT: Final = 18002
+WEB_PORT: Final = 18003
 SERVICE_PORTS: Final = {"ingest": 8081, "normalize": 8082, "publish": 8083, "publish-clr": 8084}
 CONSOLE_PORT: Final = 8090
 CONSOLE_URL: Final = f"http://127.0.0.1:{CONSOLE_PORT}"
@@ -57,10 +67,16 @@ class Ports:
 
     registry: int = REGISTRY_PORT
     clr: int = CLR_PORT
+    #: The static web stand-in holding the institutions' domains.
+    web: int = WEB_PORT
 
     @property
     def registry_url(self) -> str:
         return f"http://127.0.0.1:{self.registry}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web}"
 
     @property
     def clr_url(self) -> str:
@@ -105,6 +121,19 @@ class TenantSecrets:
     client_secret_file: Path
     signing_key_file: Path
     issuer_did: str
+    #: The institution's web domain: its issuer is ``did:web:<domain>``.
+    domain: str
+
+    def rewrites(self, web_url: str) -> dict[str, str]:
+        """How a local verifier fetches ``https://<domain>/…``: from the web stand-in."""
+        return {f"https://{self.domain}/": f"{web_url}/{self.domain}/"}
+
+
+def institution_domain(webpage: str | None, tenant: str) -> str:
+    """``https://www.northfield.example/`` -> ``northfield.example`` (``<tenant>.example``
+    without a webpage)."""
+    host = (httpx.URL(webpage).host if webpage else "") or f"{tenant}.example"
+    return host.removeprefix("www.")
 
 
 def tenant_secrets(base: Path, registry: TenantRegistry) -> list[TenantSecrets]:
@@ -114,11 +143,11 @@ def tenant_secrets(base: Path, registry: TenantRegistry) -> list[TenantSecrets]:
     out: list[TenantSecrets] = []
     for profile in registry.profiles():
         tenant = profile.tenant_id
-        key_file = base / "secrets" / f"{tenant}-issuer-key.json"
+        domain = institution_domain(profile.webpage, tenant)
+        key_file = base / "secrets" / f"{tenant}-issuer-did-web-key.json"
         if not key_file.exists():
             key_file.parent.mkdir(parents=True, exist_ok=True)
-            SigningKey.generate().write(key_file)
-        key = SigningKey.from_file(key_file)
+            SigningKey.generate(f"did:web:{domain}#key-1").write(key_file)
         out.append(
             TenantSecrets(
                 tenant=tenant,
@@ -131,7 +160,8 @@ def tenant_secrets(base: Path, registry: TenantRegistry) -> list[TenantSecrets]:
                     base / "secrets" / f"{tenant}-clr-secret", secrets.token_urlsafe(24)
                 ),
                 signing_key_file=key_file,
-                issuer_did=key.did_key.split("#", 1)[0],
+                issuer_did=f"did:web:{domain}",
+                domain=domain,
             )
         )
     return out
@@ -145,7 +175,8 @@ def publish_config(
     *,
     ledger: dict[str, Any] | None = None,
 ) -> Path:
-    """Write publish's targets file: each tenant publishes to both stand-ins."""
+    """Write publish's targets file (each tenant publishes to both stand-ins) and, under
+    ``<base>/web``, the issuer documents every institution would host on its domain."""
     salt = _secret_file(base / "secrets" / "identity-salt", secrets.token_hex(32))
     config: dict[str, Any] = {
         "ledger": ledger or {"kind": "sqlite", "path": str(base / "publish-ledger.sqlite3")},
@@ -178,6 +209,11 @@ def publish_config(
                         "url": profile.webpage if profile and profile.webpage else None,
                     },
                     "achievement_id_base": f"{ports.registry_url}/resources/",
+                    "status_lists": {
+                        "base_url": f"https://{t.domain}/credentials/status/",
+                        "min_interval_s": 1.0,
+                        "refresh_s": 300.0,
+                    },
                     # The demo's stand-ins listen on loopback; a real deployment never does.
                     "allow_loopback_urls": True,
                 },
@@ -185,6 +221,9 @@ def publish_config(
         }
     path = base / "publish.json"
     path.write_text(json.dumps(config, indent=2))
+    loaded = PublishTargetsConfig.load(path)
+    for t in tenants:
+        export_issuers(loaded, t.tenant, base / "web")
     return path
 
 
@@ -217,7 +256,27 @@ def standin_components(
     common = ["--admin-token-file", admin, "--conformance-dir", str(conformance_dir())]
     api_keys = ";".join(f"{t.api_key_file.read_text()}={t.org_ctid}" for t in tenants)
     clients = ";".join(f"{t.client_id}:{t.client_secret_file.read_text()}" for t in tenants)
+    rewrites = [
+        f"--rewrite={prefix}={url}"
+        for t in tenants
+        for prefix, url in t.rewrites(ports.web_url).items()
+    ]
+    first = tenants[0].domain if tenants else "none"
     return [
+        Component(
+            "web",
+            [
+                python,
+                "-m",
+                "cayg_standins",
+                "static",
+                "--port",
+                str(ports.web),
+                "--root",
+                str(base / "web"),
+            ],
+            f"{ports.web_url}/{first}/.well-known/did.json",
+        ),
         Component(
             "registry",
             [
@@ -247,6 +306,7 @@ def standin_components(
                 str(ports.clr),
                 "--data-dir",
                 str(base / "clr"),
+                *rewrites,
                 *common,
             ],
             f"{ports.clr_url}/ims/clr/v2p0/discovery",
@@ -654,7 +714,16 @@ def down() -> int:
     """Stop the services, the stand-ins and Kafka."""
     base = demo_dir()
     stack = Stack(base)
-    for name in ("console", "publish", "publish-clr", "normalize", "ingest", "clr", "registry"):
+    for name in (
+        "console",
+        "publish",
+        "publish-clr",
+        "normalize",
+        "ingest",
+        "clr",
+        "registry",
+        "web",
+    ):
         if stack.stop(name):
             _say(f"{name}: stopped")
     subprocess.run(["bash", str(KAFKA_SH), "stop", "--dir", str(base / "kafka")], check=False)
