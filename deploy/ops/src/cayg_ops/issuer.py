@@ -13,12 +13,19 @@ under ``--out``, one directory per web host, laid out as the URLs they must be s
 Each document lists the current signing key and the ``previous_keys`` of the issuer's
 configuration, all as assertion methods, so credentials signed before a rotation keep
 verifying. Nothing secret is written: only public keys.
+
+``cayg issuer revoke-all --tenant T`` is for a leaked key: it sets the status bit of every
+credential the tenant's issuers ever issued (their lists are re-published by the running
+publish instances); a following ``cayg reconcile --tenant T`` re-issues every live
+credential with a fresh status entry, signed with the new key (see the runbook).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +34,10 @@ from typing import Annotated, Any, Final
 import click
 import typer
 
+from cayg_publish.adapters.factory import create_ledger
+from cayg_publish.adapters.ledger import StatusScope, status_target_name
 from cayg_publish.config import ClrTargetConfig, ConfigError, IssuerProfile, PublishTargetsConfig
+from cayg_publish.domain.projection import DocumentKind, DocumentRef
 from cayg_signing import (
     KeyFormatError,
     PublishedKey,
@@ -36,7 +46,7 @@ from cayg_signing import (
     controller_document_url,
 )
 
-__all__ = ["Exported", "export_issuers", "issuer_app", "issuer_profile"]
+__all__ = ["Exported", "export_issuers", "issuer_app", "issuer_profile", "revoke_everything"]
 
 VC_CONTEXT: Final = "https://www.w3.org/ns/credentials/v2"
 OB_CONTEXT: Final = "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"
@@ -179,3 +189,63 @@ def export_command(
                 f"status lists: route {target.status_lists.base_url}<id> to publish's "
                 "/status-lists/<id> (any instance)"
             )
+
+
+async def revoke_everything(config: PublishTargetsConfig, tenant: str) -> dict[str, int]:
+    """Set the status bit of every credential ``tenant``'s issuers ever issued and make
+    their lists due; the number of lists changed per issuer."""
+    owners: dict[str, str] = {}
+    for target in config.targets_for(tenant):
+        if isinstance(target, ClrTargetConfig) and target.status_lists is not None:
+            owners.setdefault(target.issuer.id, target.name)
+    if not owners:
+        raise ValueError(f"{tenant} has no CLR/OB target with status_lists")
+    ledger = create_ledger(config.ledger)
+    changed: dict[str, int] = {}
+    try:
+        await ledger.migrate()
+        now = int(time.time() * 1000)
+        for issuer, owner in owners.items():
+            lists = await ledger.status.revoke_all(StatusScope(tenant, issuer), now_ms=now)
+            for list_id in lists:
+                ref = DocumentRef(tenant, DocumentKind.STATUS_LIST, list_id)
+                await ledger.status.mark_dirty(
+                    status_target_name(owner), ref, now_ms=now, not_before_ms=now
+                )
+            changed[issuer] = len(lists)
+    finally:
+        await ledger.close()
+    return changed
+
+
+@issuer_app.command("revoke-all")
+def revoke_all_command(
+    tenant: Annotated[str, typer.Option("--tenant", help="the tenant whose credentials to revoke")],
+    yes: Annotated[bool, typer.Option("--yes", help="really revoke (there is no undo)")] = False,
+    targets_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--targets-file",
+            envvar="CAYG_PUBLISH_TARGETS_FILE",
+            help="publish's targets file (default: $CAYG_PUBLISH_TARGETS_FILE)",
+        ),
+    ] = None,
+) -> None:
+    """A signing key leaked: revoke every credential the tenant's issuers issued (then
+    ``cayg reconcile --tenant T`` re-issues the live ones with fresh entries)."""
+    if targets_file is None:
+        raise click.ClickException(
+            "no publish targets file: give --targets-file or set CAYG_PUBLISH_TARGETS_FILE"
+        )
+    if not yes:
+        raise click.ClickException(
+            "this revokes every credential the tenant ever issued, for good: add --yes"
+        )
+    try:
+        config = PublishTargetsConfig.load(targets_file)
+        changed = asyncio.run(revoke_everything(config, tenant))
+    except (ConfigError, ValueError) as error:
+        raise click.ClickException(str(error).splitlines()[0]) from None
+    for issuer, lists in changed.items():
+        typer.echo(f"{issuer}: every entry revoked ({lists} list(s) to re-publish)")
+    typer.echo(f"next: cayg reconcile --tenant {tenant} (re-issues what is live, new entries)")

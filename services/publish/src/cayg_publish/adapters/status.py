@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
 
-from cayg_publish.adapters.ledger.status_store import StatusScope, StatusStore
+from cayg_publish.adapters.ledger.status_store import StatusScope, StatusStore, status_target_name
 from cayg_publish.domain.catalog import Applied, Operation, Rendering, TargetFailure, TargetLimits
 from cayg_publish.domain.idempotency import content_hash
 from cayg_publish.domain.projection import DocumentKind, DocumentRef
@@ -60,12 +60,6 @@ AsyncSigner = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def status_target_name(owner: str) -> str:
-    """The name of the status-list target beside CLR/OB target ``owner`` (``#`` cannot
-    occur in a configured name, so it never collides with one)."""
-    return f"{owner}#status"
 
 
 class LedgerStatusAllocator:

@@ -8,6 +8,11 @@ from cayg_publish.adapters.ledger.memory import InMemoryCatalog, InMemoryLedger
 from cayg_publish.adapters.ledger.port import DEFAULT_CLAIM_TTL, Ledger, LedgerError
 from cayg_publish.adapters.ledger.postgres import PostgresCatalog, PostgresLedger
 from cayg_publish.adapters.ledger.sqlite import SqliteCatalog, SqliteLedger
+from cayg_publish.adapters.ledger.status_store import (
+    StatusScope,
+    StatusStore,
+    status_target_name,
+)
 from cayg_publish.domain.catalog import (
     Catalog,
     Decision,
@@ -33,4 +38,7 @@ __all__ = [
     "PostgresLedger",
     "SqliteCatalog",
     "SqliteLedger",
+    "StatusScope",
+    "StatusStore",
+    "status_target_name",
 ]

@@ -36,7 +36,14 @@ __all__ = [
     "StatusScope",
     "StatusStore",
     "coalesced_dirty",
+    "status_target_name",
 ]
+
+
+def status_target_name(owner: str) -> str:
+    """The name of the status-list target beside CLR/OB target ``owner`` (``#`` cannot
+    occur in a configured name, so it never collides with one)."""
+    return f"{owner}#status"
 
 
 @dataclass(frozen=True, slots=True, order=True)
