@@ -26,12 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, TypeVar
 
-import click
 import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+
+# typer carries its own copy of click; its errors are what a bad command line raises.
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from cayg_ops import backfill, dlq, issuer, kafka_view, ledger_view, topic_setup
 from cayg_publish.config_check import check_targets_file
@@ -1032,17 +1034,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliFailure as failure:
         print(f"{command.strip()}: {failure}", file=sys.stderr)
         return failure.status
-    except click.exceptions.NoArgsIsHelpError as shown:
+    except NoArgsIsHelpError as shown:
         print(shown.ctx.get_help() if shown.ctx else "", file=sys.stderr)
         return EXIT_USAGE
-    except click.UsageError as error:
+    except UsageError as error:
         hint = f" (try {error.ctx.command_path} --help)" if error.ctx else ""
         print(f"{command.strip()}: {error.format_message()}{hint}", file=sys.stderr)
         return EXIT_USAGE
-    except click.ClickException as error:
+    except typer.TyperException as error:
         print(f"{command.strip()}: {error.format_message()}", file=sys.stderr)
         return error.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     except OSError as error:
         where = f" {error.filename}" if error.filename else ""
