@@ -346,8 +346,10 @@ def _security(kafka: KafkaSettings) -> BaseSecurity | None:
 
 
 def kafka_options(kafka: KafkaSettings) -> dict[str, Any]:
-    """aiokafka client options for the cluster in ``kafka`` (TLS and SASL included)."""
-    return kafka.client_options()
+    """aiokafka client options for the cluster in ``kafka`` (TLS and SASL included), with
+    the service's metadata refresh interval: a consumer subscribed to a topic that does not
+    exist yet sees it once created within that interval (aiokafka's default is 5 minutes)."""
+    return {**kafka.client_options(), "metadata_max_age_ms": kafka.metadata_max_age_ms}
 
 
 def tracer_provider(endpoint: str | None, service: str) -> AnyTracerProvider:
