@@ -177,8 +177,8 @@ class Pipeline:
             else:
                 idle_since = None
             await asyncio.sleep(0.5)
-        lags = await kafka_view.consumer_lag(self.bootstrap, list(self.groups.values()))
-        raise AssertionError(f"pipeline not idle in {timeout_s} s: {lags}")
+        owed_by = {name: self.documents_owed(name) for name in self.live_publishers()}
+        raise AssertionError(f"pipeline not idle in {timeout_s} s: {lags}; owed {owed_by}")
 
     async def lag_of(self, name: str) -> int:
         lags = await kafka_view.consumer_lag(

@@ -348,8 +348,19 @@ class ClrClient:
         paged with ``limit``/``offset`` and ``X-Total-Count``); for reconciliation."""
         held: dict[str, dict[str, Any]] = {}
         offset = 0
+        # Reading needs the API's readonly scope, which delivery never asks for.
+        readonly = [
+            scope.replace("credential.upsert", "credential.readonly")
+            for scope in self._scopes
+            if scope.endswith("credential.upsert")
+        ]
+        endpoints = await self.discover()
+        grant = await self._grant(
+            endpoints.token_url,
+            {"grant_type": "client_credentials", "scope": " ".join(readonly or self._scopes)},
+        )
+        token = grant.access
         while True:
-            token = await self.access_token()
             try:
                 response = await self._http.get(
                     CREDENTIALS_PATH,
