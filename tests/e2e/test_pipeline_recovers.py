@@ -57,6 +57,11 @@ async def test_registry_outage_is_ridden_out_and_replays_change_nothing(
     retried = pipeline.metric("cayg_publish_outcomes_total", outcome="retried")
     failing = pipeline.metric("cayg_publish_outcomes_total", outcome="failing")
     assert retried + failing > 0, "the outage should have made deliveries fail and retry"
+    # Every request to a target is timed, failed ones (the outage) apart from answered ones.
+    failed = pipeline.metric("cayg_publish_request_duration_seconds_count", result="failed")
+    answered = pipeline.metric("cayg_publish_request_duration_seconds_count", result="ok")
+    assert failed > 0
+    assert answered >= len(definitions)
 
     # The CLR host was not held up by the broken registry, and nothing was rejected.
     upserts = pipeline.clr_upserts()

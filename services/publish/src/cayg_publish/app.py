@@ -118,6 +118,7 @@ def create_app(settings: PublishSettings, publisher: Publisher | None = None) ->
     projector = chosen.projector(
         serves=settings.serves,
         on_outcome=metrics.outcome,
+        on_request=metrics.request,
         max_in_flight=settings.max_in_flight,
         lease_ttl_s=settings.lease_ttl_s,
         poll_s=settings.poll_s,

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from cayg_publish.domain.projection import DocumentRef
@@ -58,6 +58,13 @@ class PublishMetrics:
             ["target", "outcome"],
             registry=registry,
         )
+        self.requests = Histogram(
+            "cayg_publish_request_duration_seconds",
+            "Time each request to a target took (answered or failed), by target and result",
+            ["target", "result"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=registry,
+        )
         self.documents = Gauge(
             "cayg_publish_documents",
             "Target documents by state (clean, dirty, waiting, failing, rejected) and reason",
@@ -68,6 +75,10 @@ class PublishMetrics:
     def outcome(self, target: str, outcome: str) -> None:
         """Count one delivery outcome."""
         self.outcomes.labels(target, outcome.replace("-", "_")).inc()
+
+    def request(self, target: str, result: str, seconds: float) -> None:
+        """Observe one request's duration."""
+        self.requests.labels(target, result).observe(seconds)
 
     def set_documents(self, counts: list[tuple[str, str, str, str, int]]) -> None:
         """Replace the documents gauge with the ledger's current counts."""

@@ -149,6 +149,8 @@ class ProjectorOutcome:
 
 #: Reports one outcome for one target (e.g. a Prometheus counter's ``inc``).
 OutcomeHook = Callable[[str, str], None]
+#: Told how long each request to a target took: ``(target, "ok" | "failed", seconds)``.
+RequestHook = Callable[[str, str, float], None]
 
 
 def _no_hook(target: str, outcome: str) -> None:
@@ -182,6 +184,7 @@ class Projector:
         lease_ttl_s: float = 30.0,
         poll_s: float = 0.5,
         on_outcome: OutcomeHook = _no_hook,
+        on_request: RequestHook | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         random: Callable[[], float] = _random.random,
     ) -> None:
@@ -197,6 +200,7 @@ class Projector:
         self._lease_ttl_ms = int(lease_ttl_s * 1000)
         self._poll_s = poll_s
         self._on_outcome = on_outcome
+        self._on_request = on_request
         self._sleep = sleep
         self._random = random
         self._wake = asyncio.Event()
@@ -330,6 +334,10 @@ class Projector:
         retry_at = int((time.time() + wait) * 1000) if wait > 0 else None
         return DeliveryResult(Settlement.FAILING, detail[:2000], retry_after_ms=retry_at)
 
+    def _request_took(self, target: str, result: str, started: float) -> None:
+        if self._on_request is not None:
+            self._on_request(target, result, time.monotonic() - started)
+
     async def _deliver_part(self, target: Target, rendering: Rendering) -> _PartResult:
         ledger_key = rendering.subject
         version = rendering.subject_version
@@ -361,7 +369,13 @@ class Projector:
             attempt += 1
             try:
                 async with throttle.slot():
-                    applied = await target.apply(rendering, key)
+                    started = time.monotonic()
+                    try:
+                        applied = await target.apply(rendering, key)
+                    except TargetFailure:
+                        self._request_took(target.name, "failed", started)
+                        raise
+                    self._request_took(target.name, "ok", started)
             except TargetFailure as exc:
                 failure = exc.failure
             else:

@@ -37,7 +37,7 @@ from cayg_publish.domain.projection import (
     Waiting,
 )
 from cayg_publish.domain.retry import RetryPolicy
-from cayg_publish.projector import OutcomeHook, Projector, ThrottleBook
+from cayg_publish.projector import OutcomeHook, Projector, RequestHook, ThrottleBook
 from cayg_shared.schema import Change
 
 #: Test hook: an httpx transport per target name (e.g. respx or an ASGI app).
@@ -216,6 +216,7 @@ class Publisher:
         *,
         serves: Callable[[str], bool] | None = None,
         on_outcome: OutcomeHook | None = None,
+        on_request: RequestHook | None = None,
         max_in_flight: int = 64,
         lease_ttl_s: float = 30.0,
         poll_s: float = 0.5,
@@ -237,6 +238,7 @@ class Publisher:
             lease_ttl_s=lease_ttl_s,
             poll_s=poll_s,
             on_outcome=on_outcome or _ignore,
+            on_request=on_request,
         )
 
     def status_targets(self, serves: Callable[[str], bool] | None = None) -> list[StatusListTarget]:
