@@ -43,6 +43,16 @@ def cpu_seconds(pid: int) -> float:
     return 0.0
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its live child processes (publish's signing workers)."""
+    total = cpu_seconds(pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """``VmRSS`` and ``VmHWM`` of ``pid`` in KiB (empty once the process is gone)."""
     found: dict[str, int] = {}

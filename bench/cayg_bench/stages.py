@@ -37,6 +37,7 @@ from cayg_bench.procs import (
     service,
     start_all,
     stop_all,
+    tree_cpu_seconds,
 )
 from cayg_bench.records import TENANTS, SisRecord, backfill_rows
 from cayg_ops.demo import Ports, publish_config, standin_components, tenant_secrets
@@ -383,6 +384,9 @@ def publish_alone(ctx: Context, source_stage: str = "alone") -> dict[str, Any]:
         ready = max(p.ready_at for p in stack.lanes)
         ready_wall = time.time() - (time.monotonic() - ready)
         idle = wait_publish_idle(ctx, stack, topics)
+        # CPU used (each process with its children: the signing workers), a figure a
+        # shared machine disturbs far less than awards/s.
+        cpu = {p.name: tree_cpu_seconds(p.pid) for p in [*stack.lanes, *stack.standins]}
     finally:
         sampler.stop()
         stop_all(stack.lanes)
@@ -400,6 +404,10 @@ def publish_alone(ctx: Context, source_stage: str = "alone") -> dict[str, Any]:
         "awards_per_s": _rate(delivered, seconds),
         "idle": idle,
         "peak_rss_mib": {p.name: round(p.peak_rss_kib / 1024, 1) for p in stack.lanes},
+        "cpu_seconds": {name: round(value, 2) for name, value in cpu.items()},
+        "cpu_ms_per_award": {
+            name: round(1000 * value / max(1, delivered), 2) for name, value in cpu.items()
+        },
         "measured": "from both lanes ready to the CLR stand-in's last write (its updated_at)",
     }
 
