@@ -20,7 +20,7 @@ from cayg_shared.schema import Change
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
 from support.batches import Harness, MemoryBus
-from support.mixed import INGEST_REASONS, MAPPED, NORMALIZE_REASONS, kind_of
+from cayg_campaign.kinds import INGEST_REASONS, MAPPED, NORMALIZE_REASONS, kind_of
 
 pytestmark = pytest.mark.component
 

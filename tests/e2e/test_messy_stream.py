@@ -1,7 +1,7 @@
 """A messy, multi-tenant SIS stream through the whole pipeline ends exactly where the SIS
 says it should: every registry resource and every learner's CLR, entity by entity.
 
-The stream and its expected end state come from :mod:`support.messy` (seeded): Ethos from
+The stream and its expected end state come from :mod:`cayg_campaign.stream` (seeded): Ethos from
 two publishers, CloudEvents in both modes and backfill rows; forward references,
 revisions, revocations after delivery, deletes, duplicates, stale versions and bad
 messages, in two phases with the pipeline idle in between. Seeds never share ids, so all
@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 
 from cayg_publish.app import DOCUMENT_COUNTS_EVERY_S
-from support.messy import REGISTERED_PARTNER, SIZES, Expected, MessyStream, messy_stream
+from cayg_campaign.stream import REGISTERED_PARTNER, SIZES, Expected, MessyStream, messy_stream
 from support.pipeline import Pipeline
-from support.targets import (
+from cayg_campaign.targets import (
     Targets,
     definition_mismatches,
     parked_mismatches,

@@ -14,33 +14,20 @@ import ipaddress
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-KAFKA_SH = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
+from cayg_campaign.processes import KAFKA_SH, REPO_ROOT, LocalBroker, free_port
 
-
-def free_port(pairs: int = 1) -> int:
-    """A loopback port that is free now, and so is the next one when ``pairs`` is 2."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if pairs == 1 or _is_free(port + 1):
-            return port
-    raise RuntimeError("no free port pair found")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+__all__ = [
+    "KAFKA_SH",
+    "REPO_ROOT",
+    "SecuredBroker",
+    "free_port",
+    "kafka_broker",
+    "secured_kafka_broker",
+]
 
 
 def _docker_answers() -> bool:
@@ -69,26 +56,8 @@ def kafka_broker(workdir: Path) -> Iterator[str]:
         with KafkaContainer().with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    port = free_port(pairs=2)
-    run_dir = workdir / f"kafka-{port}"
-    started = subprocess.run(
-        ["bash", str(KAFKA_SH), "start", "--port", str(port), "--dir", str(run_dir)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if started.returncode != 0:
-        raise RuntimeError(f"local Kafka did not start:\n{started.stderr}")
-    try:
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run(
-            ["bash", str(KAFKA_SH), "stop", "--dir", str(run_dir)],
-            check=False,
-            capture_output=True,
-            timeout=120,
-        )
+    with LocalBroker(workdir) as broker:
+        yield broker.bootstrap
 
 
 @dataclasses.dataclass(frozen=True)

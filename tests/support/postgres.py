@@ -11,104 +11,27 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from cayg_campaign.processes import InfrastructureError, throwaway_postgres
+
 DSN_ENV = "CAYG_TEST_POSTGRES_DSN"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _postgres_bin() -> Path:
-    candidates = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
-    )
-    if candidates:
-        return candidates[-1].parent
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    pytest.fail(
-        f"no PostgreSQL for the ledger tests: set {DSN_ENV} or install PostgreSQL "
-        "(initdb not found in /usr/lib/postgresql/*/bin or on PATH)"
-    )
 
 
 @contextlib.contextmanager
 def _throwaway_cluster() -> Iterator[str]:
-    bindir = _postgres_bin()
-    run_as: list[str] = []
-    owner: pwd.struct_passwd | None = None
-    if os.geteuid() == 0:
+    with contextlib.ExitStack() as stack:
         try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.fail(
-                f"tests run as root and there is no 'postgres' user to run PostgreSQL as: "
-                f"set {DSN_ENV} or create the user"
-            )
-        runuser = shutil.which("runuser")
-        if runuser is None:
-            pytest.fail(f"tests run as root and runuser is missing: set {DSN_ENV}")
-        run_as = [runuser, "-u", "postgres", "--"]
-    base = Path(tempfile.mkdtemp(prefix="cayg-pg-"))
-    if owner is not None:
-        os.chown(base, owner.pw_uid, owner.pw_gid)
-    data, log = base / "data", base / "postgres.log"
-    port = _free_port()
-
-    def run(*args: str) -> None:
-        result = subprocess.run([*run_as, *args], capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            detail = (result.stdout + result.stderr).strip()
-            if log.exists():
-                detail += "\n" + log.read_text(errors="replace")[-2000:]
-            pytest.fail(f"{Path(args[0]).name} failed ({result.returncode}): {detail}")
-
-    started = False
-    try:
-        run(
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "cayg",
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-        )
-        options = (
-            f"-p {port} -k {base} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
-        started = True
-        yield f"host=127.0.0.1 port={port} user=cayg dbname=postgres"
-    finally:
-        if started:
-            subprocess.run(
-                [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                capture_output=True,
-                check=False,
-            )
-        shutil.rmtree(base, ignore_errors=True)
+            dsn = stack.enter_context(throwaway_postgres())
+        except InfrastructureError as exc:
+            pytest.fail(f"{exc} (or set {DSN_ENV})")
+        yield dsn
 
 
 def postgres_server() -> Iterator[str]:

@@ -30,7 +30,7 @@ from cayg_ops.feed import HARBOR, LAKESHORE, NORTHFIELD, FeedMessage, mixed_feed
 from cayg_shared.envelope import DeadLetter, IngestEnvelope, Stage
 from cayg_shared.schema import Change
 from cayg_shared.topics import Topics
-from support.mixed import INGEST_REASONS, MAPPED, NORMALIZE_REASONS, kind_of
+from cayg_campaign.kinds import INGEST_REASONS, MAPPED, NORMALIZE_REASONS, kind_of
 from support.processes import ServiceProcess, service_env
 from support.topics import create_topics, produce_batch, read_to_end, wait_until_consumed
 

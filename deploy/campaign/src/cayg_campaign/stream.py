@@ -26,7 +26,7 @@ that the expectation can be looked up at the targets. The rules the expectation 
 * older versions never replace newer ones; a duplicate changes nothing (README
   "Ordering");
 * every bad message ends in the ingest or normalize DLQ with the reason its label names
-  (``support.mixed``).
+  (``cayg_campaign.kinds``).
 
 Ambiguous cases are not generated: revocations in phase 2 only touch records that were
 deliverable when phase 1 ended, and an award revoked in phase 1 belongs to a learner whose
@@ -36,6 +36,7 @@ fixed by the stream, not by timing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import unicodedata
@@ -46,15 +47,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, Literal
 
-from pydantic import SecretStr
-
+from cayg_campaign.kinds import INGEST_REASONS, NORMALIZE_REASONS
 from cayg_ops.demo import TENANTS_FILE
 from cayg_ops.feed import FeedMessage
-from cayg_publish.domain.catalog import learner_key
-from cayg_publish.domain.render.openbadges import clr_id, credential_id
 from cayg_shared.ids import ctid as derive_ctid
-from cayg_shared.schema import EntityKey, EntityType, LearnerRef
-from support.mixed import INGEST_REASONS, NORMALIZE_REASONS
+from cayg_shared.ids import derived_id
+from cayg_shared.schema import EntityKey, EntityType
 
 NORTHFIELD: Final = "northfield-cc"
 LAKESHORE: Final = "lakeshore-univ"
@@ -88,6 +86,27 @@ _SUBJECTS: Final = (
 )
 _FIRST: Final = ("Ana", "Bảo", "Chiamaka", "Dmitri", "Elif", "Søren", "Thảo", "Zofia", "Jae-won")
 _LAST: Final = ("Álvarez", "Nguyễn", "Okafor", "Müller", "O'Brien", "Novák", "Iyer", "Chen")
+
+
+# The identifiers the targets carry, restated from publish's derivations (its render
+# openbadges module) so that the campaign imports no service internals: the
+# expectation is looked up at the targets by these, and a changed derivation shows as
+# every record missing.
+
+
+def learner_key(institution_id: str) -> str:
+    """The ledger's key of a learner known by an institution id (a sha256 of it)."""
+    return "sha256:" + hashlib.sha256(institution_id.encode("utf-8")).hexdigest()
+
+
+def credential_id(tenant: str, award_key: str) -> str:
+    """The stable id of an award's ``AchievementCredential``."""
+    return f"urn:uuid:{derived_id('achievement-credential', tenant, award_key)}"
+
+
+def clr_id(tenant: str, learner: str) -> str:
+    """The stable id of a learner's ``ClrCredential``."""
+    return f"urn:uuid:{derived_id('clr-credential', tenant, learner)}"
 
 
 @dataclass(frozen=True)
@@ -371,7 +390,7 @@ class _Generator:
     def __init__(self, seed: int, size: Size) -> None:
         self.seed = seed
         self.size = size
-        self.rng = random.Random(seed)  # reproducible test data, not security
+        self.rng = random.Random(seed)  # noqa: S311 - reproducible test data, not security
         publishers = _publishers()
         # Each seed has its own id range and its own days, so seeds can share one pipeline.
         # Source times stay after the award dates (May-June 2025) and, phase 2 included,
@@ -606,7 +625,7 @@ class _Generator:
 
     def harbor_learner(self, n: int) -> _Learner:
         institution_id = f"H{self.seed:03d}{n:05d}"
-        key = learner_key(LearnerRef(institution_id=SecretStr(institution_id)))
+        key = learner_key(institution_id)
         learner = _Learner(HARBOR, key, f"harbor learner {institution_id}", addressable=True)
         learner.origin = institution_id
         self.learners[key + HARBOR] = learner

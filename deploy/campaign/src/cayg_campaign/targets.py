@@ -7,7 +7,7 @@
   ``GET /organizations/{org}/credentials`` for what an organization has published (to find
   resources nobody expected).
 
-:func:`mismatches` lists every entity that differs from :class:`support.messy.Expected`,
+:func:`mismatches` lists every entity that differs from :class:`cayg_campaign.stream.Expected`,
 each on its own line, so one assertion shows all of them.
 """
 
@@ -20,10 +20,10 @@ from typing import Any, Final
 
 import httpx
 
+from cayg_campaign.stream import Expected
 from cayg_ops import kafka_view
 from cayg_ops.demo import Ports, TenantSecrets
 from cayg_shared.topics import Topics
-from support.messy import Expected
 
 _CLR_READ: Final = "https://purl.imsglobal.org/spec/clr/v2p0/scope/credential.readonly"
 _PAGE: Final = 500
