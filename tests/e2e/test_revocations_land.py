@@ -4,7 +4,10 @@ Learners are awarded credentials (Ethos, CloudEvents binary and structured, back
 their records are at the CLR host, the SIS revokes: an Ethos record emptied of its
 credentials, an Ethos record deleted, one of two credentials dropped from an Ethos record,
 CloudEvent ``award.revoked`` in both modes, a backfill revocation. What the host then holds
-is read back through its REST API and compared, learner by learner, with what the SIS said.
+is read back through its REST API and compared, learner by learner, with what the SIS said,
+and the copies the learners had exported before the revocations are checked again by an
+independent verifier (issuer resolved through did:web, status lists fetched from publish):
+each copy holding a revoked award now reads revoked, the others still verify as valid.
 The same with publish SIGKILLed between and during the phases, and with two publish
 instances sharing a PostgreSQL ledger, one of them killed mid-delivery.
 """
@@ -24,6 +27,7 @@ import pytest
 from cayg_ops.feed import FeedMessage
 from cayg_publish.domain.render.openbadges import clr_id
 from cayg_shared.headers import CONTENT_TYPE
+from cayg_signing import ContextLoader
 from support.pipeline import Pipeline
 from support.postgres import fresh_schema
 from support.sis import NORTHFIELD, NORTHFIELD_PUBLISHER, binary_mode
@@ -317,16 +321,49 @@ def pipeline(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterato
         running.close()
 
 
-async def test_revocations_after_delivery_land_from_every_format(pipeline: Pipeline) -> None:
+def _exported_copies_read(
+    exported: dict[str, dict[str, Any]], expected: list[Expect], verifier: Any, *, after: bool
+) -> list[str]:
+    """Each learner whose copy exported after phase 1 does not read as it must: valid
+    before the revocations; after them revoked exactly when it holds a revoked award."""
+    problems: list[str] = []
+    for want in expected:
+        copy = exported[clr_id(want.tenant, want.learner)]
+        held = {a["name"] for a in copy["credentialSubject"]["achievement"]}
+        verdict = verifier.check(copy)
+        where = f"{want.tenant} {want.learner[:20]}"
+        if not verdict.verified:
+            problems.append(f"{where}: does not verify: {verdict.all_problems}")
+        must_be_revoked = after and bool(held - set(want.live))
+        if verdict.revoked != must_be_revoked:
+            problems.append(f"{where}: revoked {verdict.revoked}, expected {must_be_revoked}")
+    return problems
+
+
+async def test_revocations_after_delivery_land_from_every_format(
+    pipeline: Pipeline, conformance_dir: Path
+) -> None:
+    verifier = pipeline.verifier(
+        ContextLoader.from_directory(conformance_dir / "1edtech" / "contexts")
+    )
     one, two, expected = phases()
     await asyncio.to_thread(_start, pipeline)
     await pipeline.feed(one)
     await _until_delivered(pipeline, expected)
+    exported = await _records(pipeline)  # what the learners hold in their wallets
+    problems = await asyncio.to_thread(
+        _exported_copies_read, exported, expected, verifier, after=False
+    )
+    assert not problems, "\n".join(problems)
 
     await pipeline.feed(two)
     await pipeline.wait_idle(timeout_s=120)
 
     problems = _mismatches(await _records(pipeline), expected)
+    assert not problems, "\n".join(problems)
+    problems = await asyncio.to_thread(
+        _exported_copies_read, exported, expected, verifier, after=True
+    )
     assert not problems, "\n".join(problems)
 
 

@@ -30,6 +30,7 @@ from cayg_ops.stack import Stack
 from cayg_publish.adapters.clr import ClrClient
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
+from cayg_signing import ContextLoader, CredentialVerifier, fetch_json
 from support.kafka import free_port
 from support.processes import ServiceProcess
 
@@ -218,6 +219,17 @@ class Pipeline:
             if all(f'{k}="{v}"' in line for k, v in labels.items()):
                 total += float(line.rsplit(" ", 1)[1])
         return total
+
+    def verifier(self, loader: ContextLoader, publish: str = "publish") -> CredentialVerifier:
+        """An independent verifier that knows only the credentials' public URLs: the
+        institutions' domains (DID documents) come from the web stand-in, their status
+        lists from publish instance ``publish``, all on loopback."""
+        rewrite: dict[str, str] = {}
+        for tenant in self.tenants:
+            status = f"https://{tenant.domain}/credentials/status/"
+            rewrite[status] = f"{self.services[publish].url}/status-lists/"
+            rewrite |= tenant.rewrites(self.ports.web_url)
+        return CredentialVerifier(loader, lambda url: fetch_json(url, rewrite=rewrite))
 
     async def clr_records(self, tenant: str) -> dict[str, dict[str, Any]]:
         """What the CLR host holds for ``tenant``, read back through its REST API as the
