@@ -258,7 +258,7 @@ def publish_stack(ctx: Context, topics: Topics, stage: str) -> PublishStack:
     base.mkdir(parents=True, exist_ok=True)
     registry = TenantRegistry.load(TENANTS_FILE)
     tenants = tenant_secrets(base, registry)
-    ports = Ports(registry=free_port(), clr=free_port())
+    ports = Ports(registry=free_port(), clr=free_port(), web=free_port())
     targets = publish_config(base, tenants, registry, ports)
     logs = ctx.logs(stage)
     standins = [
