@@ -52,6 +52,7 @@ the batch in flight and re-sends nothing.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import random
@@ -675,6 +676,7 @@ class BatchLoop:
 
     async def start(self) -> None:
         """Connect producer and consumer, subscribe, and start consuming in the background."""
+        tune_garbage_collector()
         options = kafka_options(self.settings.kafka)
         self._producer = AIOKafkaProducer(
             client_id=self.client_id,
@@ -748,6 +750,29 @@ class BatchLoop:
             log.exception("consumer loop failed; stopping the service")
             os.kill(os.getpid(), signal.SIGTERM)
             raise
+
+
+#: Allocations between two collections of the youngest generation (Python's default: 700).
+GC_YOUNG_THRESHOLD: Final = 50_000
+
+
+def tune_garbage_collector() -> None:
+    """Make Python's cyclic garbage collector cheap for a consume loop (once per process).
+
+    Every record allocates thousands of short-lived objects (decoded JSON, pydantic models)
+    that reference counting frees at once; with Python's defaults the collector still ran
+    every 700 allocations, and the survivors of a batch in flight kept triggering full
+    collections over everything the process holds. Measured with ``gc.callbacks`` on the
+    benchmark's records in a process with the service's imports: about 95 µs of collection
+    per record in normalize and 25 µs in ingest, a third and a fifth of their CPU. So what
+    start-up built (modules, schemas, settings, the tenant registry) is frozen out of every
+    collection, and the youngest generation is collected every :data:`GC_YOUNG_THRESHOLD`
+    allocations (cyclic garbage waiting for it is a few MiB at most); the older
+    generations keep their thresholds.
+    """
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
 
 
 def is_debug(logger_name: str) -> bool:
