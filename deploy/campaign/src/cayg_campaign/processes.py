@@ -89,6 +89,10 @@ class ServiceProcess:
         """True while the OS process exists (whatever it is doing)."""
         return self._process is not None and self._process.poll() is None
 
+    def exit_status(self) -> int | None:
+        """The exit status once the process has ended (None while it runs)."""
+        return self._process.poll() if self._process is not None else None
+
     def launch(self) -> None:
         """Start the process without waiting for it to become ready."""
         self.starts += 1
