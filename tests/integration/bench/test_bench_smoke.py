@@ -74,6 +74,11 @@ def test_raw_limit_and_services_have_positive_throughput(
             assert figure["drained"], (section, name, figure)
             assert _positive(figure["records_per_s"]), (section, name, figure)
             assert all(_positive(v) for v in figure["peak_rss_mib"].values())
+            # Read in clock ticks (10 ms): a tiny run's few records may not fill one.
+            cpu = figure["cpu_us_per_record"]
+            assert isinstance(cpu, int | float), (section, name, figure)
+            assert cpu >= 0, (section, name, figure)
+    assert _positive(data["raw"]["batched"]["cpu_us_per_record"])
     assert data["scale_out"]["ingest"]["instances"] == 2
     assert _positive(data["publish"]["awards_per_s"])
     assert data["publish"]["idle"]["idle"]
@@ -102,6 +107,10 @@ def test_backfill_and_profile(results: tuple[dict[str, Any], str]) -> None:
     assert profile["service"] in ("ingest", "normalize")
     assert profile["top_self"], profile
     assert _positive(profile["sampled_s"])
+    # The consume loop's parts are reported as shares of the sampled time.
+    parts = profile["parts"]
+    assert "the batch loop (fetch, decide, send, await, commit)" in parts, parts
+    assert all(0 <= share <= 1 for share in parts.values()), parts
 
 
 def test_the_document_shows_the_machine_and_the_command(
@@ -110,5 +119,11 @@ def test_the_document_shows_the_machine_and_the_command(
     data, doc = results
     assert data["command"] in doc
     assert f"| CPUs (nproc) | {data['machine']['nproc']} |" in doc
-    for heading in ("## Raw limit", "## End to end", "## Backfill", "## Profile"):
+    for heading in (
+        "## Raw limit",
+        "## Where the time goes",
+        "## End to end",
+        "## Backfill",
+        "## Profile",
+    ):
         assert heading in doc
