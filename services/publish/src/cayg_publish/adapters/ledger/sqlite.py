@@ -106,6 +106,11 @@ class SqliteDatabase:
     thread lock would deadlock: the session's next statement would find every worker
     waiting for the lock the session holds.) Other processes sharing the file wait on
     SQLite's own write lock (``busy_timeout``).
+
+    Reads outside a transaction (:meth:`read`: rendering's catalog lookups, the ledger's
+    listings) run on a second connection and thread, without that lock: in WAL mode they
+    see the last committed state while a write transaction is open, so rendering does not
+    queue behind recording. (An in-memory database has one connection only.)
     """
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
@@ -113,6 +118,11 @@ class SqliteDatabase:
         self._busy_timeout = busy_timeout
         self._connection: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cayg-sqlite")
+        self._separate_reads = self.path != ":memory:"
+        self._reader: sqlite3.Connection | None = None
+        self._read_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="cayg-sqlite-read"
+        )
         self._gate: asyncio.Lock | None = None
         self._gate_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -172,9 +182,41 @@ class SqliteDatabase:
             return await self._run(lambda: self._transaction(work))
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` outside an explicit transaction, on the connection's thread."""
-        async with self._lock():
-            return await self._run(lambda: work(self._connect()))
+        """Run ``work`` outside an explicit transaction: on the read connection's thread
+        (the last committed state; no wait for a write transaction in progress)."""
+        if not self._separate_reads:
+            async with self._lock():
+                return await self._run(lambda: work(self._connect()))
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+
+        def guarded() -> T:
+            try:
+                return work(self._read_connection())
+            except sqlite3.Error as exc:
+                raise LedgerError(f"sqlite ledger {self.path}: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._read_executor, guarded)
+
+    def _read_connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+        if self._reader is None:
+            self._connect_for_reads_once()
+            reader = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            reader.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+            self._reader = reader
+        return self._reader
+
+    def _connect_for_reads_once(self) -> None:
+        """The file (and WAL mode) exist before the first read connection opens."""
+        if self._connection is None and not Path(self.path).exists():
+            raise LedgerError(f"sqlite ledger {self.path}: not created yet (migrate first)")
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[SqliteTx]:
@@ -200,12 +242,19 @@ class SqliteDatabase:
                 self._connection.close()
                 self._connection = None
 
+        def close_reader() -> None:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
         if self._gate is not None and self._gate_loop is asyncio.get_running_loop():
             async with self._gate:
                 await asyncio.get_running_loop().run_in_executor(self._executor, work)
         else:
             await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        await asyncio.get_running_loop().run_in_executor(self._read_executor, close_reader)
         self._executor.shutdown(wait=False)
+        self._read_executor.shutdown(wait=False)
 
 
 class SqliteTx:
