@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from cayg_campaign.stack import CampaignStack
 from cayg_campaign.stream import Expected
@@ -219,34 +218,55 @@ async def conservation(
 # -- processes ------------------------------------------------------------------------------
 
 
-async def zombies(stack: CampaignStack) -> list[str]:
-    """Processes alive but not consuming: not ready, or not a member of their consumer
-    group (a member that does not poll is dropped from the group)."""
+#: What each service counts per record it consumed.
+_WORK: dict[str, tuple[str, ...]] = {
+    "ingest": ("cayg_ingest_accepted_total", "cayg_ingest_rejected_total"),
+    "normalize": ("cayg_normalize_changes_total", "cayg_normalize_rejected_total"),
+    "publish": ("cayg_publish_changes_total",),
+}
+
+
+def _work(stack: CampaignStack, name: str) -> float | None:
+    service = stack.services[name].service
+    total = 0.0
+    for metric in _WORK[service]:
+        value = stack.metric(name, metric.removesuffix("_total") + "_total")
+        if value is None:
+            return None
+        total += value
+    return total
+
+
+async def zombies(
+    stack: CampaignStack, probes: Sequence[FeedMessage], send: Any, idle_timeout_s: float
+) -> list[str]:
+    """Processes alive but not consuming. Every service must be running and ready; then
+    ``probes`` (re-sent messages: nothing changes at the targets) go through the stack,
+    and each consumer group must have consumed them: its processes' work counters grow
+    and its lag returns to 0. (Of two publish instances in one group, one may hold no
+    partition: the group's count must grow, and the lag shows a member that holds
+    partitions without reading them.)"""
     found = []
-    members: dict[str, int] = {}
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
-    await admin.start()
-    try:
-        groups = sorted(set(stack.groups.values()))
-        for description in await admin.describe_consumer_groups(groups):
-            for group in description.groups:
-                members[group.group] = len(group.members)
-    finally:
-        await admin.close()
-    expected_members: Counter[str] = Counter()
     for name, service in stack.services.items():
         if not service.alive():
             found.append(f"{name}: not running at the end")
-            continue
-        expected_members[stack.groups[name]] += 1
-        if not service.ready():
+        elif not service.ready():
             found.append(f"{name}: alive but not ready")
-    for group, count in expected_members.items():
-        if members.get(group, 0) < count:
-            found.append(
-                f"group {group}: {members.get(group, 0)} consuming member(s) for {count} "
-                "live process(es)"
-            )
+    before = {name: _work(stack, name) for name in stack.services}
+    await send(probes)
+    try:
+        await stack.wait_idle(timeout_s=idle_timeout_s)
+    except TimeoutError as error:
+        found.append(f"probes not consumed: {error}")
+    after = {name: _work(stack, name) for name in stack.services}
+    grown: Counter[str] = Counter()
+    for name in stack.services:
+        b, a = before[name], after[name]
+        if b is not None and a is not None and a > b:
+            grown[stack.groups[name]] += 1
+    for group in sorted(set(stack.groups.values())):
+        if grown[group] == 0:
+            found.append(f"group {group}: no process consumed the probes")
     return found
 
 

@@ -108,8 +108,12 @@ class ServiceProcess:
     def start(self, *, ready_timeout_s: float = 60.0) -> None:
         """Start the process and wait until it reports ready."""
         self.launch()
+        self.wait_ready(timeout_s=ready_timeout_s)
+
+    def wait_ready(self, *, timeout_s: float = 60.0) -> None:
+        """Wait until the launched process reports ready (kill it if it does not)."""
         assert self._process is not None
-        deadline = time.monotonic() + ready_timeout_s
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"{self.service} exited at start-up:\n{self.log_tail()}")
@@ -117,7 +121,7 @@ class ServiceProcess:
                 return
             time.sleep(0.2)
         self.kill()
-        raise RuntimeError(f"{self.service} not ready in {ready_timeout_s} s:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.service} not ready in {timeout_s} s:\n{self.log_tail()}")
 
     def ready(self) -> bool:
         """True when ``/readyz`` answers 200."""

@@ -114,10 +114,8 @@ def streams_for(options: Options) -> list[MessyStream]:
     ]
 
 
-def hostile_messages(streams: Sequence[MessyStream], rng: random.Random) -> list[FeedMessage]:
-    """Real, valid messages of one tenant sent on another tenant's topic: each payload names
-    an institution (Ethos publisher, CloudEvent source, backfill institution) that is not
-    the topic's. A few of every tenant's formats."""
+def _valid_by_format(streams: Sequence[MessyStream]) -> dict[tuple[str, str], list[FeedMessage]]:
+    """Phase 1's valid messages per tenant and format (content type and CloudEvent type)."""
     by_format: dict[tuple[str, str], list[FeedMessage]] = {}
     for stream in streams:
         for message in stream.phase1:
@@ -125,8 +123,15 @@ def hostile_messages(streams: Sequence[MessyStream], rng: random.Random) -> list
                 continue
             kind = message.headers.get("content-type", "") + message.headers.get("ce_type", "")
             by_format.setdefault((message.tenant, kind), []).append(message)
+    return by_format
+
+
+def hostile_messages(streams: Sequence[MessyStream], rng: random.Random) -> list[FeedMessage]:
+    """Real, valid messages of one tenant sent on another tenant's topic: each payload names
+    an institution (Ethos publisher, CloudEvent source, backfill institution) that is not
+    the topic's. A few of every tenant's formats."""
     out = []
-    for (tenant, _kind), messages in sorted(by_format.items()):
+    for (tenant, _kind), messages in sorted(_valid_by_format(streams).items()):
         others = [t for t in TENANTS if t != tenant]
         for message in rng.sample(messages, min(3, len(messages))):
             out.append(
@@ -280,8 +285,14 @@ async def _check(
     result.conservation = await checks.conservation(stack, TENANTS, hostile)
     lags = await stack.lags()
     result.lag = sum(g.lag for g in lags) if all(g.partitions for g in lags) else -1
-    result.zombies = await checks.zombies(stack)
     result.console = await checks.console_refuses_anonymous_replay(stack)
+    # Last: the probes add records (exact re-sends, one per tenant and format).
+    probes = [m for group in _valid_by_format(streams).values() for m in group[:4]]
+
+    async def send(messages: Sequence[FeedMessage]) -> None:
+        await _feed_over(stack.bootstrap, messages, 0, stack.topics)
+
+    result.zombies = await checks.zombies(stack, probes, send, idle_timeout_s=120)
     identifiers = checks.learner_identifiers(m for s in streams for m in [*s.phase1, *s.phase2])
     result.leaks = checks.leaks(stack.log_files(), checks.campaign_secrets(stack), identifiers)
 

@@ -156,8 +156,11 @@ class CampaignStack:
                 self.stack.start(standin)
         for proxy in self.proxies.values():
             self.stack.start(proxy.component(self.seen_credentials))
+        # All at once (they wait for each other only through Kafka), then until each is ready.
         for service in self.services.values():
-            service.start(ready_timeout_s=120)
+            service.launch()
+        for service in self.services.values():
+            service.wait_ready(timeout_s=120)
         self.stack.start(self.console_component())
 
     def console_component(self) -> Component:
