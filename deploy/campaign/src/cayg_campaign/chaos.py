@@ -112,7 +112,13 @@ class Chaos:
     async def _inject(self, event: Event) -> None:
         if event.kind == "kill":
             service = self.stack.services[event.subject]
-            if not service.alive():
+            # Down from an earlier fault: the supervisor starts it again within seconds.
+            for _ in range(60):
+                if service.alive():
+                    break
+                await asyncio.sleep(0.5)
+            else:
+                self.log.note(self.started, f"{event.subject} not running: kill skipped")
                 return
             self._intended.add(event.subject)
             service.kill()

@@ -154,8 +154,10 @@ async def _read_all(bootstrap: str, topics: Sequence[str]) -> list[Any]:
     try:
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        pending = {tp for tp in tps if ends[tp] > 0}
+        starts = await consumer.beginning_offsets(tps)
+        pending = {tp for tp in tps if ends[tp] > starts[tp]}
+        for tp in pending:
+            consumer.seek(tp, starts[tp])
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=2000)
             for tp, records in batch.items():
