@@ -14,6 +14,7 @@ from pathlib import Path
 from cayg_campaign import report
 from cayg_campaign.processes import REPO_ROOT, InfrastructureError
 from cayg_campaign.runner import Options, command_line, run
+from cayg_shared.logging import configure_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir=args.workdir,
         command=command_line(args_list),
     )
+    # The fuzz run drives the services' batch runners in this process: their one line per
+    # batch would be most of its time and output.
+    configure_logging("campaign", level="WARNING")
     try:
         result = asyncio.run(run(options))
     except InfrastructureError as error:

@@ -267,7 +267,7 @@ async def run(options: Options) -> Result:
         finally:
             await asyncio.to_thread(stack.close)
     _say(f"fuzz: {options.fuzz_cases} cases")
-    result.fuzz = await asyncio.to_thread(run_fuzz, options.fuzz_cases, options.seed)
+    result.fuzz = await asyncio.to_thread(run_fuzz, options.fuzz_cases, options.seed, quiet=False)
     result.wall_s = time.monotonic() - wall
     return result
 
