@@ -143,9 +143,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.merge:
         results["merged"] = [
             *previous.get("merged", []),
-            {"command": command.strip(), "sections": sorted(wanted), "machine": results["machine"]},
+            {
+                "command": command.strip(),
+                "sections": sorted(wanted),
+                "machine": results["machine"],
+                "settings": results["settings"],
+            },
         ]
+        # The head of the document describes the first run; each merge names its own.
         results["machine"] = previous.get("machine", results["machine"])
+        results["settings"] = previous.get("settings", results["settings"])
+        results["mode"] = previous.get("mode", name)
     broker: Broker | None = None
     if args.bootstrap:
         bootstrap = args.bootstrap
@@ -160,7 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     needed = max(mode.records, int(sum(rates) * mode.e2e_seconds) + 1)
     pool = sis_records(needed)
     records = pool[: mode.records]
-    results["records"] = {"count": len(records), "mean_bytes": round(mean_size(records), 1)}
+    counted = {"count": len(records), "mean_bytes": round(mean_size(records), 1)}
+    if args.merge and "records" in previous:
+        results["merged"][-1]["records"] = counted
+    else:
+        results["records"] = counted
     failures: list[str] = []
 
     def section(key: str, label: str, run: Callable[[], Any]) -> None:

@@ -93,11 +93,15 @@ def markdown(r: dict[str, Any]) -> str:
         "",
     ]
     for merged in r.get("merged", []):
+        count = merged.get("records", {}).get("count")
+        on = f" on {count:,} records per stage" if isinstance(count, int) else ""
         lines += [
             f"Sections {', '.join(merged['sections'])} were re-run on "
             f"{merged['machine']['date_utc']} at commit `{merged['machine']['git_commit']}` "
+            f"(load average {merged['machine']['load_average_at_start']}){on} "
             f"with `{merged['command']}` and merged into these results; their raw-limit "
-            "ratios still refer to the raw limit above.",
+            "ratios refer to the raw limit in the document (itself re-run when `raw` is "
+            "among them).",
             "",
         ]
     if r.get("failed_sections"):
@@ -178,8 +182,9 @@ def _raw(raw: dict[str, Any]) -> list[str]:
         "holds most of the input, are timed from connect/launch instead).",
         "",
         "*CPU µs/record* is the passthrough process's own CPU time (user + system) from "
-        "connect to done, divided by the records: what the client itself spends per record, a "
-        "figure other work on the machine disturbs far less than records/s. The rest of the "
+        "connect to done, divided by the records: what the client itself spends per record. "
+        "Other work on the machine disturbs it less than records/s, but not nothing: on a "
+        "loaded machine (shared cores and caches) it rises too. The rest of the "
         "passthrough's time is spent waiting for the broker.",
         "",
         "| variant | records | seconds | records/s | CPU µs/record |",
@@ -207,6 +212,7 @@ def _alone(section: Any, limit: Any, title: str) -> list[str]:
         f"({_num(limit)}/s) | CPU µs/record | peak RSS |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
+    short = any(section[name]["records"] < 10_000 for name in ("ingest", "normalize"))
     for name in ("ingest", "normalize"):
         x = section[name]
         drained = "" if x["drained"] else " (not drained: timed out)"
@@ -215,6 +221,14 @@ def _alone(section: Any, limit: Any, title: str) -> list[str]:
             f"**{_num(x['records_per_s'])}** | {_ratio(x['records_per_s'], limit)} | "
             f"{_num(x.get('cpu_us_per_record'))} | {_rss(x['peak_rss_mib'])} |"
         )
+    if short:
+        out += [
+            "",
+            "With a few thousand records the passthrough's steady state lasts well under a "
+            "second and its rate comes out low (it has not reached the broker's pace), so "
+            "ratios from such a run flatter the services; `--records 20000` gives each a "
+            "steady state of seconds.",
+        ]
     return [*out, ""]
 
 

@@ -171,7 +171,7 @@ def _cpu_per_record(
     before: dict[str, float], after: dict[str, float], records: int
 ) -> float | None:
     """CPU microseconds the service's processes used per record, from ready to drained: a
-    figure other work on a shared machine disturbs far less than records/s."""
+    figure other work on a shared machine disturbs less than records/s (though not nothing)."""
     if not records or not after:
         return None
     used = sum(after[name] - before.get(name, 0.0) for name in after)
