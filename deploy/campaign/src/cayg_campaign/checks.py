@@ -88,14 +88,25 @@ def _is_effect(path: str) -> bool:
 
 
 def writes(stack: CampaignStack, expected: Expected) -> Writes:
+    """The proxies' records of this run, tallied by :func:`tally_writes`."""
+    return tally_writes(
+        {target: _records(proxy.record) for target, proxy in stack.proxies.items()},
+        owners={ctid: d.tenant for ctid, d in expected.definitions.items()},
+        senders=_api_key_tenants(stack.tenants, stack.seen_credentials),
+    )
+
+
+def tally_writes(
+    records: dict[str, list[dict[str, Any]]], *, owners: dict[str, str], senders: dict[str, str]
+) -> Writes:
     """Per target and resource, in time order: an applied write whose content equals the
     previous applied one is a duplicate effect, unless the previous one's outcome was
-    unknown to publish (``client-gone``: a timeout after the target applied it)."""
+    unknown to publish (``client-gone``: a timeout after the target applied it).
+    ``owners``: registry CTID -> tenant; ``senders``: credential hash -> tenant."""
     found = Writes()
-    api_keys = _api_key_tenants(stack.tenants, stack.seen_credentials)
-    for target, proxy in stack.proxies.items():
+    for target, entries in records.items():
         last: dict[str, dict[str, Any]] = {}
-        for entry in sorted(_records(proxy.record), key=lambda e: float(e["t"])):
+        for entry in sorted(entries, key=lambda e: float(e["t"])):
             if not _is_effect(entry["path"]):
                 continue
             found.total += 1
@@ -119,11 +130,10 @@ def writes(stack: CampaignStack, expected: Expected) -> Writes:
                         "the target had confirmed it"
                     )
             last[resource] = entry
-            if target == "registry":
-                owner = expected.definitions.get(resource)
-                sender = api_keys.get(entry.get("credential") or "")
-                if owner is not None and sender is not None and owner.tenant != sender:
-                    found.cross_tenant.append(f"registry {resource} of {owner.tenant} by {sender}")
+            owner = owners.get(resource) if target == "registry" else None
+            sender = senders.get(entry.get("credential") or "")
+            if owner is not None and sender is not None and owner != sender:
+                found.cross_tenant.append(f"registry {resource} of {owner} by {sender}")
     return found
 
 
@@ -277,9 +287,11 @@ async def zombies(
 
 def secret_forms(secret: str) -> set[str]:
     """How a secret could appear in a log: plain, base64 (standard, URL-safe, unpadded),
-    URL-encoded."""
+    URL-encoded. (Nothing for values under 8 characters: they would match by chance.)"""
+    if len(secret) < 8:
+        return set()
     raw = secret.encode()
-    forms = {
+    return {
         secret,
         base64.b64encode(raw).decode(),
         base64.urlsafe_b64encode(raw).decode().rstrip("="),
@@ -287,7 +299,6 @@ def secret_forms(secret: str) -> set[str]:
         urllib.parse.quote(secret, safe=""),
         urllib.parse.quote_plus(secret),
     }
-    return {form for form in forms if len(form) >= 8}
 
 
 def campaign_secrets(stack: CampaignStack) -> dict[str, str]:

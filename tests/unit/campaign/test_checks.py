@@ -1,0 +1,102 @@
+"""The campaign's own checks find what they are meant to find (issue 10): a check that
+cannot fail would make every campaign pass."""
+
+from __future__ import annotations
+
+import base64
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cayg_campaign.checks import leaks, secret_forms, tally_writes
+
+pytestmark = pytest.mark.unit
+
+
+def _write(t: float, resource: str, body: str, *, status: int | None = 200, **extra: Any) -> Any:
+    outcome = extra.pop("outcome", "answered")
+    return {
+        "t": t,
+        "method": "POST",
+        "path": "/ims/clr/v2p0/credentials",
+        "resource": resource,
+        "body": body,
+        "status": status,
+        "outcome": outcome,
+        **extra,
+    }
+
+
+def test_writes_tell_duplicates_from_retries_and_unknown_outcomes() -> None:
+    clr = [
+        _write(1, "A", "a1"),
+        _write(2, "A", "a1"),  # confirmed, then the same content again: a duplicate effect
+        _write(3, "B", "b1", status=None, outcome="client-gone"),
+        _write(4, "B", "b1"),  # publish could not know: an unknown-outcome re-send
+        _write(5, "C", "c1", status=503),
+        _write(6, "C", "c1"),  # the first one was refused: a plain retry
+        _write(7, "D", "d1"),
+        _write(8, "D", "d2"),
+        _write(9, "D", "d1"),  # changed back: not a duplicate
+        _write(10, "E", "e1", status=None, outcome="upstream-error"),
+        {**_write(11, "F", "f1"), "path": "/oauth/token"},  # not a write with an effect
+    ]
+    found = tally_writes({"clr": clr}, owners={}, senders={})
+
+    assert len(found.duplicates) == 1
+    assert " A: " in found.duplicates[0]
+    assert found.unknown_outcome_resends == 1
+    assert found.total == 10
+    assert found.applied == 8
+    assert found.refused == {"clr:503": 1, "clr:upstream-error": 1}
+
+
+def test_a_registry_write_with_another_tenants_key_is_cross_tenant() -> None:
+    registry = [
+        {**_write(1, "ce-1", "x", credential="key-a"), "path": "/assistant/credential/publish"},
+        {**_write(2, "ce-2", "y", credential="key-b"), "path": "/assistant/credential/publish"},
+    ]
+    found = tally_writes(
+        {"registry": registry},
+        owners={"ce-1": "tenant-a", "ce-2": "tenant-a"},
+        senders={"key-a": "tenant-a", "key-b": "tenant-b"},
+    )
+    assert found.cross_tenant == ["registry ce-2 of tenant-a by tenant-b"]
+
+
+def test_leaks_finds_secrets_in_every_encoding_and_raw_learner_ids(tmp_path: Path) -> None:
+    secret = "s3cr3t/key+with=chars"
+    clean = tmp_path / "clean.log"
+    clean.write_text('{"event": "batch settled", "records": 3}\n')
+    dirty = tmp_path / "dirty.log"
+    dirty.write_text(
+        "\n".join(
+            [
+                f"plain {secret}",
+                f"basic {base64.b64encode(secret.encode()).decode()}",
+                f"url {urllib.parse.quote(secret, safe='')}",
+                "learner S00700042 was here",
+            ]
+        )
+    )
+    found = leaks([clean, dirty], {"an API key": secret}, {"S00700042"})
+
+    assert found.lines_scanned == 5
+    assert found.found == [
+        "dirty.log: a raw learner identifier (1 line(s))",
+        "dirty.log: an API key (3 line(s))",
+    ]
+    assert leaks([clean], {"an API key": secret}, {"S00700042"}).found == []
+
+
+def test_secret_forms_cover_standard_urlsafe_unpadded_and_url_encoding() -> None:
+    forms = secret_forms("~~~secret?value")
+    assert {
+        "~~~secret?value",
+        "fn5+c2VjcmV0P3ZhbHVl",  # standard base64
+        "fn5-c2VjcmV0P3ZhbHVl",  # URL-safe base64
+        "~~~secret%3Fvalue",  # URL-encoded
+    } <= forms
+    assert secret_forms("short") == set()
