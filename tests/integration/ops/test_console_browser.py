@@ -32,7 +32,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
-from cayg_ops import ledger_view
+from cayg_ops import dlq, ledger_view
 from cayg_ops.demo import TENANTS_FILE, publish_config, tenant_secrets
 from cayg_publish.domain.catalog import Version
 from cayg_publish.domain.projection import DeliveryResult, RetrySchedule, Settlement
@@ -241,6 +241,12 @@ def test_an_operator_clicks_through_health_a_dead_letter_a_replay_and_the_publis
             consume_all(kafka_bootstrap, [topics.sis("northfield-cc")], expect=1, idle_s=0.5)
         )
         assert [r.value for r in back] == [BROKEN]
+        # Recorded on the actions topic as replayed, by the console's user, as the CLI
+        # records it (so `cayg dlq list` hides or folds it the same way).
+        actions = asyncio.run(dlq.read_actions(kafka_bootstrap, topics))
+        assert [(a.kind, a.reason, a.by) for a in actions] == [
+            ("replayed", "not-json", f"console:{USER}")
+        ]
 
         # Published: the delivered definition and the failing learner record.
         browser.find_element(By.ID, "nav-published").click()

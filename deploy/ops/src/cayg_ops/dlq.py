@@ -335,11 +335,16 @@ class ReplayOutcome:
 
 
 async def replay(
-    cluster: Cluster, topics: Topics, chosen: Sequence[Letter], *, wait_s: float
+    cluster: Cluster,
+    topics: Topics,
+    chosen: Sequence[Letter],
+    *,
+    wait_s: float,
+    by: str | None = None,
 ) -> list[ReplayOutcome]:
-    """Send each chosen letter's original back, record it, and watch for ``wait_s``
-    seconds whether the copy is read (every consumer group on its partition passed it) and
-    whether it was parked again."""
+    """Send each chosen letter's original back, record it (as done ``by`` someone, else
+    the OS user), and watch for ``wait_s`` seconds whether the copy is read (every
+    consumer group on its partition passed it) and whether it was parked again."""
     dlqs = [dlq_topic(topics, stage) for stage in STAGES]
     starts = await _end_offsets(cluster, dlqs)
     sent = await kafka_view.replay(cluster, [letter.item for letter in chosen], topics)
@@ -357,7 +362,7 @@ async def replay(
                 reason=o.letter.reason,
                 at=now,
                 sent_to=o.copy.coordinates,
-                by=operator(),
+                by=by or operator(),
             )
             for o in outcomes
         ],

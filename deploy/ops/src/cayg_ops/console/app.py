@@ -166,7 +166,7 @@ def create_app(settings: ConsoleSettings, connection: ConnectionSettings) -> Sta
                 ),
                 409,
             )
-        sent = await sources.replay(item)
+        sent = await sources.replay(stage, item, by=user)
         where = ", ".join(escape(r.coordinates) for r in sent) or "nowhere"
         log.info(
             "console replay",

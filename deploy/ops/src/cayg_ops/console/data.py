@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import httpx
 
-from cayg_ops import kafka_view, ledger_view
+from cayg_ops import dlq, kafka_view, ledger_view
 from cayg_ops.console.settings import ConsoleSettings
 from cayg_publish.domain.projection import DocumentState
 from cayg_shared.settings import ConnectionSettings
@@ -221,9 +221,16 @@ class Sources:
         )
         return next((p for p in parked if (p.partition, p.offset) == (partition, offset)), None)
 
-    async def replay(self, item: kafka_view.ParkedMessage) -> list[kafka_view.Replayed]:
-        """Send one letter's original record back to where it came from."""
-        return await kafka_view.replay(self.cluster, [item], self.topics)
+    async def replay(
+        self, stage: str, item: kafka_view.ParkedMessage, *, by: str
+    ) -> list[kafka_view.Replayed]:
+        """Send one letter's original record back to where it came from, recorded on the
+        actions topic as ``cayg dlq replay`` records it (so the CLI and this page agree that
+        it was replayed, and by whom)."""
+        outcomes = await dlq.replay(
+            self.cluster, self.topics, [dlq.Letter(stage, item)], wait_s=0, by=f"console:{by}"
+        )
+        return [outcome.copy for outcome in outcomes]
 
     async def published(
         self,
