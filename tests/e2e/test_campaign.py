@@ -1,7 +1,8 @@
 """A short campaign on every change (issue 10): the whole stack on loopback with a broker
 of its own, two seeded streams in every input format, at least 20 SIGKILLs across every
 service, graceful restarts, a broker restart, target outages, 5xx bursts, 429 storms,
-timeouts after the write and slow targets, cross-tenant payloads, then the checks against
+timeouts after the write and slow targets, payloads claiming another institution or another
+tenant's CTID, then the checks against
 the streams' model. The long campaign is ``uv run cayg-campaign --seed N --minutes M``
 (docs/RELIABILITY.md); ``CAYG_CAMPAIGN_SEED`` picks this one's seed.
 """
@@ -42,6 +43,8 @@ async def test_a_short_campaign_loses_nothing_and_duplicates_nothing(tmp_path: P
     assert result.writes.applied > 0
     assert result.hostile_sent > 0
     assert result.conservation.hostile_refused == result.hostile_sent
+    assert result.ctid_claims_sent > 0
+    assert result.ctid_claims_refused == result.ctid_claims_sent
     assert sum(result.conservation.sent.values()) >= result.events + result.hostile_sent
     assert result.leaks.lines_scanned > 0
     assert result.fuzz.cases == 300

@@ -31,6 +31,8 @@ def figures(result: Result) -> str:
         f"| events fed (SIS messages of the seeded streams) | {result.events} |",
         f"| cross-tenant inputs tried / refused | {result.hostile_sent} / "
         f"{result.conservation.hostile_refused} |",
+        f"| claims on another tenant's CTID tried / refused | {result.ctid_claims_sent} / "
+        f"{result.ctid_claims_refused} |",
         f"| SIGKILLs | {sum(c.kills.values())} ({counts(c.kills)}) |",
         f"| graceful restarts | {sum(c.restarts.values())} ({counts(c.restarts)}) |",
         f"| broker restarts | {c.broker_restarts} |",

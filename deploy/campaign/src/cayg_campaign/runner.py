@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import shlex
 import tempfile
@@ -35,9 +36,9 @@ from cayg_campaign.chaos import Chaos, ChaosLog, schedule
 from cayg_campaign.fuzz import FuzzReport, run_fuzz
 from cayg_campaign.processes import LocalBroker, throwaway_postgres
 from cayg_campaign.stack import CampaignStack, Mode
-from cayg_campaign.stream import SIZES, TENANTS, Expected, MessyStream, messy_stream
+from cayg_campaign.stream import HARBOR, SIZES, TENANTS, Expected, MessyStream, messy_stream
 from cayg_campaign.targets import parked_reasons
-from cayg_ops.feed import FeedMessage
+from cayg_ops.feed import FeedMessage, mixed_feed
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class Result:
     options: Options
     events: int = 0
     hostile_sent: int = 0
+    ctid_claims_sent: int = 0
+    ctid_claims_refused: int = 0
     chaos: ChaosLog = field(default_factory=ChaosLog)
     end: checks.EndState = field(default_factory=checks.EndState)
     writes: checks.Writes = field(default_factory=checks.Writes)
@@ -94,6 +97,10 @@ class Result:
             "quiescence": [self.quiescence_error] if self.quiescence_error else [],
             "consumer lag at the end": [f"lag {self.lag}"] if self.lag != 0 else [],
         }
+        if self.ctid_claims_sent != self.ctid_claims_refused:
+            found["claims on another tenant's CTID not refused"] = [
+                f"{self.ctid_claims_refused} of {self.ctid_claims_sent} parked as ctid-conflict"
+            ]
         if self.hostile_sent != self.conservation.hostile_refused:
             found["cross-tenant inputs not refused"] = [
                 f"{self.hostile_sent - self.conservation.hostile_refused} of "
@@ -126,11 +133,19 @@ def _valid_by_format(streams: Sequence[MessyStream]) -> dict[tuple[str, str], li
     return by_format
 
 
-def hostile_messages(streams: Sequence[MessyStream], rng: random.Random) -> list[FeedMessage]:
-    """Real, valid messages of one tenant sent on another tenant's topic: each payload names
-    an institution (Ethos publisher, CloudEvent source, backfill institution) that is not
-    the topic's. A few of every tenant's formats."""
-    out = []
+def hostile_messages(
+    streams: Sequence[MessyStream], rng: random.Random, seed: int
+) -> list[FeedMessage]:
+    """Payloads claiming another institution than their topic's tenant: real, valid
+    messages of one tenant sent on another tenant's topic (a few of every tenant's
+    formats), and the operator feed's spoofs of each field that names an institution
+    (Ethos publisher and tenant, CloudEvent source, backfill institution, an Ethos body
+    of another publisher)."""
+    out = [
+        FeedMessage(m.tenant, m.key, m.value, m.headers, "hostile")
+        for m in mixed_feed(seed=seed, learners_per_tenant=15)
+        if m.label.startswith("bad:spoofed")
+    ]
     for (tenant, _kind), messages in sorted(_valid_by_format(streams).items()):
         others = [t for t in TENANTS if t != tenant]
         for message in rng.sample(messages, min(3, len(messages))):
@@ -138,6 +153,35 @@ def hostile_messages(streams: Sequence[MessyStream], rng: random.Random) -> list
                 FeedMessage(
                     rng.choice(others), message.key, message.value, message.headers, "hostile"
                 )
+            )
+    return out
+
+
+def ctid_claims(streams: Sequence[MessyStream], expected: Expected) -> list[FeedMessage]:
+    """Harbor Tech's definition events stating another tenant's definition CTID (a new
+    event id each): normalize must refuse them (``ctid-conflict``) and nothing may change
+    at the registry."""
+    foreign = sorted(c for c, d in expected.definitions.items() if d.tenant != HARBOR)
+    out: list[FeedMessage] = []
+    for stream in streams:
+        for message in stream.phase1:
+            if message.tenant != HARBOR or message.label != "definition" or len(out) >= 6:
+                continue
+            binary = "ce_type" in message.headers
+            body = json.loads(message.value)
+            data = body if binary else body["data"]
+            kind = message.headers.get("ce_type") if binary else body.get("type")
+            if kind != "org.caygsync.definition.upserted.v1" or not foreign:
+                continue
+            data["ctid"] = foreign[len(out) % len(foreign)]
+            headers = dict(message.headers)
+            event_id = f"campaign-ctid-claim-{len(out)}"
+            if binary:
+                headers["ce_id"] = event_id
+            else:
+                body["id"] = event_id
+            out.append(
+                FeedMessage(HARBOR, message.key, json.dumps(body).encode(), headers, "ctid-claim")
             )
     return out
 
@@ -212,15 +256,18 @@ async def run(options: Options) -> Result:
     expected = Expected()
     for stream in streams:
         expected.merge(stream.expected)
-    hostile = hostile_messages(streams, rng)
+    hostile = hostile_messages(streams, rng, options.seed)
     expected.parked["ingest", "tenant-mismatch"] += len(hostile)
+    claims = ctid_claims(streams, expected)
+    expected.parked["normalize", "ctid-conflict"] += len(claims)
     phase1 = [m for s in streams for m in s.phase1]
     phase2 = [m for s in streams for m in s.phase2]
     mixed2 = list(phase2)
-    for message in hostile:
+    for message in [*hostile, *claims]:
         mixed2.insert(rng.randrange(len(mixed2) + 1), message)
     result.events = len(phase1) + len(phase2)
     result.hostile_sent = len(hostile)
+    result.ctid_claims_sent = len(claims)
     fault_s = options.minutes * 60
     kills = 10 if options.short else max(12, round(options.minutes * 4))
     _say(f"workdir {base}; {result.events} events, {len(hostile)} hostile, {fault_s:.0f} s")
@@ -280,6 +327,7 @@ async def _check(
     result: Result,
 ) -> None:
     parked = await parked_reasons(stack.bootstrap, stack.topics)
+    result.ctid_claims_refused = parked.get("normalize", []).count("ctid-conflict")
     result.end = await asyncio.to_thread(checks.end_state, stack, expected, parked)
     result.writes = checks.writes(stack, expected)
     result.conservation = await checks.conservation(stack, TENANTS, hostile)
