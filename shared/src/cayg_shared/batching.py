@@ -69,6 +69,8 @@ from uuid import UUID
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from faststream.prometheus.container import MetricsContainer
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace import TracerProvider as AnyTracerProvider
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
 from pydantic_core import PydanticSerializationError
@@ -76,7 +78,12 @@ from pydantic_core import PydanticSerializationError
 from cayg_shared.envelope import DeadLetter, SourceCoordinates, Stage
 from cayg_shared.headers import CONTENT_TYPE, DLQ_REASON
 from cayg_shared.logging import get_logger
-from cayg_shared.service import MAX_PARKED_VALUE_BYTES, InboundRecord, kafka_options
+from cayg_shared.service import (
+    MAX_PARKED_VALUE_BYTES,
+    InboundRecord,
+    kafka_options,
+    tracer_provider,
+)
 from cayg_shared.settings import ServiceSettings
 
 log = get_logger("cayg.batching")
@@ -663,12 +670,19 @@ class BatchLoop:
         *,
         client_id: str,
         max_records: int,
+        tracing: AnyTracerProvider | None = None,
     ) -> None:
         self.settings = settings
         self.runner = runner
         self.subscription = subscription
         self.client_id = client_id
         self.max_records = max_records
+        # One OpenTelemetry span per batch (the loop is not a FastStream handler, whose
+        # telemetry middleware makes one per message); none exported without OTLP_ENDPOINT.
+        provider = tracing or tracer_provider(
+            settings.otlp_endpoint, client_id.removeprefix("cayg-")
+        )
+        self._tracer = provider.get_tracer("cayg_shared.batching")
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -745,7 +759,17 @@ class BatchLoop:
                 records = [record_from(r) for part in fetched.values() for r in part]
                 if not records:
                     continue
-                await self.runner.run(records, sink, offsets)
+                with self._tracer.start_as_current_span(
+                    f"{self.client_id} batch",
+                    kind=SpanKind.CONSUMER,
+                    attributes={
+                        "messaging.system": "kafka",
+                        "messaging.consumer.group.name": self.settings.group_id,
+                        "messaging.batch.message_count": len(records),
+                        "messaging.destination.name": sorted({r.topic for r in records}),
+                    },
+                ):
+                    await self.runner.run(records, sink, offsets)
         except Exception:
             log.exception("consumer loop failed; stopping the service")
             os.kill(os.getpid(), signal.SIGTERM)
