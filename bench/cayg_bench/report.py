@@ -326,6 +326,23 @@ def _publish(p: Any) -> list[str]:
         f"{'yes' if p['idle']['idle'] else 'no: ' + str(p['idle'])} | "
         f"{_rss(p['peak_rss_mib'])} |",
         "",
+        *_publish_cpu(p),
+    ]
+
+
+def _publish_cpu(p: Any) -> list[str]:
+    """CPU per award of each process (a lane with its signing workers): what a faster or
+    quieter machine cannot change, unlike awards/s."""
+    per_award = p.get("cpu_ms_per_award")
+    if not per_award:
+        return []
+    cells = ", ".join(f"{name} {_num(value, 1)}" for name, value in sorted(per_award.items()))
+    total = sum(per_award.values())
+    return [
+        f"CPU per award (ms, each process with its children): {cells}; "
+        f"{_num(total, 1)} in all, so one core delivers at most about "
+        f"{_num(1000 / total if total else 0, 0)} awards/s on this machine.",
+        "",
     ]
 
 
