@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
+from cayg_campaign.kinds import INGEST_REASONS, MAPPED, NORMALIZE_REASONS, kind_of
 from cayg_ingest.handlers import IngestMetrics
 from cayg_ingest.handlers import runner as ingest_runner
 from cayg_ingest.settings import IngestSettings
@@ -20,7 +21,6 @@ from cayg_shared.schema import Change
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
 from support.batches import Harness, MemoryBus
-from cayg_campaign.kinds import INGEST_REASONS, MAPPED, NORMALIZE_REASONS, kind_of
 
 pytestmark = pytest.mark.component
 

@@ -27,9 +27,7 @@ from typing import Any
 
 import pytest
 
-from cayg_publish.app import DOCUMENT_COUNTS_EVERY_S
 from cayg_campaign.stream import REGISTERED_PARTNER, SIZES, Expected, MessyStream, messy_stream
-from support.pipeline import Pipeline
 from cayg_campaign.targets import (
     Targets,
     definition_mismatches,
@@ -37,6 +35,8 @@ from cayg_campaign.targets import (
     parked_reasons,
     record_mismatches,
 )
+from cayg_publish.app import DOCUMENT_COUNTS_EVERY_S
+from support.pipeline import Pipeline
 
 pytestmark = pytest.mark.e2e
 

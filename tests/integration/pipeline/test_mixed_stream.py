@@ -26,11 +26,11 @@ from uuid import UUID
 import pytest
 from aiokafka import ConsumerRecord
 
+from cayg_campaign.kinds import INGEST_REASONS, MAPPED, NORMALIZE_REASONS, kind_of
 from cayg_ops.feed import HARBOR, LAKESHORE, NORTHFIELD, FeedMessage, mixed_feed, topic_for
 from cayg_shared.envelope import DeadLetter, IngestEnvelope, Stage
 from cayg_shared.schema import Change
 from cayg_shared.topics import Topics
-from cayg_campaign.kinds import INGEST_REASONS, MAPPED, NORMALIZE_REASONS, kind_of
 from support.processes import ServiceProcess, service_env
 from support.topics import create_topics, produce_batch, read_to_end, wait_until_consumed
 
