@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
 from cayg_publish.adapters.ledger import Ledger
-from cayg_publish.adapters.ledger.status_store import StatusScope
+from cayg_publish.adapters.ledger.status_store import StatusScope, coalesced_dirty
 from cayg_publish.domain.projection import DocumentKind, DocumentRef, DocumentState
 from cayg_publish.domain.status import LIST_ENTRIES, StatusKind, list_id
 
@@ -141,3 +142,34 @@ async def test_marking_a_list_dirty_coalesces_to_the_earliest_due_time(ledger: L
     assert row.next_attempt_ms == T0 + 30_000
     # Not due before its time, due after.
     assert await ledger.lease_documents([target], limit=5, ttl_ms=10_000) == []
+
+
+def test_a_revocation_during_a_publication_waits_a_whole_interval() -> None:
+    """A list being published right now (leased) counts as published now: the revocation
+    that lands meanwhile is published one interval later, not at once (issue 12: at most
+    once per interval per list)."""
+    ref = DocumentRef(SCOPE.tenant, DocumentKind.STATUS_LIST, "list-1")
+    target = "northfield-cc-clr#status"
+    due = coalesced_dirty(None, target=target, ref=ref, now_ms=T0, not_before_ms=T0)
+    leased = replace(due, lease_token="t", lease_expires_ms=T0 + 30_000)
+
+    during = coalesced_dirty(
+        leased,
+        target=target,
+        ref=ref,
+        now_ms=T0 + 5,
+        not_before_ms=T0 + 5,
+        in_flight_not_before_ms=T0 + 5 + 60_000,
+    )
+    after_lease = coalesced_dirty(
+        replace(leased, lease_token=None, lease_expires_ms=None),
+        target=target,
+        ref=ref,
+        now_ms=T0 + 5,
+        not_before_ms=T0 + 5,
+        in_flight_not_before_ms=T0 + 5 + 60_000,
+    )
+
+    assert during.next_attempt_ms == T0 + 60_005
+    assert during.dirty_seq == due.dirty_seq + 1
+    assert after_lease.next_attempt_ms == T0, "not in flight: the earlier due time stands"

@@ -134,7 +134,12 @@ class LedgerStatusAllocator:
                 not_before = max(now_ms, row.published_ms + self._min_interval_ms)
         ref = DocumentRef(self.scope.tenant, DocumentKind.STATUS_LIST, list_id)
         await self._store.mark_dirty(
-            self.status_target, ref, now_ms=now_ms, not_before_ms=not_before
+            self.status_target,
+            ref,
+            now_ms=now_ms,
+            not_before_ms=not_before,
+            # A publication in flight right now counts as the last one.
+            in_flight_not_before_ms=now_ms + self._min_interval_ms if coalesce else None,
         )
 
 

@@ -376,7 +376,13 @@ class SqlStatusStore(StatusStore):
             )
 
     async def mark_dirty(
-        self, target: str, ref: DocumentRef, *, now_ms: int, not_before_ms: int
+        self,
+        target: str,
+        ref: DocumentRef,
+        *,
+        now_ms: int,
+        not_before_ms: int,
+        in_flight_not_before_ms: int | None = None,
     ) -> None:
         """Make the list's document due (coalesced: see :func:`coalesced_dirty`)."""
         async with self._tx() as tx:
@@ -384,7 +390,12 @@ class SqlStatusStore(StatusStore):
                 found = await tx.fetchall(self._doc_one, (target, ref.key))
                 current = document_from_sql(found[0]) if found else None
                 after = coalesced_dirty(
-                    current, target=target, ref=ref, now_ms=now_ms, not_before_ms=not_before_ms
+                    current,
+                    target=target,
+                    ref=ref,
+                    now_ms=now_ms,
+                    not_before_ms=not_before_ms,
+                    in_flight_not_before_ms=in_flight_not_before_ms,
                 )
                 values = document_to_sql(after)
                 if current is not None:

@@ -101,15 +101,32 @@ class Allocated:
 
 
 def coalesced_dirty(
-    current: DocumentRow | None, *, target: str, ref: DocumentRef, now_ms: int, not_before_ms: int
+    current: DocumentRow | None,
+    *,
+    target: str,
+    ref: DocumentRef,
+    now_ms: int,
+    not_before_ms: int,
+    in_flight_not_before_ms: int | None = None,
 ) -> DocumentRow:
     """A document made dirty, due no earlier than ``not_before_ms`` (an already earlier
-    due time stands: that delivery renders the newest state anyway)."""
+    due time stands: that delivery renders the newest state anyway).
+
+    While a delivery of it is in flight (leased), that delivery publishes about now, so
+    the next one is due no earlier than ``in_flight_not_before_ms`` (when given): a list
+    is published at most once per interval even when a revocation lands mid-delivery."""
     after = dirty_transition(current, target=target, ref=ref, now_ms=now_ms)
     if after.state is DocumentState.FAILING:
         return after
     was_due = current is not None and current.due and current.state is DocumentState.DIRTY
     due = min(current.next_attempt_ms, not_before_ms) if was_due and current else not_before_ms
+    in_flight = (
+        current is not None
+        and current.lease_token is not None
+        and (current.lease_expires_ms or 0) > now_ms
+    )
+    if in_flight and in_flight_not_before_ms is not None:
+        due = max(due, in_flight_not_before_ms)
     return replace(after, next_attempt_ms=due)
 
 
@@ -173,7 +190,13 @@ class StatusStore(ABC):
 
     @abstractmethod
     async def mark_dirty(
-        self, target: str, ref: DocumentRef, *, now_ms: int, not_before_ms: int
+        self,
+        target: str,
+        ref: DocumentRef,
+        *,
+        now_ms: int,
+        not_before_ms: int,
+        in_flight_not_before_ms: int | None = None,
     ) -> None:
         """Make a status list document due at ``target`` (see :func:`coalesced_dirty`)."""
 
@@ -310,7 +333,13 @@ class InMemoryStatusStore(StatusStore):
             )
 
     async def mark_dirty(
-        self, target: str, ref: DocumentRef, *, now_ms: int, not_before_ms: int
+        self,
+        target: str,
+        ref: DocumentRef,
+        *,
+        now_ms: int,
+        not_before_ms: int,
+        in_flight_not_before_ms: int | None = None,
     ) -> None:
         """Make the list's document due."""
         async with self._lock:
@@ -321,4 +350,5 @@ class InMemoryStatusStore(StatusStore):
                 ref=ref,
                 now_ms=now_ms,
                 not_before_ms=not_before_ms,
+                in_flight_not_before_ms=in_flight_not_before_ms,
             )
