@@ -42,14 +42,16 @@ def test_writes_tell_duplicates_from_retries_and_unknown_outcomes() -> None:
         _write(9, "D", "d1"),  # changed back: not a duplicate
         _write(10, "E", "e1", status=None, outcome="upstream-error"),
         {**_write(11, "F", "f1"), "path": "/oauth/token"},  # not a write with an effect
+        _write(12, "G", "g1", elapsed_s=3.9),
+        _write(17, "G", "g1"),  # answered as publish's 3.8 s timeout fired: unknown outcome
     ]
-    found = tally_writes({"clr": clr}, owners={}, senders={})
+    found = tally_writes({"clr": clr}, owners={}, senders={}, late_after_s=3.8)
 
     assert len(found.duplicates) == 1
     assert " A: " in found.duplicates[0]
-    assert found.unknown_outcome_resends == 1
-    assert found.total == 10
-    assert found.applied == 8
+    assert found.unknown_outcome_resends == 2
+    assert found.total == 12
+    assert found.applied == 10
     assert found.refused == {"clr:503": 1, "clr:upstream-error": 1}
 
 

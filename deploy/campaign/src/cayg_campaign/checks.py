@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from cayg_campaign.stack import CampaignStack
+from cayg_campaign.stack import READ_TIMEOUT_S, CampaignStack
 from cayg_campaign.stream import Expected
 from cayg_campaign.targets import (
     Targets,
@@ -90,19 +90,34 @@ def _is_effect(path: str) -> bool:
 def writes(stack: CampaignStack, expected: Expected) -> Writes:
     """The proxies' records of this run, tallied by :func:`tally_writes`."""
     return tally_writes(
-        {target: _records(proxy.record) for target, proxy in stack.proxies.items()},
+        {
+            target: [
+                {**entry, "sender": sender}
+                for sender, proxy in by_sender.items()
+                for entry in _records(proxy.record)
+            ]
+            for target, by_sender in stack.proxies.items()
+        },
         owners={ctid: d.tenant for ctid, d in expected.definitions.items()},
         senders=_api_key_tenants(stack.tenants, stack.seen_credentials),
+        # Less a margin: the proxy's clock starts a little after publish's.
+        late_after_s=READ_TIMEOUT_S - 0.3,
     )
 
 
 def tally_writes(
-    records: dict[str, list[dict[str, Any]]], *, owners: dict[str, str], senders: dict[str, str]
+    records: dict[str, list[dict[str, Any]]],
+    *,
+    owners: dict[str, str],
+    senders: dict[str, str],
+    late_after_s: float | None = None,
 ) -> Writes:
     """Per target and resource, in time order: an applied write whose content equals the
     previous applied one is a duplicate effect, unless the previous one's outcome was
-    unknown to publish (``client-gone``: a timeout after the target applied it).
-    ``owners``: registry CTID -> tenant; ``senders``: credential hash -> tenant."""
+    unknown to publish: ``client-gone`` (publish gave up before the answer came), or an
+    answer that took ``late_after_s`` or longer (publish's read timeout: it gave up as the
+    answer arrived). ``owners``: registry CTID -> tenant; ``senders``: credential hash ->
+    tenant."""
     found = Writes()
     for target, entries in records.items():
         last: dict[str, dict[str, Any]] = {}
@@ -121,13 +136,16 @@ def tally_writes(
             resource = entry["resource"]
             previous = last.get(resource)
             if previous is not None and previous["body"] == entry["body"]:
-                if previous["outcome"] == "client-gone":
+                if previous["outcome"] == "client-gone" or (
+                    late_after_s is not None and float(previous.get("elapsed_s", 0)) >= late_after_s
+                ):
                     found.unknown_outcome_resends += 1
                 else:
+                    who = f"{previous.get('sender', '?')} then {entry.get('sender', '?')}"
                     found.duplicates.append(
                         f"{target} {entry['method']} {entry['path']} {resource}: the same "
                         f"content again {float(entry['t']) - float(previous['t']):.1f} s after "
-                        "the target had confirmed it"
+                        f"the target had confirmed it ({who})"
                     )
             last[resource] = entry
             owner = owners.get(resource) if target == "registry" else None

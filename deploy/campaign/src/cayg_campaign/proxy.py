@@ -8,7 +8,9 @@ the exchange ended for publish:
 
 * ``answered``: publish got the stand-in's answer;
 * ``client-gone``: publish gave up (its read timeout) before the answer came: a timeout
-  after the stand-in may have applied the write, so publish cannot know the outcome;
+  after the stand-in may have applied the write, so publish cannot know the outcome
+  (``elapsed_s``, how long the stand-in took, tells an answer that came just as publish
+  gave up);
 * ``upstream-error``: the stand-in could not be reached (an outage): nothing was applied.
 
 The proxy never writes a header or a body to its log: the records hold hashes only (the
@@ -151,6 +153,7 @@ def create_proxy(upstream: str, recorder: Recorder) -> Starlette:
                     "status": upstream_response.status_code if upstream_response else None,
                     "outcome": outcome,
                     "credential": credential,
+                    "elapsed_s": round(time.time() - started, 3),
                 }
             )
         if upstream_response is None:

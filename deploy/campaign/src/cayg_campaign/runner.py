@@ -310,6 +310,7 @@ async def run(options: Options) -> Result:
                 _say(f"phase {phase} idle")
             chaos.stop_supervising()
             await supervisor
+            (base / "timeline.txt").write_text("\n".join(result.chaos.timeline) + "\n")
             await _check(stack, expected, streams, hostile_at, result)
         finally:
             await asyncio.to_thread(stack.close)

@@ -77,25 +77,34 @@ class CampaignStack:
         self.registry = TenantRegistry.load(TENANTS_FILE)
         self.tenants: list[TenantSecrets] = tenant_secrets(base, self.registry)
         self.ports = Ports(registry=free_port(), clr=free_port(), web=free_port())
-        self.proxies = {
-            "registry": Proxy(
-                "registry", free_port(), self.ports.registry_url, base / "writes-registry.jsonl"
-            ),
-            "clr": Proxy("clr", free_port(), self.ports.clr_url, base / "writes-clr.jsonl"),
-        }
         self.seen_credentials = base / "secrets" / "seen-authorization"
-        # publish talks to the proxies; everything else (and the checks) to the stand-ins.
-        via = Ports(
-            registry=self.proxies["registry"].port, clr=self.proxies["clr"].port, web=self.ports.web
-        )
-        self.config = self._publish_config(via, postgres_dsn)
+        publishers = ["publish"] if mode == "sqlite" else ["publish-0", "publish-1"]
+        # Each publish instance talks to the stand-ins through proxies of its own (so every
+        # recorded write names its sender); everything else, the checks too, to the
+        # stand-ins directly. The instances' configurations differ only in those addresses.
+        self.proxies: dict[str, dict[str, Proxy]] = {"registry": {}, "clr": {}}
+        self.configs: dict[str, Path] = {}
+        for publisher in publishers:
+            for target, url in (("registry", self.ports.registry_url), ("clr", self.ports.clr_url)):
+                self.proxies[target][publisher] = Proxy(
+                    f"{target}-{publisher}",
+                    free_port(),
+                    url,
+                    base / f"writes-{target}-{publisher}.jsonl",
+                )
+            via = Ports(
+                registry=self.proxies["registry"][publisher].port,
+                clr=self.proxies["clr"][publisher].port,
+                web=self.ports.web,
+            )
+            self.configs[publisher] = self._publish_config(via, postgres_dsn, publisher)
+        self.config = self.configs[publishers[0]]
         self.stack = Stack(base)
         self.console_port = free_port()
         self.console_password = base / "secrets" / "console-password"
         self.console_password.write_text(secrets.token_urlsafe(16))
         self.services: dict[str, ServiceProcess] = {}
         self.groups: dict[str, str] = {}
-        publishers = ["publish"] if mode == "sqlite" else ["publish-0", "publish-1"]
         for name in ["ingest", "normalize", *publishers]:
             service = name.split("-", 1)[0]
             p = f"CAYG_{service.upper()}_"
@@ -112,7 +121,7 @@ class CampaignStack:
             }
             if service == "publish":
                 env |= {
-                    f"{p}TARGETS_FILE": str(self.config),
+                    f"{p}TARGETS_FILE": str(self.configs[name]),
                     f"{p}RETRY_FIRST_S": "1",
                     f"{p}RETRY_MAX_S": "4",
                     f"{p}IN_PROCESS_ATTEMPTS": "2",
@@ -122,7 +131,7 @@ class CampaignStack:
             self.groups[name] = group
             self.services[name] = ServiceProcess(service, env=env, log_dir=base / "logs", name=name)
 
-    def _publish_config(self, via: Ports, postgres_dsn: str | None) -> Path:
+    def _publish_config(self, via: Ports, postgres_dsn: str | None, publisher: str) -> Path:
         ledger: dict[str, Any] | None = None
         if postgres_dsn is not None:
             dsn_file = self.base / "secrets" / "ledger-dsn"
@@ -136,8 +145,10 @@ class CampaignStack:
                 if target["kind"] == "clr":
                     # An id, not an address: the same as without the proxy.
                     target["achievement_id_base"] = f"{self.ports.registry_url}/resources/"
-        path.write_text(json.dumps(document, indent=2))
-        return path
+        mine = path.with_name(f"{publisher}.json")
+        mine.write_text(json.dumps(document, indent=2))
+        path.unlink()
+        return mine
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -154,7 +165,7 @@ class CampaignStack:
                 )
             else:
                 self.stack.start(standin)
-        for proxy in self.proxies.values():
+        for proxy in self.all_proxies():
             self.stack.start(proxy.component(self.seen_credentials))
         # All at once (they wait for each other only through Kafka), then until each is ready.
         for service in self.services.values():
@@ -185,8 +196,13 @@ class CampaignStack:
     def close(self) -> None:
         for service in self.services.values():
             service.kill()
-        for name in ("console", "proxy-registry", "proxy-clr", "registry", "clr", "web"):
+        for name in ("console", *(f"proxy-{p.name}" for p in self.all_proxies())):
             self.stack.stop(name)
+        for name in ("registry", "clr", "web"):
+            self.stack.stop(name)
+
+    def all_proxies(self) -> list[Proxy]:
+        return [proxy for by_sender in self.proxies.values() for proxy in by_sender.values()]
 
     def log_files(self) -> list[Path]:
         """Every process's log: services, stand-ins, proxies, console."""
