@@ -44,14 +44,25 @@ def test_writes_tell_duplicates_from_retries_and_unknown_outcomes() -> None:
         {**_write(11, "F", "f1"), "path": "/oauth/token"},  # not a write with an effect
         _write(12, "G", "g1", elapsed_s=3.9),
         _write(17, "G", "g1"),  # answered as publish's 3.8 s timeout fired: unknown outcome
+        _write(20, "H", "h1", sender="publish-1"),
+        _write(30, "H", "h1", sender="publish-0"),  # publish-1 was killed at 21: crash window
     ]
-    found = tally_writes({"clr": clr}, owners={}, senders={}, late_after_s=3.8)
+    found = tally_writes(
+        {"clr": clr},
+        owners={},
+        senders={},
+        late_after_s=3.8,
+        killed_at={"publish-1": [21.0], "publish-0": [40.0]},
+    )
 
     assert len(found.duplicates) == 1
     assert " A: " in found.duplicates[0]
     assert found.unknown_outcome_resends == 2
-    assert found.total == 12
-    assert found.applied == 10
+    assert found.crash_window_resends == [
+        "clr H: publish-1 then publish-0, 10.0 s apart, the first sender SIGKILLed in between"
+    ]
+    assert found.total == 14
+    assert found.applied == 12
     assert found.refused == {"clr:503": 1, "clr:upstream-error": 1}
 
 

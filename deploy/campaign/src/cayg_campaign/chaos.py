@@ -48,6 +48,8 @@ class ChaosLog:
     #: their exit status: a fail-fast start while the broker was away, or a crash.
     exits: list[str] = field(default_factory=list)
     supervisor_starts: int = 0
+    #: Wall-clock time (``time.time()``) of every SIGKILL, per process.
+    killed_at: dict[str, list[float]] = field(default_factory=dict)
     last_fault_at: float = 0.0
     timeline: list[str] = field(default_factory=list)
 
@@ -122,6 +124,7 @@ class Chaos:
                 return
             self._intended.add(event.subject)
             service.kill()
+            self.log.killed_at.setdefault(event.subject, []).append(time.time())
             self.log.kills[event.subject] += 1
             self.log.note(self.started, f"SIGKILL {event.subject}")
         elif event.kind == "restart":

@@ -72,6 +72,10 @@ class Writes:
     #: The same content sent again after publish could not know whether the first one
     #: was applied (it timed out after the target wrote it): at-least-once, by design.
     unknown_outcome_resends: int = 0
+    #: The same content sent again by another instance (or the restarted one) after the
+    #: sender was SIGKILLed between the target's answer and recording it in the ledger:
+    #: the ledger cannot know the write landed. Counted apart, listed, and explained.
+    crash_window_resends: list[str] = field(default_factory=list)
     refused: Counter[str] = field(default_factory=Counter)
     cross_tenant: list[str] = field(default_factory=list)
 
@@ -87,7 +91,7 @@ def _is_effect(path: str) -> bool:
     return not (path.endswith("/format") or "oauth" in path or "token" in path)
 
 
-def writes(stack: CampaignStack, expected: Expected) -> Writes:
+def writes(stack: CampaignStack, expected: Expected, killed_at: dict[str, list[float]]) -> Writes:
     """The proxies' records of this run, tallied by :func:`tally_writes`."""
     return tally_writes(
         {
@@ -102,6 +106,7 @@ def writes(stack: CampaignStack, expected: Expected) -> Writes:
         senders=_api_key_tenants(stack.tenants, stack.seen_credentials),
         # Less a margin: the proxy's clock starts a little after publish's.
         late_after_s=READ_TIMEOUT_S - 0.3,
+        killed_at=killed_at,
     )
 
 
@@ -111,13 +116,16 @@ def tally_writes(
     owners: dict[str, str],
     senders: dict[str, str],
     late_after_s: float | None = None,
+    killed_at: dict[str, list[float]] | None = None,
 ) -> Writes:
     """Per target and resource, in time order: an applied write whose content equals the
     previous applied one is a duplicate effect, unless the previous one's outcome was
     unknown to publish: ``client-gone`` (publish gave up before the answer came), or an
     answer that took ``late_after_s`` or longer (publish's read timeout: it gave up as the
-    answer arrived). ``owners``: registry CTID -> tenant; ``senders``: credential hash ->
-    tenant."""
+    answer arrived), or its sender was SIGKILLed between the two writes (``killed_at``:
+    sender -> kill times): then the re-send is a crash-window re-send, listed apart.
+    ``owners``: registry CTID -> tenant; ``senders``: credential hash -> tenant."""
+    kills = killed_at or {}
     found = Writes()
     for target, entries in records.items():
         last: dict[str, dict[str, Any]] = {}
@@ -142,6 +150,18 @@ def tally_writes(
                     found.unknown_outcome_resends += 1
                 else:
                     who = f"{previous.get('sender', '?')} then {entry.get('sender', '?')}"
+                    gap = float(entry["t"]) - float(previous["t"])
+                    crashed = any(
+                        float(previous["t"]) <= k <= float(entry["t"])
+                        for k in kills.get(str(previous.get("sender")), [])
+                    )
+                    if crashed:
+                        found.crash_window_resends.append(
+                            f"{target} {resource}: {who}, {gap:.1f} s apart, the first sender "
+                            "SIGKILLed in between"
+                        )
+                        last[resource] = entry
+                        continue
                     found.duplicates.append(
                         f"{target} {entry['method']} {entry['path']} {resource}: the same "
                         f"content again {float(entry['t']) - float(previous['t']):.1f} s after "

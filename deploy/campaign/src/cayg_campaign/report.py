@@ -46,6 +46,8 @@ def figures(result: Result) -> str:
         f"| **duplicate effects** | {len(w.duplicates)} |",
         f"| unknown-outcome re-sends (timeout after the write; explained below) | "
         f"{w.unknown_outcome_resends} |",
+        f"| re-sends after a SIGKILL between the target's answer and the ledger record "
+        f"(explained below) | {len(w.crash_window_resends)} |",
         f"| **stale overwrites** | {len(result.end.stale)} |",
         f"| **cross-tenant writes** | {cross} |",
         f"| **leaks** (secrets or raw learner ids in {result.leaks.lines_scanned} log lines of "

@@ -330,7 +330,7 @@ async def _check(
     parked = await parked_reasons(stack.bootstrap, stack.topics)
     result.ctid_claims_refused = parked.get("normalize", []).count("ctid-conflict")
     result.end = await asyncio.to_thread(checks.end_state, stack, expected, parked)
-    result.writes = checks.writes(stack, expected)
+    result.writes = checks.writes(stack, expected, result.chaos.killed_at)
     result.conservation = await checks.conservation(stack, TENANTS, hostile)
     lags = await stack.lags()
     result.lag = sum(g.lag for g in lags) if all(g.partitions for g in lags) else -1
