@@ -126,7 +126,10 @@ class CampaignStack:
                     f"{p}RETRY_MAX_S": "4",
                     f"{p}IN_PROCESS_ATTEMPTS": "2",
                     f"{p}POLL_S": "0.2",
-                    f"{p}LEASE_TTL_S": "6",
+                    # A delivery must end within 0.8 x the lease (publish's projector cancels
+                    # it then): two attempts of READ_TIMEOUT_S and the backoff between must
+                    # fit, or a write that landed is cancelled and sent again (RELIABILITY.md).
+                    f"{p}LEASE_TTL_S": "15",
                 }
             self.groups[name] = group
             self.services[name] = ServiceProcess(service, env=env, log_dir=base / "logs", name=name)
