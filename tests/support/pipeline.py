@@ -28,6 +28,7 @@ from cayg_ops.demo import (
 from cayg_ops.feed import FeedMessage, sample_feed
 from cayg_ops.stack import Stack
 from cayg_publish.adapters.clr import ClrClient
+from cayg_publish.app import DOCUMENT_COUNTS_EVERY_S
 from cayg_shared.tenants import TenantRegistry
 from cayg_shared.topics import Topics
 from cayg_signing import ContextLoader, CredentialVerifier, fetch_json
@@ -155,7 +156,12 @@ class Pipeline:
         finally:
             await producer.stop()
 
-    async def wait_idle(self, timeout_s: float = 150.0, settle_s: float = 4.0) -> None:
+    async def wait_idle(
+        self, timeout_s: float = 150.0, settle_s: float = DOCUMENT_COUNTS_EVERY_S + 2
+    ) -> None:
+        """Until every group has read everything and publish owes nothing, for ``settle_s``:
+        longer than publish takes to refresh its documents gauge from the ledger, or a
+        change recorded just before a stale refresh would look delivered."""
         deadline = time.monotonic() + timeout_s
         idle_since: float | None = None
         while time.monotonic() < deadline:

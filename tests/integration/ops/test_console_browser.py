@@ -30,7 +30,9 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from cayg_ops import dlq, ledger_view
 from cayg_ops.demo import TENANTS_FILE, publish_config, tenant_secrets
@@ -63,6 +65,17 @@ def _browser() -> WebDriver:
         options.add_argument(flag)
     options.add_argument("--window-size=1400,1000")
     return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def _navigate(browser: WebDriver, element: WebElement) -> None:
+    """Click a link or a form's button and wait until the next page has replaced this one
+    (reading the old page's elements in between raises StaleElementReferenceException)."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
+    WebDriverWait(browser, 30).until(
+        lambda b: b.execute_script("return document.readyState") == "complete"
+    )
 
 
 async def _seed_ledger(view: ledger_view.TargetsView) -> None:
@@ -212,16 +225,16 @@ def test_an_operator_clicks_through_health_a_dead_letter_a_replay_and_the_publis
         browser.save_screenshot(str(shots / "1-health.png"))
 
         # Dead letters: both, then one with the reason filter.
-        browser.find_element(By.LINK_TEXT, "ingest").click()
+        _navigate(browser, browser.find_element(By.LINK_TEXT, "ingest"))
         rows = browser.find_elements(By.CSS_SELECTOR, "#letters tbody tr")
         assert len(rows) == 2
         Select(browser.find_element(By.ID, "filter-reason")).select_by_visible_text("not-json")
-        browser.find_element(By.CSS_SELECTOR, "#filters button").click()
+        _navigate(browser, browser.find_element(By.CSS_SELECTOR, "#filters button"))
         rows = browser.find_elements(By.CSS_SELECTOR, "#letters tbody tr")
         assert len(rows) == 1
         assert "northfield-cc" in rows[0].text
         browser.save_screenshot(str(shots / "2-dead-letters.png"))
-        rows[0].find_element(By.CSS_SELECTOR, "a.letter").click()
+        _navigate(browser, rows[0].find_element(By.CSS_SELECTOR, "a.letter"))
         letter = browser.find_element(By.ID, "letter").text
         assert "not-json" in letter
         assert topics.sis("northfield-cc") in letter
@@ -229,11 +242,11 @@ def test_an_operator_clicks_through_health_a_dead_letter_a_replay_and_the_publis
         # Replay: a wrong password changes nothing; the right one sends the record back.
         browser.find_element(By.ID, "username").send_keys(USER)
         browser.find_element(By.ID, "password").send_keys("guess")
-        browser.find_element(By.ID, "replay-button").click()
+        _navigate(browser, browser.find_element(By.ID, "replay-button"))
         assert "Wrong user or password" in browser.find_element(By.ID, "replay-result").text
         browser.find_element(By.ID, "username").send_keys(USER)
         browser.find_element(By.ID, "password").send_keys(PASSWORD)
-        browser.find_element(By.ID, "replay-button").click()
+        _navigate(browser, browser.find_element(By.ID, "replay-button"))
         result = browser.find_element(By.ID, "replay-result").text
         assert f"Replayed to {topics.sis('northfield-cc')}@" in result
         browser.save_screenshot(str(shots / "3-replayed.png"))
@@ -249,9 +262,9 @@ def test_an_operator_clicks_through_health_a_dead_letter_a_replay_and_the_publis
         ]
 
         # Published: the delivered definition and the failing learner record.
-        browser.find_element(By.ID, "nav-published").click()
+        _navigate(browser, browser.find_element(By.ID, "nav-published"))
         Select(browser.find_element(By.ID, "filter-tenant")).select_by_visible_text(TENANT)
-        browser.find_element(By.CSS_SELECTOR, "#published-filters button").click()
+        _navigate(browser, browser.find_element(By.CSS_SELECTOR, "#published-filters button"))
         table = browser.find_element(By.ID, "published")
         rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
         by_target = {row.find_element(By.TAG_NAME, "td").text: row.text for row in rows}
