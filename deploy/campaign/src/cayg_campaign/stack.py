@@ -150,7 +150,8 @@ class CampaignStack:
                     target["achievement_id_base"] = f"{self.ports.registry_url}/resources/"
         mine = path.with_name(f"{publisher}.json")
         mine.write_text(json.dumps(document, indent=2))
-        path.unlink()
+        if mine != path:  # one publisher named "publish" keeps publish_config's own file
+            path.unlink()
         return mine
 
     # -- lifecycle ------------------------------------------------------------------------
