@@ -195,6 +195,25 @@ async def test_a_lease_is_exclusive_until_it_expires(
     assert settled.state is DocumentState.CLEAN
 
 
+async def test_a_renewed_lease_is_not_taken_over_and_a_lapsed_one_cannot_be_renewed(
+    ledger_factory: LedgerFactory, clock: Clock
+) -> None:
+    first, second = ledger_factory(), ledger_factory()
+    await first.migrate()
+    await first.record_change(change(award(), seq=1), KINDS)
+    [lease] = await first.lease_documents([CLR], limit=10, ttl_ms=TTL)
+
+    clock.advance(timedelta(milliseconds=TTL // 2))
+    assert await first.renew_lease(lease, TTL)  # a slow delivery keeps its document
+    clock.advance(timedelta(milliseconds=TTL // 2 + 1))
+    assert await second.lease_documents([CLR], limit=10, ttl_ms=TTL) == []
+
+    clock.advance(timedelta(milliseconds=TTL))  # now the first instance stalled too long
+    [taken_over] = await second.lease_documents([CLR], limit=10, ttl_ms=TTL)
+    assert not await first.renew_lease(lease, TTL)
+    assert await second.renew_lease(taken_over, TTL)
+
+
 async def test_concurrent_leases_never_share_a_document(ledger_factory: LedgerFactory) -> None:
     first, second = ledger_factory(), ledger_factory()
     await first.migrate()

@@ -4,6 +4,7 @@ current state and delivered once per content; failures are scheduled, refusals k
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -264,6 +265,60 @@ async def test_a_slow_target_does_not_hold_up_a_fast_one() -> None:
     release.set()
     await draining
     assert (await row(ledger, "slow")).state is DocumentState.CLEAN
+
+
+async def test_a_delivery_longer_than_the_lease_renews_it_and_is_sent_once() -> None:
+    slow = FakeTarget(name="slow", kinds=KINDS)
+    slow.set(REF, 1, "x")
+    original = slow.apply
+
+    async def slow_apply(rendering: Rendering, key: str) -> Applied:
+        await asyncio.sleep(0.5)  # five leases long
+        return await original(rendering, key)
+
+    slow.apply = slow_apply  # type: ignore[method-assign, assignment]
+    ledger = InMemoryLedger()
+    await dirty(ledger, slow)
+    first = Projector(ledger, [slow], policy=POLICY, lease_ttl_s=0.1)
+    second = Projector(ledger, [slow], policy=POLICY, lease_ttl_s=0.1)
+
+    delivering = asyncio.ensure_future(first.drain())
+    for _ in range(8):  # another instance keeps looking while the first one sends
+        await asyncio.sleep(0.06)
+        assert await second.run_once() == 0
+    await delivering
+    assert len(slow.calls) == 1
+    assert (await row(ledger, "slow")).state is DocumentState.CLEAN
+
+
+async def test_a_delivery_whose_lease_was_taken_over_stops_and_leaves_it_to_the_owner() -> None:
+    stalled = FakeTarget(name="stalled", kinds=KINDS)
+    stalled.set(REF, 1, "x")
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def stalled_apply(rendering: Rendering, key: str) -> Applied:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return Applied()
+
+    stalled.apply = stalled_apply  # type: ignore[method-assign, assignment]
+    ledger = InMemoryLedger()
+    await dirty(ledger, stalled)
+    first = Projector(ledger, [stalled], policy=POLICY, lease_ttl_s=0.3)
+    delivering = asyncio.ensure_future(first.drain())
+    await started.wait()
+    current = await row(ledger, "stalled")
+    # Another instance took the document over, as if this one had stalled past its lease.
+    ledger._documents[(current.target, current.ref.key)] = replace(
+        current, lease_token="someone-else", lease_expires_ms=current.updated_ms + 3_600_000
+    )
+    await asyncio.wait_for(cancelled.wait(), 5)
+    await delivering
+    assert (await row(ledger, "stalled")).lease_token == "someone-else"
 
 
 async def test_parts_stop_at_the_first_failure_and_resume_where_they_stopped() -> None:

@@ -121,6 +121,7 @@ def create_app(settings: PublishSettings, publisher: Publisher | None = None) ->
         on_request=metrics.request,
         max_in_flight=settings.max_in_flight,
         lease_ttl_s=settings.lease_ttl_s,
+        delivery_timeout_s=settings.delivery_timeout_s,
         poll_s=settings.poll_s,
     )
 

@@ -168,7 +168,10 @@ class Projector:
 
     ``max_in_flight`` documents are delivered at once (each target's own throttle still
     holds its concurrency and rate); ``lease_ttl_s`` bounds how long a crashed instance's
-    documents stay leased; ``poll_s`` how soon documents dirtied by another instance, or
+    documents stay leased — a running delivery renews its lease every third of it, so a
+    slow target never hands a document to a second instance while the first still sends
+    it; ``delivery_timeout_s`` bounds one delivery (all its requests and in-process
+    retries) against a hang; ``poll_s`` how soon documents dirtied by another instance, or
     due for a retry, are noticed (:meth:`wake` makes this instance look at once).
     """
 
@@ -182,6 +185,7 @@ class Projector:
         throttles: ThrottleBook | None = None,
         max_in_flight: int = 64,
         lease_ttl_s: float = 30.0,
+        delivery_timeout_s: float = 300.0,
         poll_s: float = 0.5,
         on_outcome: OutcomeHook = _no_hook,
         on_request: RequestHook | None = None,
@@ -198,6 +202,7 @@ class Projector:
         self._throttles = throttles or ThrottleBook()
         self._max_in_flight = max_in_flight
         self._lease_ttl_ms = int(lease_ttl_s * 1000)
+        self._delivery_timeout_s = delivery_timeout_s
         self._poll_s = poll_s
         self._on_outcome = on_outcome
         self._on_request = on_request
@@ -271,18 +276,57 @@ class Projector:
 
     # -- one document ---------------------------------------------------------------------
 
+    async def _renew(self, lease: Lease) -> None:
+        """Keep ``lease`` held; returns only once it is lost."""
+        every = self._lease_ttl_ms / 1000 / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if not await self.ledger.renew_lease(lease, self._lease_ttl_ms):
+                    return
+            except Exception as error:  # noqa: BLE001 - tried again; the lease may still hold
+                log.warning(
+                    "projector: renewing a lease failed",
+                    target=lease.target,
+                    error=f"{type(error).__name__}: {error}",
+                )
+
     async def _deliver_and_settle(self, lease: Lease) -> None:
+        delivery = asyncio.create_task(self.deliver(lease))
+        renewal = asyncio.create_task(self._renew(lease))
         try:
-            # A delivery must end well inside its lease, or another instance takes it over.
-            async with asyncio.timeout(self._lease_ttl_ms / 1000 * 0.8):
-                result = await self.deliver(lease)
-        except TimeoutError:
-            result = DeliveryResult(Settlement.FAILING, "timeout: the delivery outlasted its lease")
-        except Exception as error:
-            log.exception("projector: delivery failed", target=lease.target)
+            done, _ = await asyncio.wait(
+                {delivery, renewal},
+                timeout=self._delivery_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            renewal.cancel()
+            if not delivery.done():
+                delivery.cancel()
+            await asyncio.gather(delivery, renewal, return_exceptions=True)
+        if delivery not in done and renewal in done:
+            # Another instance owns the document now (this one stalled past its lease): it
+            # was told to stop sending, and the new owner settles the document.
+            log.warning("projector: lease lost during delivery", target=lease.target)
+            return
+        if delivery not in done:
+            result = DeliveryResult(
+                Settlement.FAILING,
+                f"timeout: the delivery took longer than {self._delivery_timeout_s:g} s",
+            )
+        elif (error := delivery.exception()) is not None:
+            log.error(
+                "projector: delivery failed",
+                target=lease.target,
+                error=f"{type(error).__name__}: {error}",
+                exc_info=error,
+            )
             result = DeliveryResult(
                 Settlement.FAILING, f"internal-error: {type(error).__name__}: {error}"[:1000]
             )
+        else:
+            result = delivery.result()
         for attempt in range(5):
             try:
                 await self.ledger.settle_document(lease, result, self._schedule)

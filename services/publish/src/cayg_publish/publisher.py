@@ -219,6 +219,7 @@ class Publisher:
         on_request: RequestHook | None = None,
         max_in_flight: int = 64,
         lease_ttl_s: float = 30.0,
+        delivery_timeout_s: float = 300.0,
         poll_s: float = 0.5,
     ) -> Projector:
         """The delivery loop for every target this lane serves."""
@@ -236,6 +237,7 @@ class Publisher:
             throttles=self._throttles,
             max_in_flight=max_in_flight,
             lease_ttl_s=lease_ttl_s,
+            delivery_timeout_s=delivery_timeout_s,
             poll_s=poll_s,
             on_outcome=on_outcome or _ignore,
             on_request=on_request,

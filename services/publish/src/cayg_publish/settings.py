@@ -58,7 +58,14 @@ class PublishSettings(ServiceSettings):
         default=30.0,
         ge=5,
         le=600,
-        description="how long a leased document stays with an instance before takeover",
+        description="how long a leased document stays with an instance before takeover "
+        "(a running delivery renews it every third of this)",
+    )
+    delivery_timeout_s: float = Field(
+        default=300.0,
+        ge=1,
+        le=3600,
+        description="longest one delivery (its requests and in-process retries) may take",
     )
     signing_workers: int | None = Field(
         default=None,

@@ -248,6 +248,10 @@ class ProjectionSql:
             "updated_ms = excluded.updated_ms"
         )
         self._doc_one = f"{_DOC_SELECT} WHERE target = {p} AND doc_key = {p}{dialect.lock}"
+        self._renew = (
+            f"UPDATE {DOCUMENTS_TABLE} SET lease_expires_ms = {p} "
+            f"WHERE target = {p} AND doc_key = {p} AND lease_token = {p}"
+        )
         self._doc_update = (
             f"UPDATE {DOCUMENTS_TABLE} SET "
             f"{', '.join(f'{c} = {p}' for c in DOCUMENT_COLUMNS[2:])} "
@@ -375,6 +379,15 @@ class ProjectionSql:
             leases.append(lease)
         return leases
 
+    async def renew(self, tx: Tx, lease: Lease, *, now_ms: int, ttl_ms: int) -> bool:
+        """Extend a lease still held under its token."""
+        return (
+            await tx.execute(
+                self._renew, (now_ms + ttl_ms, lease.target, lease.ref.key, lease.token)
+            )
+            > 0
+        )
+
     async def settle(
         self,
         tx: Tx,
@@ -473,6 +486,11 @@ class SqlProjectionStore(ABC):
             return await self._projection.lease(
                 tx, targets, token=token, now_ms=self._now_ms(), ttl_ms=ttl_ms, limit=limit
             )
+
+    async def renew_lease(self, lease: Lease, ttl_ms: int) -> bool:
+        """Extend ``lease`` while its delivery runs (False: no longer held)."""
+        async with self._tx() as tx:
+            return await self._projection.renew(tx, lease, now_ms=self._now_ms(), ttl_ms=ttl_ms)
 
     async def settle_document(
         self, lease: Lease, result: DeliveryResult, schedule: RetrySchedule

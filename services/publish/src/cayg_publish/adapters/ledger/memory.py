@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -180,6 +181,17 @@ class InMemoryLedger(Ledger):
                 self._documents[(row.target, row.ref.key)] = after
                 leases.append(lease)
             return leases
+
+    async def renew_lease(self, lease: Lease, ttl_ms: int) -> bool:
+        """Push the expiry on while the token still holds."""
+        self._check_open()
+        async with self._lock:
+            key = (lease.target, lease.ref.key)
+            row = self._documents.get(key)
+            if row is None or row.lease_token != lease.token:
+                return False
+            self._documents[key] = replace(row, lease_expires_ms=self._now_ms() + ttl_ms)
+            return True
 
     async def settle_document(
         self, lease: Lease, result: DeliveryResult, schedule: RetrySchedule

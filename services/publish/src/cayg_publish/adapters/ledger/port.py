@@ -135,6 +135,11 @@ class Ledger(ABC):
         safe when several instances lease from one database at once."""
 
     @abstractmethod
+    async def renew_lease(self, lease: Lease, ttl_ms: int) -> bool:
+        """Extend ``lease`` to ``ttl_ms`` from now while its delivery is still running;
+        False when the lease is no longer held (it lapsed and another instance took it)."""
+
+    @abstractmethod
     async def settle_document(
         self, lease: Lease, result: DeliveryResult, schedule: RetrySchedule
     ) -> DocumentRow | None:
