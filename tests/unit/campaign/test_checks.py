@@ -4,6 +4,7 @@ cannot fail would make every campaign pass."""
 from __future__ import annotations
 
 import base64
+import json
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,30 @@ def test_secret_forms_cover_standard_urlsafe_unpadded_and_url_encoding() -> None
         "~~~secret%3Fvalue",  # URL-encoded
     } <= forms
     assert secret_forms("short") == set()
+
+
+def _letter(stage: str, offset: int, sis_offset: int) -> Any:
+    from cayg_shared.envelope import DeadLetter
+
+    envelope = {"event_id": "x", "source": {"topic": "sis", "partition": 1, "offset": sis_offset}}
+    return DeadLetter.model_validate(
+        {
+            "stage": stage,
+            "reason": "unmappable",
+            "detail": "-",
+            "source": {"topic": "ingested", "partition": 0, "offset": offset},
+            "failed_at": "2026-01-01T00:00:00Z",
+            "value_b64": base64.b64encode(json.dumps(envelope).encode()).decode(),
+        }
+    )
+
+
+def test_a_sis_record_forwarded_twice_counts_as_one_rejected_input() -> None:
+    from cayg_campaign.targets import _sis_record
+
+    # Two copies on the ingested topic of one SIS record: one input.
+    assert _sis_record(_letter("normalize", 10, 5)) == _sis_record(_letter("normalize", 11, 5))
+    # An exact re-send by the SIS is another SIS record: another input.
+    assert _sis_record(_letter("normalize", 12, 6)) != _sis_record(_letter("normalize", 10, 5))
+    # Ingest's letters name the SIS record themselves.
+    assert _sis_record(_letter("ingest", 10, 5)) == ("ingested", 0, 10)

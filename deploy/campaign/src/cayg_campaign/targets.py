@@ -13,6 +13,8 @@ each on its own line, so one assertion shows all of them.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -23,6 +25,7 @@ import httpx
 from cayg_campaign.stream import Expected
 from cayg_ops import kafka_view
 from cayg_ops.demo import Ports, TenantSecrets
+from cayg_shared.envelope import DeadLetter, Stage
 from cayg_shared.topics import Topics
 
 _CLR_READ: Final = "https://purl.imsglobal.org/spec/clr/v2p0/scope/credential.readonly"
@@ -201,6 +204,21 @@ def parked_mismatches(expected: Expected, parked: dict[str, list[str]]) -> list[
     return problems
 
 
+def _sis_record(letter: DeadLetter) -> tuple[str, int, int]:
+    """Where the SIS record behind a dead letter sits: the letter's own source for ingest,
+    the parked ingest envelope's source for normalize (when the envelope still decodes)."""
+    source = letter.source
+    if letter.stage is Stage.NORMALIZE:
+        try:
+            envelope = json.loads(base64.b64decode(letter.value_b64))
+            inner = envelope.get("source") if isinstance(envelope, dict) else None
+            if isinstance(inner, dict):
+                return (str(inner["topic"]), int(inner["partition"]), int(inner["offset"]))
+        except (ValueError, KeyError, TypeError):
+            pass
+    return (source.topic, source.partition, source.offset)
+
+
 async def parked_reasons(bootstrap: str, topics: Topics) -> dict[str, list[str]]:
     """The reason of every input parked on each stage's DLQ (once per source record)."""
     found: dict[str, list[str]] = {}
@@ -211,15 +229,17 @@ async def parked_reasons(bootstrap: str, topics: Topics) -> dict[str, list[str]]
     ):
         items = await kafka_view.read_parked(bootstrap, topic, limit=100_000)
         # At least once: a record read again after a crash or rebalance may be parked
-        # twice. One record is one rejected input, so letters count once per source record.
+        # twice, and one SIS record that ingest forwarded twice (a crash between its output
+        # and its commit) reaches normalize as two records. One SIS record is one rejected
+        # input, so letters count once per SIS record (exact re-sends by the SIS are other
+        # SIS records, and count again).
         seen: set[tuple[str, int, int]] = set()
         reasons: list[str] = []
         for item in items:
             if item.letter is None:
                 reasons.append("<undecodable>")
                 continue
-            source = item.letter.source
-            where = (source.topic, source.partition, source.offset)
+            where = _sis_record(item.letter)
             if where in seen:
                 continue
             seen.add(where)
