@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Final
 
 import httpx
 
@@ -31,13 +33,19 @@ class InfrastructureError(RuntimeError):
     """A part of the stack could not be started (one line says which and why)."""
 
 
+#: Listening ports come from below Linux's ephemeral range (32768-60999): a port taken
+#: from that range can be handed to some client's outgoing connection (the broker's, a
+#: service's) between choosing it and the service binding it, and the service then fails
+#: to start with "address already in use".
+_LISTEN_PORTS: Final = range(20_000, 32_000)
+
+
 def free_port(pairs: int = 1) -> int:
     """A loopback port that is free now, and so is the next one when ``pairs`` is 2."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if pairs == 1 or _is_free(port + 1):
+    chooser = random.SystemRandom()
+    for _ in range(200):
+        port = chooser.randrange(_LISTEN_PORTS.start, _LISTEN_PORTS.stop - 1)
+        if _is_free(port) and (pairs == 1 or _is_free(port + 1)):
             return port
     raise InfrastructureError("no free port pair found")
 
