@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -28,7 +28,7 @@ from typing import Any, Final
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from cayg_bench import kafka, raw
+from cayg_bench import export, kafka, raw
 from cayg_bench.procs import (
     TENANTS_FILE,
     Proc,
@@ -39,7 +39,7 @@ from cayg_bench.procs import (
     stop_all,
     tree_cpu_seconds,
 )
-from cayg_bench.records import TENANTS, SisRecord, backfill_rows
+from cayg_bench.records import TENANTS, SisRecord, backfill_rows, mean_size
 from cayg_ops.demo import Ports, publish_config, standin_components, tenant_secrets
 from cayg_publish.domain.render.openbadges import credential_id
 from cayg_shared.headers import CORRELATION_ID
@@ -322,6 +322,61 @@ def clr_writes(db: Path) -> list[tuple[float, float, list[str]]]:
     ]
 
 
+def clr_records(db: Path) -> dict[str, tuple[float, float, list[str]]]:
+    """The CLR stand-in's records by id: (first written, last written, award credential
+    ids inside it), times as Unix seconds."""
+    if not db.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT credential_id, created_at, updated_at, body_json FROM credentials"
+            " WHERE api = 'clr'"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {
+        record: (
+            datetime.fromisoformat(created).timestamp(),
+            datetime.fromisoformat(updated).timestamp(),
+            _award_ids(json.loads(body)),
+        )
+        for record, created, updated, body in rows
+    }
+
+
+def clr_upserts(db: Path) -> dict[str, int]:
+    """Write requests the CLR stand-in answered, by outcome (created, replaced, unchanged,
+    stale_ignored, rejected)."""
+    if not db.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT outcome, SUM(n) FROM upsert_counts WHERE api = 'clr' GROUP BY outcome"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {str(outcome): int(n) for outcome, n in rows}
+
+
+def clr_state(db: Path) -> tuple[int, str]:
+    """(records, the latest write) of the CLR stand-in: cheap to read while it is written
+    (:func:`clr_writes` parses every record)."""
+    if not db.exists():
+        return 0, ""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        count, latest = conn.execute(
+            "SELECT COUNT(*), MAX(updated_at) FROM credentials WHERE api = 'clr'"
+        ).fetchone()
+    except sqlite3.OperationalError:  # not created yet
+        return 0, ""
+    finally:
+        conn.close()
+    return int(count), str(latest or "")
+
+
 def _award_ids(body: Any) -> list[str]:
     """Ids of the AchievementCredentials nested in a ClrCredential (wherever they sit)."""
     found: list[str] = []
@@ -355,12 +410,11 @@ def wait_publish_idle(
             )
         )
         behind += behind_lane
-    last: tuple[int, float] | None = None
+    last: tuple[int, str] | None = None
     stable_since = time.monotonic()
     owed = -1
     while time.monotonic() < deadline:
-        writes = clr_writes(stack.clr_db)
-        state = (len(writes), max((w[1] for w in writes), default=0.0))
+        state = clr_state(stack.clr_db)
         owed = sum(max(0, _owed(lane)) for lane in stack.lanes)
         if state != last:
             last, stable_since = state, time.monotonic()
@@ -730,6 +784,131 @@ def _wait4_nohang(pid: int) -> tuple[int, int, Any]:
 
 def _exit_code(status: int) -> int:
     return os.waitstatus_to_exitcode(status)
+
+
+# --------------------------------------------------------------------------- projection
+
+_REQUESTS: Final = re.compile(
+    r"^cayg_publish_request_duration_seconds_count\{([^}]*)\}\s+(\S+)$", re.MULTILINE
+)
+_LABEL: Final = re.compile(r'(\w+)="([^"]*)"')
+
+
+def _requests(lane: Proc) -> dict[str, int]:
+    """Requests a lane sent to its targets, by result (``ok``, ``failed``), from its
+    ``/metrics`` (``cayg_publish_request_duration_seconds_count``)."""
+    url = lane.ready_url.replace("/readyz", "/metrics")
+    try:
+        text = httpx.get(url, timeout=5).text
+    except httpx.HTTPError:
+        return {}
+    out: dict[str, int] = {}
+    for labels, value in _REQUESTS.findall(text):
+        result = dict(_LABEL.findall(labels)).get("result", "?")
+        out[result] = out.get(result, 0) + int(float(value))
+    return out
+
+
+def projection(ctx: Context, learners: int, *, seed: int = 2025) -> dict[str, Any]:
+    """A backfill export of awards (definitions and persons with them, many persons after
+    their awards) drained through ingest, normalize and both publish lanes: from all ready
+    until every lane has committed, publish owes nothing and the CLR stand-in holds exactly
+    the expected records, checked learner by learner."""
+    built = time.monotonic()
+    made = export.build_export(learners, seed=seed)
+    build_s = time.monotonic() - built
+    topics = ctx.topics("projection")
+    asyncio.run(preload(ctx, topics, made.records))
+    logs = ctx.logs("projection")
+    stack = publish_stack(ctx, topics, "projection")
+    pipeline = [
+        service("ingest", bootstrap=ctx.bootstrap, prefix=topics.prefix, log_dir=logs),
+        service("normalize", bootstrap=ctx.bootstrap, prefix=topics.prefix, log_dir=logs),
+    ]
+    working = [*pipeline, *stack.lanes]
+    everything = [*stack.standins, *working]
+    start_all(stack.standins)
+    sampler = _Sampler(everything)
+    cpu_ready: dict[str, float] = {}
+    drained: dict[str, Any] = {}
+    try:
+        start_all(working)
+        ready = max(p.ready_at for p in working)
+        ready_wall = time.time() - (time.monotonic() - ready)
+        cpu_ready = {p.name: tree_cpu_seconds(p.pid) for p in everything}
+        sampler.start()
+        deadline = ready + ctx.drain_timeout_s
+        for name, group, inputs in (
+            ("ingest", f"{topics.prefix}cayg-ingest", [topics.sis(t) for t in TENANTS]),
+            ("normalize", f"{topics.prefix}cayg-normalize", [topics.ingested]),
+        ):
+            ends = asyncio.run(kafka.end_offsets(ctx.bootstrap, inputs))
+            done_at, behind = asyncio.run(
+                kafka.wait_committed(
+                    ctx.bootstrap,
+                    group,
+                    ends,
+                    timeout_s=max(1.0, deadline - time.monotonic()),
+                )
+            )
+            drained[name] = {
+                "records": sum(ends.values()) - behind,
+                "drained": behind == 0,
+                "seconds_after_ready": round(done_at - ready, 2),
+            }
+        remaining = replace(ctx, drain_timeout_s=max(1.0, deadline - time.monotonic()))
+        idle = wait_publish_idle(remaining, stack, topics)
+        drained["publish"] = {**idle, "seconds_after_ready": round(time.monotonic() - ready, 2)}
+        requests = {lane.name: _requests(lane) for lane in stack.lanes}
+        cpu = {p.name: tree_cpu_seconds(p.pid) - cpu_ready.get(p.name, 0.0) for p in everything}
+    finally:
+        if sampler.started:
+            sampler.stop()
+        stop_all(working)
+        stop_all(stack.standins)
+    records = clr_records(stack.clr_db)
+    comparison = export.compare(made.learners, {k: v[2] for k, v in records.items()})
+    delivered = len({a for _c, _u, ids in records.values() for a in ids})
+    last_write = max((updated for _c, updated, _ids in records.values()), default=ready_wall)
+    seconds = last_write - ready_wall
+    launched = min(p.launched_at for p in working)
+    upserts = clr_upserts(stack.clr_db)
+    writes = sum(upserts.values())
+    return {
+        "learners": len(made.learners),
+        "awards": made.awards,
+        "definitions": made.definitions,
+        "persons_after_awards": made.persons_last,
+        "sis_records": len(made.records),
+        "sis_mean_bytes": round(mean_size(made.records), 1),
+        "export_build_s": round(build_s, 2),
+        "drain_timeout_s": ctx.drain_timeout_s,
+        "clr_records": len(records),
+        "awards_in_clr_records": delivered,
+        "seconds_to_last_clr_write": round(seconds, 3),
+        "launch_to_last_clr_write_s": round(seconds + (ready - launched), 3),
+        "awards_per_s": _rate(delivered, seconds),
+        "sis_records_per_s": _rate(len(made.records), seconds),
+        "drained": drained,
+        "end_state": {
+            **comparison.as_dict(),
+            "comparison_catches_errors": export.comparison_catches_errors(made.learners),
+        },
+        "clr_write_requests": {
+            "standin_upserts": upserts,
+            "total": writes,
+            "per_learner": round(writes / max(1, len(made.learners)), 3),
+            "publish_requests": requests,
+        },
+        "peak_rss_mib": {p.name: round(p.peak_rss_kib / 1024, 1) for p in everything},
+        "cpu_seconds": {name: round(value, 2) for name, value in cpu.items()},
+        "cpu_ms_per_award": {
+            name: round(1000 * value / max(1, delivered), 2) for name, value in cpu.items()
+        },
+        "measured": "from ingest, normalize and both publish lanes ready (the export already "
+        "on the SIS topics) to the CLR stand-in's last write (its updated_at); CPU from "
+        "ready to drained, each process with its children",
+    }
 
 
 # --------------------------------------------------------------------------- profile

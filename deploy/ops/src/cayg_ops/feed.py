@@ -1064,3 +1064,58 @@ def mixed_feed(
         for m in repeats
     )
     return stream
+
+
+# --------------------------------------------------------------------------- building blocks
+#
+# For generators outside this module (the benchmark's Ethos export): the sample feed's own
+# publishers, GUIDs, persons and notification envelopes, so what they build is read by
+# ingest and normalize exactly as the sample feed is.
+
+#: The Ethos media type of each resource, as the sample feed sends it.
+ETHOS_VERSIONS: dict[str, str] = {
+    "educational-institutions": _V6_1,
+    "academic-credentials": _V6,
+    "academic-programs": _V15,
+    "persons": _V12,
+    "student-academic-credentials": _AWARD_V,
+}
+#: Northfield's Ethos home institution GUID (configured in ``deploy/config/tenants.json``).
+NORTHFIELD_HOME_INSTITUTION = _NORTHFIELD_HOME
+
+
+def feed_guid(*parts: str) -> str:
+    """The deterministic GUID (UUIDv5) the feed gives an entity named by ``parts``."""
+    return _guid(*parts)
+
+
+class EthosNotifier:
+    """Ethos change notifications of Northfield's (Colleague) or Lakeshore's (Banner)
+    publisher: ids counting up from ``first_id``, ``published`` 7.3 s apart from ``start``."""
+
+    def __init__(self, tenant: str, *, first_id: int, start: datetime) -> None:
+        if tenant not in (NORTHFIELD, LAKESHORE):
+            raise ValueError(f"{tenant} has no Ethos publisher in the feed")
+        self._ethos = _Ethos(tenant, _ethos_of(tenant), first_id, start)
+
+    def notify(
+        self,
+        resource: str,
+        guid: str,
+        operation: str,
+        content: dict[str, Any] | None,
+        *,
+        label: str,
+    ) -> FeedMessage:
+        """The next notification, for ``resource`` at its :data:`ETHOS_VERSIONS` version."""
+        return self._ethos.notify(
+            resource, ETHOS_VERSIONS[resource], guid, operation, content, label=label
+        )
+
+
+def ethos_person(
+    rng: random.Random, tenant: str, n: int, domain: str
+) -> tuple[str, dict[str, Any]]:
+    """Learner ``n``'s ``persons`` representation (GUID, content), as the sample feed
+    makes it: a name drawn from ``rng``, the SIS id ``7000000 + n``, a school email."""
+    return _person(rng, tenant, n, domain)
