@@ -33,7 +33,7 @@ def markdown(r: dict[str, Any]) -> str:
     """The whole document."""
     m = r["machine"]
     s = r["settings"]
-    raw = r.get("raw", {})
+    raw = r.get("raw")
     limit = raw.get("batched", {}).get("records_per_s") if not _error(raw) else None
     dirty = " (with uncommitted changes in the tree)" if m["git_dirty"] else ""
     lines = [
@@ -81,6 +81,7 @@ def markdown(r: dict[str, Any]) -> str:
     lines += _publish(r.get("publish"))
     lines += _e2e(r.get("e2e"))
     lines += _backfill(r.get("backfill"))
+    lines += _projection(r.get("projection"), limit)
     lines += _profile(r.get("profile"))
     lines += [
         "## Not measured",
@@ -406,6 +407,138 @@ def _backfill(b: Any) -> list[str]:
             f" {_num(cli['rows_per_s'])} | {cells[0]} | {cells[1]} | {_rss(run['peak_rss_mib'])} |"
         )
     return [*out, ""]
+
+
+#: The projection issue's targets: 100,000 awards (20,000 learners) drained end to end in
+#: at most 10 minutes, publish's RSS below 250 MiB throughout.
+PROJECTION_AWARDS: Final = 100_000
+PROJECTION_SECONDS: Final = 600
+PROJECTION_RSS_MIB: Final = 250
+
+
+def _projection(p: Any, limit: Any) -> list[str]:
+    out = ["## Projection backfill: an export of awards through publish to the CLR host", ""]
+    if _error(p):
+        return [*out, f"Failed: {_error(p)}", ""]
+    end = p["end_state"]
+    writes = p["clr_write_requests"]
+    drained = p["drained"]
+    seconds = p["seconds_to_last_clr_write"]
+    rate = p["awards_per_s"]
+    needed = PROJECTION_AWARDS / PROJECTION_SECONDS
+    publish_rss = max(
+        (v for k, v in p["peak_rss_mib"].items() if k.startswith("publish")), default=None
+    )
+    finished = all(x.get("drained", x.get("idle")) for x in drained.values()) and end["equal"]
+    if p["awards"] >= PROJECTION_AWARDS:
+        time_cell = f"{_num(seconds, 1)} s for {p['awards']:,} awards"
+        time_ok: bool | None = finished and seconds <= PROJECTION_SECONDS
+    else:
+        time_cell = (
+            f"{_num(rate, 1)} awards/s ({p['awards']:,} awards in {_num(seconds, 1)} s; "
+            f"{PROJECTION_AWARDS:,} need ≥ {needed:.0f}/s)"
+        )
+        time_ok = finished and isinstance(rate, int | float) and rate >= needed
+    out += [
+        f"An Ethos export of Northfield (Colleague) and Lakeshore (Banner), "
+        f"{p['learners']:,} learners between them (`cayg_bench.export`): each institution's "
+        f"record, {p['definitions']} `academic-credentials` with descriptions, one "
+        "`academic-programs` record, then per learner, sorted by student, five "
+        "`student-academic-credentials` (one credential each, five terms). "
+        f"{p['persons_after_awards']:,} learners' `persons` records come after every award "
+        "of the export (awards before persons: publish holds their records until the "
+        "identity arrives), the others' right before their awards. "
+        f"{p['sis_records']:,} SIS records (mean {_num(p['sis_mean_bytes'])} bytes) are on "
+        "the SIS topics before anything starts; then the CLR and registry stand-ins, "
+        "ingest, normalize and both publish lanes run together. Measured "
+        f"{p['measured']}. The run ends when every consumer group has committed "
+        "everything, publish owes nothing (no dirty or failing document) and the CLR "
+        f"stand-in's records have stopped changing (drain capped at "
+        f"{_num(p['drain_timeout_s'])} s); the stand-in's records are then compared with "
+        "the end state computed from the export, learner by learner: the learner's "
+        "`ClrCredential` must exist and hold exactly its five `AchievementCredential`s.",
+        "",
+        "| target (projection issue) | this run | |",
+        "|---|---:|---|",
+        f"| {PROJECTION_AWARDS:,} awards for 20,000 learners drained end to end in ≤ "
+        f"{PROJECTION_SECONDS} s (≈ {needed:.0f} awards/s) | {time_cell} | {_met(time_ok)} |",
+        f"| publish RSS < {PROJECTION_RSS_MIB} MiB throughout (each lane's high-water mark) "
+        f"| {_num(publish_rss)} MiB | "
+        f"{_met(publish_rss < PROJECTION_RSS_MIB if publish_rss is not None else None)} |",
+        "",
+        "| learners | awards | CLR records | awards in CLR records | seconds to last CLR "
+        f"write | awards/s | SIS records/s ({TIMES} batched raw limit, {_num(limit)}/s) | "
+        "end state |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| {p['learners']:,} | {p['awards']:,} | {p['clr_records']:,} | "
+        f"{p['awards_in_clr_records']:,} | {_num(seconds, 1)} | **{_num(rate, 1)}** | "
+        f"{_num(p['sis_records_per_s'], 1)} ({_ratio(p['sis_records_per_s'], limit)}) | "
+        f"{_end_state(end)} |",
+        "",
+        f"From the first launch to the last CLR write: {_num(p['launch_to_last_clr_write_s'], 1)}"
+        " s. Seconds after all were ready until each had committed everything (publish: "
+        "and was seen idle, which takes 6 s of unchanged CLR records): "
+        + ", ".join(_drained(name, x) for name, x in drained.items())
+        + ".",
+        "",
+        f"CLR write requests the stand-in answered: {writes['total']:,} "
+        f"({', '.join(f'{k} {v:,}' for k, v in sorted(writes['standin_upserts'].items()))}), "
+        f"{writes['per_learner']} per learner (1.0 would be one write per learner: all five "
+        "awards and the identity coalesced into one signed record). Requests publish counted "
+        "(`cayg_publish_request_duration_seconds_count`, by lane and result): "
+        + "; ".join(
+            f"{lane} " + ", ".join(f"{k} {v:,}" for k, v in sorted(by.items()))
+            for lane, by in sorted(writes["publish_requests"].items())
+        )
+        + ".",
+        "",
+        f"Peak RSS: {_rss(p['peak_rss_mib'])}.",
+        "",
+        "| process | CPU s (ready to drained) | CPU ms per award |",
+        "|---|---:|---:|",
+    ]
+    cpu, per_award = p["cpu_seconds"], p["cpu_ms_per_award"]
+    out += [f"| {name} | {_num(cpu[name], 2)} | {_num(per_award.get(name), 2)} |" for name in cpu]
+    total = sum(per_award.values())
+    out += [
+        f"| all | {_num(sum(cpu.values()), 2)} | {_num(total, 2)} |",
+        "",
+        f"At {_num(total, 1)} ms of CPU per award for the whole pipeline (stand-ins "
+        f"included), one core carries at most about {_num(1000 / total if total else 0)} "
+        "awards/s; at the publish lanes' own "
+        f"{_num(sum(v for k, v in per_award.items() if k.startswith('publish')), 1)} ms, "
+        f"about {_num(_per_core(per_award, 'publish'))} awards/s per core.",
+        "",
+    ]
+    return out
+
+
+def _per_core(per_award: dict[str, Any], prefix: str) -> float:
+    used = sum(v for k, v in per_award.items() if k.startswith(prefix))
+    return 1000 / used if used else 0.0
+
+
+def _drained(name: str, x: dict[str, Any]) -> str:
+    ok = x.get("drained", x.get("idle"))
+    state = "" if ok else " (**not drained**: " + str(x) + ")"
+    return f"{name} {_num(x['seconds_after_ready'], 1)} s{state}"
+
+
+def _end_state(end: dict[str, Any]) -> str:
+    if end["equal"]:
+        text = f"equal ({end['learners']:,} learners)"
+    else:
+        text = (
+            f"**differs**: {end['learners_missing']:,} learners missing, "
+            f"{end['learners_wrong_award_count']:,} with a wrong award count, "
+            f"{end['learners_wrong_awards']:,} with other awards, "
+            f"{end['records_unexpected']:,} unexpected records"
+        )
+        if end.get("examples"):
+            text += " — e.g. " + "; ".join(end["examples"][:3])
+    if not end.get("comparison_catches_errors", True):
+        text += " (the comparison's self-check failed: it did not flag planted errors)"
+    return text
 
 
 def _profile(p: Any) -> list[str]:

@@ -193,8 +193,11 @@ class _Sampler:
         self.started = True
 
     def stop(self) -> None:
+        """Stop sampling (nothing to do when it never started: a process failed to start,
+        and that error, not this one, is what the section reports)."""
         self._stop.set()
-        self._thread.join()
+        if self.started:
+            self._thread.join()
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):

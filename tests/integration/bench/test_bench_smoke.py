@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
-SECTIONS = ("raw", "alone", "publish", "scale_out", "e2e", "backfill", "profile")
+SECTIONS = ("raw", "alone", "publish", "scale_out", "e2e", "backfill", "projection", "profile")
 
 
 def _positive(value: Any) -> bool:
@@ -113,6 +113,25 @@ def test_backfill_and_profile(results: tuple[dict[str, Any], str]) -> None:
     assert all(0 <= share <= 1 for share in parts.values()), parts
 
 
+def test_projection_reaches_the_expected_end_state(results: tuple[dict[str, Any], str]) -> None:
+    data, _ = results
+    p = data["projection"]
+    assert p["learners"] == 20
+    assert p["awards"] == 100
+    assert p["persons_after_awards"] > 0
+    # Every learner's CLR record holds exactly its five awards, and the comparison that
+    # says so flags planted differences.
+    assert p["end_state"]["equal"], p["end_state"]
+    assert p["end_state"]["comparison_catches_errors"]
+    assert p["clr_records"] == p["learners"]
+    assert p["awards_in_clr_records"] == p["awards"]
+    assert all(x.get("drained", x.get("idle")) for x in p["drained"].values()), p["drained"]
+    assert _positive(p["awards_per_s"])
+    assert p["clr_write_requests"]["total"] >= p["clr_records"]
+    assert all(_positive(v) for v in p["peak_rss_mib"].values()), p["peak_rss_mib"]
+    assert set(p["cpu_ms_per_award"]) == set(p["peak_rss_mib"])
+
+
 def test_the_document_shows_the_machine_and_the_command(
     results: tuple[dict[str, Any], str],
 ) -> None:
@@ -124,6 +143,7 @@ def test_the_document_shows_the_machine_and_the_command(
         "## Where the time goes",
         "## End to end",
         "## Backfill",
+        "## Projection backfill",
         "## Profile",
     ):
         assert heading in doc
