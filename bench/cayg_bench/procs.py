@@ -43,14 +43,19 @@ def cpu_seconds(pid: int) -> float:
     return 0.0
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and its live child processes (publish's signing workers)."""
-    total = cpu_seconds(pid)
+def child_pids(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (publish's signing workers)."""
+    found: list[int] = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                total += cpu_seconds(int(stat.parent.name))
-    return total
+                found.append(int(stat.parent.name))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its live child processes (publish's signing workers)."""
+    return cpu_seconds(pid) + sum(cpu_seconds(child) for child in child_pids(pid))
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -85,6 +90,12 @@ class Proc:
         self.launched_at = 0.0
         self.ready_at = 0.0
         self.peak_rss_kib = 0
+        #: The resident set at the last :meth:`sample`.
+        self.rss_kib = 0
+        #: With ``children=True`` samples: the largest resident set of the process and its
+        #: children together, and theirs at the last sample.
+        self.tree_peak_rss_kib = 0
+        self.tree_rss_kib = 0
 
     @property
     def pid(self) -> int:
@@ -127,11 +138,19 @@ class Proc:
         """CPU time the process has used so far (user + system)."""
         return cpu_seconds(self.process.pid) if self.process is not None else 0.0
 
-    def sample(self) -> None:
-        """Keep the high-water mark seen so far (also read by :meth:`stop`)."""
+    def sample(self, *, children: bool = False) -> None:
+        """Keep the high-water mark seen so far (also read by :meth:`stop`); with
+        ``children``, also the resident set of the process with its children."""
         if self.process is not None and self.process.poll() is None:
             status = proc_status(self.process.pid)
             self.peak_rss_kib = max(self.peak_rss_kib, status.get("VmHWM", 0))
+            self.rss_kib = status.get("VmRSS", self.rss_kib)
+            if children:
+                kids = child_pids(self.process.pid)
+                self.tree_rss_kib = self.rss_kib + sum(
+                    proc_status(kid).get("VmRSS", 0) for kid in kids
+                )
+                self.tree_peak_rss_kib = max(self.tree_peak_rss_kib, self.tree_rss_kib)
 
     def stop(self, timeout_s: float = 40.0) -> None:
         """SIGTERM (the graceful path), SIGKILL if it is ignored; records peak RSS first."""

@@ -180,10 +180,15 @@ def _cpu_per_record(
 
 class _Sampler:
     """Reads every process's memory high-water mark once a second while a stage runs (the
-    last reading before a process stops is taken by ``Proc.stop`` itself)."""
+    last reading before a process stops is taken by ``Proc.stop`` itself), and keeps each
+    reading of the resident set: (monotonic time, KiB) per process. With ``children``,
+    the readings and :attr:`Proc.tree_peak_rss_kib` count each process's children too
+    (publish's signing workers; a scan of ``/proc`` per process and second)."""
 
-    def __init__(self, procs: Sequence[Proc]) -> None:
+    def __init__(self, procs: Sequence[Proc], *, children: bool = False) -> None:
         self.procs = list(procs)
+        self.children = children
+        self.rss: dict[str, list[tuple[float, int]]] = {p.name: [] for p in self.procs}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.started = False
@@ -202,7 +207,27 @@ class _Sampler:
     def _run(self) -> None:
         while not self._stop.wait(1.0):
             for proc in self.procs:
-                proc.sample()
+                proc.sample(children=self.children)
+                rss = proc.tree_rss_kib if self.children else proc.rss_kib
+                self.rss[proc.name].append((time.monotonic(), rss))
+
+    def rss_timeline(self, since: float, points: int = 12) -> list[dict[str, float]]:
+        """About ``points`` readings spread over the run: seconds after ``since`` and each
+        process's resident set then (MiB)."""
+        length = max((len(v) for v in self.rss.values()), default=0)
+        if not length:
+            return []
+        step = max(1, -(-length // points))
+        picks = sorted({*range(0, length, step), length - 1})
+        out: list[dict[str, float]] = []
+        for i in picks:
+            row: dict[str, float] = {}
+            for name, readings in self.rss.items():
+                if i < len(readings):
+                    row.setdefault("s", round(readings[i][0] - since, 1))
+                    row[name] = round(readings[i][1] / 1024, 1)
+            out.append(row)
+        return out
 
 
 def services_alone(
@@ -831,7 +856,7 @@ def projection(ctx: Context, learners: int, *, seed: int = 2025) -> dict[str, An
     working = [*pipeline, *stack.lanes]
     everything = [*stack.standins, *working]
     start_all(stack.standins)
-    sampler = _Sampler(everything)
+    sampler = _Sampler(everything, children=True)
     cpu_ready: dict[str, float] = {}
     drained: dict[str, Any] = {}
     try:
@@ -904,6 +929,10 @@ def projection(ctx: Context, learners: int, *, seed: int = 2025) -> dict[str, An
             "publish_requests": requests,
         },
         "peak_rss_mib": {p.name: round(p.peak_rss_kib / 1024, 1) for p in everything},
+        "peak_rss_with_children_mib": {
+            p.name: round(p.tree_peak_rss_kib / 1024, 1) for p in everything
+        },
+        "rss_timeline_mib": sampler.rss_timeline(ready),
         "cpu_seconds": {name: round(value, 2) for name, value in cpu.items()},
         "cpu_ms_per_award": {
             name: round(1000 * value / max(1, delivered), 2) for name, value in cpu.items()
