@@ -33,7 +33,7 @@ def markdown(r: dict[str, Any]) -> str:
     """The whole document."""
     m = r["machine"]
     s = r["settings"]
-    raw = r.get("raw")
+    raw: Any = r.get("raw")
     limit = raw.get("batched", {}).get("records_per_s") if not _error(raw) else None
     dirty = " (with uncommitted changes in the tree)" if m["git_dirty"] else ""
     lines = [
@@ -168,7 +168,7 @@ def _targets(r: dict[str, Any], limit: Any) -> list[str]:
     return [*out, ""]
 
 
-def _raw(raw: dict[str, Any]) -> list[str]:
+def _raw(raw: Any) -> list[str]:
     out = ["## Raw limit (plain aiokafka, same records, same broker)", ""]
     if _error(raw):
         return [*out, f"Failed: {_error(raw)}", ""]
