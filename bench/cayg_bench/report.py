@@ -47,7 +47,8 @@ def markdown(r: dict[str, Any]) -> str:
         "```",
         "",
         f"(`bash bench/run.sh` is the full run: {'/'.join(['10k', '100k', '1M'])} backfill, "
-        "60 s per offered rate; `--quick` the medium one; `--tiny` is only the CI smoke test.)",
+        "60 s per offered rate, a projection export of 20,000 learners (100,000 awards); "
+        "`--quick` the medium one (2,000 learners); `--tiny` is only the CI smoke test.)",
         "",
         "## Machine and code",
         "",
