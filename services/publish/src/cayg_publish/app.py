@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from datetime import timedelta
 from typing import Any, Final
 
@@ -125,8 +125,8 @@ def create_app(settings: PublishSettings, publisher: Publisher | None = None) ->
         poll_s=settings.poll_s,
     )
 
-    async def record(change: Change) -> list[tuple[str, DocumentRef]]:
-        return await chosen.record(change, serves=settings.serves)
+    async def record(changes: Sequence[Change]) -> list[tuple[str, DocumentRef]]:
+        return await chosen.record_batch(changes, serves=settings.serves)
 
     register(broker, settings, record, metrics, on_recorded=projector.wake)
     background: list[asyncio.Task[None]] = []

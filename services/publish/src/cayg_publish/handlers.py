@@ -1,8 +1,10 @@
 """Publish's Kafka subscriber: ``cayg.normalized.v1`` → the catalog and dirty documents.
 
-For each change the handler makes one ledger transaction — apply the change to the catalog
-and mark dirty every document it affects at this lane's targets — and only then lets the
-offset be committed. No target is called here: the projector
+The handler consumes a batch (up to ``BATCH_MAX_RECORDS``) and makes one ledger transaction
+of it — apply each change to the catalog and mark dirty every document it affects at this
+lane's targets — and only then lets the offsets be committed (FastStream's batch
+subscriber: the batch is acknowledged as a whole; on an error each partition is rewound to
+its first record of the batch and read again). No target is called here: the projector
 (:mod:`cayg_publish.projector`) delivers dirty documents from the catalog's current
 state, on its own schedule. A change that cannot be decoded is dead-lettered
 (``cayg.publish.dlq.v1`` now holds only those); ledger or broker trouble raises, and the
@@ -14,11 +16,17 @@ written: retries of failing documents are scheduled in the ledger.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Any
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from faststream.message import StreamMessage
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import Counter as PromCounter
 from pydantic import ValidationError
 
 from cayg_publish.domain.projection import DocumentRef
@@ -37,8 +45,8 @@ from cayg_shared.topics import Topics
 
 log = get_logger("cayg.publish")
 
-#: Records a change: catalog + dirty documents, one transaction; returns what was marked.
-Record = Callable[[Change], Awaitable[list[tuple[str, DocumentRef]]]]
+#: Records changes in order: catalog + dirty documents, one transaction; what was marked.
+Record = Callable[[Sequence[Change]], Awaitable[list[tuple[str, DocumentRef]]]]
 
 
 class PublishMetrics:
@@ -46,13 +54,13 @@ class PublishMetrics:
     every service's, see :class:`cayg_shared.service.ConsumerLag`)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.changes = Counter(
+        self.changes = PromCounter(
             "cayg_publish_changes",
             "Changes applied to the catalog, by tenant and entity type",
             ["tenant", "entity_type"],
             registry=registry,
         )
-        self.outcomes = Counter(
+        self.outcomes = PromCounter(
             "cayg_publish_outcomes",
             "Per-target delivery outcomes of rendered requests and documents",
             ["target", "outcome"],
@@ -96,7 +104,7 @@ def register(
     on_recorded: Callable[[], None] | None = None,
 ) -> None:
     """Subscribe publish to the normalized topic as this lane's consumer group
-    (:attr:`PublishSettings.consumer_group`)."""
+    (:attr:`PublishSettings.consumer_group`), a batch at a time."""
     topics = Topics(settings.topic_prefix)
 
     @broker.subscriber(
@@ -104,50 +112,121 @@ def register(
         group_id=settings.consumer_group,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
-        max_poll_records=500,
+        batch=True,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        parser=_headers_as_sent,
+        decoder=_undecoded,
     )
-    async def on_change(message: KafkaMessage) -> None:
-        inbound = InboundRecord.from_message(message)
-        inbound.bind_log_context()
+    async def on_changes(message: KafkaMessage) -> None:
+        raw: Any = message.raw_message
+        records = [_inbound(r) for r in (raw if isinstance(raw, tuple) else (raw,))]
         try:
-            await _handle(broker, topics, inbound, record, metrics)
+            await _handle_batch(broker, topics, records, record, metrics)
             if on_recorded is not None:
                 on_recorded()
         except Exception as error:
+            # Nothing of the batch is committed; each partition is read again from its
+            # first record of this batch (recording is idempotent: versions decide).
             await pause_before_redelivery(settings, error)
             raise
         finally:
             clear_log_context()
 
 
-async def _handle(
+async def _headers_as_sent(
+    records: Any, original: Callable[[Any], Awaitable[StreamMessage[Any]]]
+) -> StreamMessage[Any]:
+    """FastStream's batch parser, which decodes every header as UTF-8 and fails the whole
+    batch on one that is not (it would be read again forever): such headers are left out
+    of its copy, the raw records (and their bytes) stay as consumed."""
+    try:
+        return await original(records)
+    except UnicodeDecodeError:
+        batch = records if isinstance(records, tuple) else (records,)
+        cleaned = tuple(
+            replace(r, headers=[(k, v) for k, v in r.headers if _is_text(v)]) for r in batch
+        )
+        parsed = await original(cleaned if isinstance(records, tuple) else cleaned[0])
+        parsed.raw_message = records
+        return parsed
+
+
+async def _undecoded(message: StreamMessage[Any], original: Any) -> Any:
+    """No decoding by FastStream: its batch decoder parses every record again from the raw
+    records (headers as UTF-8 included) and JSON-decodes every value, which the handler
+    does itself, once, into :class:`Change`."""
+    del original
+    return message.body
+
+
+def _is_text(value: bytes | None) -> bool:
+    if value is None:
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _inbound(raw: Any) -> InboundRecord:
+    return InboundRecord(
+        topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        timestamp_ms=raw.timestamp,
+        key=raw.key,
+        value=raw.value,
+        headers=tuple((name, value) for name, value in (raw.headers or ()) if value is not None),
+    )
+
+
+async def _handle_batch(
     broker: KafkaBroker,
     topics: Topics,
-    inbound: InboundRecord,
+    records: Sequence[InboundRecord],
     record: Record,
     metrics: PublishMetrics,
 ) -> None:
-    try:
-        change = Change.from_kafka_value(inbound.value or b"")
-    except ValidationError as error:
-        first = error.errors()[0]
-        path = "$." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "$"
-        letter = dead_letter(
-            inbound,
-            stage=Stage.PUBLISH,
-            reason="bad-change",
-            detail=str(first["msg"]),
-            field_path=path,
-        )
-        await park(broker, topics.publish_dlq, letter, inbound.key)
-        log.error("change dead-lettered", reason=letter.reason, detail=letter.detail)
-        return
-    marked = await record(change)
-    metrics.changes.labels(change.tenant, change.entity_key.entity_type.value).inc()
-    log.debug(
-        "change recorded",
-        tenant=change.tenant,
-        event_id=str(change.event_id),
-        entity_key=str(change.entity_key),
+    """Decode each record (what cannot be decoded is dead-lettered), then record every
+    change of the batch in one ledger transaction."""
+    started = time.monotonic()
+    changes: list[Change] = []
+    parked = 0
+    for inbound in records:
+        try:
+            changes.append(Change.from_kafka_value(inbound.value or b""))
+        except ValidationError as error:
+            first = error.errors()[0]
+            path = "$." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "$"
+            letter = dead_letter(
+                inbound,
+                stage=Stage.PUBLISH,
+                reason="bad-change",
+                detail=str(first["msg"]),
+                field_path=path,
+            )
+            await park(broker, topics.publish_dlq, letter, inbound.key)
+            parked += 1
+            log.error(
+                "change dead-lettered",
+                reason=letter.reason,
+                detail=letter.detail,
+                partition=inbound.partition,
+                offset=inbound.offset,
+            )
+    marked = await record(changes) if changes else []
+    kinds: Counter[tuple[str, str]] = Counter(
+        (c.tenant, c.entity_key.entity_type.value) for c in changes
+    )
+    for (tenant, entity_type), count in kinds.items():
+        metrics.changes.labels(tenant, entity_type).inc(count)
+    log.info(
+        "changes recorded",
+        records=len(records),
+        changes=len(changes),
+        dead_lettered=parked,
         documents_marked=len(marked),
+        seconds=round(time.monotonic() - started, 3),
     )

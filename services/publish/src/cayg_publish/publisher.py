@@ -205,6 +205,14 @@ class Publisher:
         targets dirty, in one ledger transaction; what was marked."""
         return await self.ledger.record_change(change, self.kinds_by_target(change.tenant, serves))
 
+    async def record_batch(
+        self, changes: Sequence[Change], *, serves: Callable[[str], bool] | None = None
+    ) -> list[tuple[str, DocumentRef]]:
+        """:meth:`record` for each change in order, in one ledger transaction."""
+        return await self.ledger.record_changes(
+            [(change, self.kinds_by_target(change.tenant, serves)) for change in changes]
+        )
+
     async def reconcile(
         self, tenant: str, *, serves: Callable[[str], bool] | None = None
     ) -> list[tuple[str, DocumentRef]]:

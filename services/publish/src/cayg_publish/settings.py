@@ -54,6 +54,18 @@ class PublishSettings(ServiceSettings):
         le=4096,
         description="documents one instance delivers at once (target limits still apply)",
     )
+    batch_max_records: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="most changes read and recorded in one ledger transaction",
+    )
+    batch_timeout_ms: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="longest wait for a batch to fill once a first change is there",
+    )
     lease_ttl_s: float = Field(
         default=30.0,
         ge=5,

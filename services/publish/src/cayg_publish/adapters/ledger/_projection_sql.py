@@ -477,6 +477,17 @@ class SqlProjectionStore(ABC):
         async with self._tx() as tx:
             return await self._projection.record_change(tx, change, kinds_by_target, self._now_ms())
 
+    async def record_changes(
+        self, changes: Sequence[tuple[Change, Mapping[str, frozenset[DocumentKind]]]]
+    ) -> list[tuple[str, DocumentRef]]:
+        """Every change in order, in one transaction."""
+        marked: list[tuple[str, DocumentRef]] = []
+        async with self._tx() as tx:
+            now_ms = self._now_ms()
+            for change, kinds_by_target in changes:
+                marked += await self._projection.record_change(tx, change, kinds_by_target, now_ms)
+        return marked
+
     async def lease_documents(
         self, targets: Sequence[str], *, limit: int, ttl_ms: int
     ) -> list[Lease]:

@@ -151,13 +151,29 @@ class InMemoryLedger(Ledger):
         """Catalog and dirty marking under one lock."""
         self._check_open()
         async with self._lock:
-            written = self._catalog.write(change)
-            if not written or not kinds_by_target:
-                return []
-            rows = await affected_rows(written, self._catalog)
-            pairs = route(documents_of_rows(rows), kinds_by_target)
-            self._mark(pairs)
-            return pairs
+            return await self._record(change, kinds_by_target)
+
+    async def record_changes(
+        self, changes: Sequence[tuple[Change, Mapping[str, frozenset[DocumentKind]]]]
+    ) -> list[tuple[str, DocumentRef]]:
+        """Every change under one lock, in order."""
+        self._check_open()
+        marked: list[tuple[str, DocumentRef]] = []
+        async with self._lock:
+            for change, kinds_by_target in changes:
+                marked += await self._record(change, kinds_by_target)
+        return marked
+
+    async def _record(
+        self, change: Change, kinds_by_target: Mapping[str, frozenset[DocumentKind]]
+    ) -> list[tuple[str, DocumentRef]]:
+        written = self._catalog.write(change)
+        if not written or not kinds_by_target:
+            return []
+        rows = await affected_rows(written, self._catalog)
+        pairs = route(documents_of_rows(rows), kinds_by_target)
+        self._mark(pairs)
+        return pairs
 
     async def lease_documents(
         self, targets: Sequence[str], *, limit: int, ttl_ms: int

@@ -128,6 +128,13 @@ class Ledger(ABC):
         document it affects at every target serving that kind; returns what was marked."""
 
     @abstractmethod
+    async def record_changes(
+        self, changes: Sequence[tuple[Change, Mapping[str, frozenset[DocumentKind]]]]
+    ) -> list[tuple[str, DocumentRef]]:
+        """:meth:`record_change` for each (change, kinds by target) in order, all in one
+        transaction (a consumed batch: all of it is recorded, or none of it)."""
+
+    @abstractmethod
     async def lease_documents(
         self, targets: Sequence[str], *, limit: int, ttl_ms: int
     ) -> list[Lease]:
