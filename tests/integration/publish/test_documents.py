@@ -136,6 +136,23 @@ async def test_a_record_level_revoke_dirties_the_record_of_the_learner(ledger: L
     assert (OB, DocumentRef(TENANT, DocumentKind.AWARD_CREDENTIAL, "AW-1\nMC-SQL")) in marked
 
 
+async def test_a_batch_records_in_order_what_each_change_would(ledger: Ledger) -> None:
+    batch = [
+        change(award("AW-1", person_ref="person-1"), seq=1),
+        change(definition(name="Old name"), seq=3),
+        change(definition(name="New name for it"), seq=4),
+        change(definition(name="Older name"), seq=2),  # stale within the batch: no mark
+        change(learner_identity(), seq=5),
+    ]
+    marked = await ledger.record_changes([(c, KINDS) for c in batch])
+
+    assert marked.count((CLR, RECORD)) == 4  # the award, two definitions, the identity
+    [resource] = [r for r in await ledger.documents(target=REGISTRY)]
+    assert resource.state is DocumentState.DIRTY
+    assert resource.dirty_seq == 2  # the stale definition marked nothing
+    assert await _state(ledger, CLR, RECORD) is DocumentState.DIRTY
+
+
 async def test_a_stale_change_marks_nothing(ledger: Ledger) -> None:
     await ledger.record_change(change(definition(name="New name for it"), seq=5), KINDS)
 
