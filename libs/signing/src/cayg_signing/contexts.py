@@ -149,6 +149,9 @@ class ContextLoader:
         self._resolved_cache = _BoundedCache(_RESOLVED_CACHE_SIZE)
         # Processed active contexts, reused across documents (see canon.py).
         self._processed_contexts: dict[tuple[Any, ...], Any] = {}
+        # IRI expansions per finished context (cayg_signing.canon), same lock.
+        self._expanded_iris: dict[tuple[Any, ...], Any] = {}
+        self._finished_contexts: set[Any] = set()
         # pyld mutates its caches while processing; canonicalization holds this lock so
         # threads sharing one loader never interleave inside those caches.
         self._lock = threading.Lock()
