@@ -12,6 +12,7 @@ module only moves rows.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -486,6 +487,7 @@ class SqlProjectionStore(ABC):
             now_ms = self._now_ms()
             for change, kinds_by_target in changes:
                 marked += await self._projection.record_change(tx, change, kinds_by_target, now_ms)
+                await asyncio.sleep(0)  # a long batch lets deliveries in flight go on
         return marked
 
     async def lease_documents(

@@ -165,6 +165,15 @@ class SqliteDatabase:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, guarded)
 
+    def _direct(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` on the calling thread, inside a session (see :class:`SqliteTx`)."""
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+        try:
+            return work(self._connect())
+        except sqlite3.Error as exc:
+            raise LedgerError(f"sqlite ledger {self.path}: {exc}") from exc
+
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         connection = self._connect()
         connection.execute("BEGIN IMMEDIATE")
@@ -263,17 +272,20 @@ class SqliteTx:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
 
+    # Inside the session the write lock is already held (BEGIN IMMEDIATE ran on the
+    # connection's thread, where waiting for another process's lock belongs), and in WAL
+    # mode nothing inside a write transaction waits for anyone: each statement is tens of
+    # microseconds of work. Running them right here instead of handing each to the worker
+    # thread spares two thread switches per statement, which were most of the cost of
+    # recording a batch of changes.
+
     async def fetchall(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Run a query on the connection's thread."""
-        values = tuple(params)
-        return await self._db._run(
-            lambda: list(self._db._connect().execute(sql, values).fetchall())
-        )
+        """Run a query (the session's write lock is held)."""
+        return self._db._direct(lambda c: list(c.execute(sql, tuple(params)).fetchall()))
 
     async def execute(self, sql: str, params: Sequence[Any]) -> int:
-        """Run a statement on the connection's thread."""
-        values = tuple(params)
-        return await self._db._run(lambda: self._db._connect().execute(sql, values).rowcount)
+        """Run a statement (the session's write lock is held)."""
+        return self._db._direct(lambda c: c.execute(sql, tuple(params)).rowcount)
 
     def catalog_params(self, row: CatalogRow, columns: Sequence[str]) -> list[Any]:
         """Catalog values with times as ISO text."""
