@@ -152,6 +152,8 @@ class ContextLoader:
         # IRI expansions per finished context (cayg_signing.canon), same lock.
         self._expanded_iris: dict[tuple[Any, ...], Any] = {}
         self._finished_contexts: set[Any] = set()
+        # Canonical proof options by their JSON (cayg_signing.proof).
+        self._options_nquads: dict[str, str] = {}
         # pyld mutates its caches while processing; canonicalization holds this lock so
         # threads sharing one loader never interleave inside those caches.
         self._lock = threading.Lock()

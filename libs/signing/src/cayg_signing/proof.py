@@ -12,6 +12,7 @@ Signing (W3C vc-di-eddsa, "eddsa-rdfc-2022"; 1EdTech OB 3.0 section 8.3):
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -111,7 +112,7 @@ def sign_credential(
         "cryptosuite": CRYPTOSUITE,
         "proofPurpose": PROOF_PURPOSE,
     }
-    proof_nquads = canonicalize({"@context": document["@context"], **options}, loader)
+    proof_nquads = _options_nquads({"@context": document["@context"], **options}, loader)
     document_nquads = canonicalize(document, loader)
     signature = key.sign(hash_data(proof_nquads, document_nquads))
     return {**document, "proof": {**options, "proofValue": encode_multibase(signature)}}
@@ -212,7 +213,7 @@ def _verify_one(  # noqa: PLR0917 - a private step of verify_credential
     else:
         options["@context"] = document["@context"]
     try:
-        proof_nquads = canonicalize(options, loader)
+        proof_nquads = _options_nquads(options, loader)
     except SigningError as exc:
         raise ProofError(f"cannot canonicalize proof options: {exc}") from exc
 
@@ -221,6 +222,24 @@ def _verify_one(  # noqa: PLR0917 - a private step of verify_credential
             f"signature does not verify with the key of {method!r}: "
             "the credential or its proof was changed, or another key signed it"
         )
+
+
+#: Canonical proof options kept per loader: the options differ only in ``created`` (to the
+#: second) and the verification method, so a busy signer or verifier repeats them.
+_OPTIONS_CACHE_SIZE: Final = 1024
+
+
+def _options_nquads(options: dict[str, Any], loader: ContextLoader) -> str:
+    """:func:`canonicalize` of a proof's options, remembered by their JSON."""
+    key = json.dumps(options, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    cache = loader._options_nquads
+    found = cache.get(key)
+    if found is None:
+        found = canonicalize(options, loader)
+        if len(cache) >= _OPTIONS_CACHE_SIZE:
+            cache.clear()
+        cache[key] = found
+    return found
 
 
 def _as_list(value: Any) -> list[Any]:
