@@ -58,7 +58,7 @@ __all__ = [
 #: Signed credentials kept by default (the character bound below usually binds first).
 DEFAULT_SIGNATURE_CACHE_SIZE: Final = 20_000
 #: Characters of signed JSON kept by default (about as many bytes: the JSON is ASCII-heavy).
-DEFAULT_SIGNATURE_CACHE_CHARS: Final = 64 * 2**20
+DEFAULT_SIGNATURE_CACHE_CHARS: Final = 32 * 2**20
 #: Verified credentials remembered by default (64 hex characters each).
 DEFAULT_VERIFICATION_CACHE_SIZE: Final = 100_000
 
