@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         "default tiny 20, quick 2000, full 20000)",
     )
     parser.add_argument(
+        "--projection-profile-s",
+        type=float,
+        default=45.0,
+        help="seconds py-spy samples the CLR lane and stand-in during the projection's "
+        "deliveries (0: none; never in --tiny)",
+    )
+    parser.add_argument(
         "--only", help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})"
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results.json")
@@ -240,7 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "projection",
             f"projection backfill ({mode.projection_learners:,} learners)",
             lambda: stages.projection(
-                replace(ctx, drain_timeout_s=projection_drain_s), mode.projection_learners
+                replace(ctx, drain_timeout_s=projection_drain_s),
+                mode.projection_learners,
+                profile_s=0.0 if name == "tiny" else args.projection_profile_s,
             ),
         )
         section("profile", "profile", lambda: stages.profile(ctx, records, which_profiled()))

@@ -519,7 +519,49 @@ def _projection(p: Any, limit: Any) -> list[str]:
         f"{_num(sum(v for k, v in per_award.items() if k.startswith('publish')), 1)} ms, "
         f"about {_num(_per_core(per_award, 'publish'))} awards/s per core.",
         "",
+        *_spied(p.get("profile")),
     ]
+    return out
+
+
+def _spied(profiles: Any) -> list[str]:
+    """The py-spy samples of the CLR lane and stand-in during the deliveries."""
+    if not profiles:
+        return []
+    out = [
+        "### Where the CPU goes while documents are delivered",
+        "",
+        "py-spy sampled the CLR publish lane (with its signing worker processes) and the CLR "
+        "stand-in once ingest and normalize had drained; only samples taken while a thread "
+        "held the GIL count (Python running; waits left out). Shares are of each "
+        "recording's samples, by what the innermost frame belongs to.",
+        "",
+    ]
+    for name, prof in profiles.items():
+        if _error(prof) or not isinstance(prof, dict):
+            out += [f"{name}: no profile ({_error(prof)}).", ""]
+            continue
+        out += [
+            f"**{name}** ({prof['samples']:,} samples; by process: "
+            + ", ".join(f"{k} {v}%" for k, v in prof["by_process"].items())
+            + ")",
+            "",
+            "| process | spent on | share |",
+            "|---|---|---:|",
+        ]
+        for kind, owners in prof["by_owner"].items():
+            out += [f"| {kind} | {label} | {share}% |" for label, share in owners.items()]
+        out += [
+            "",
+            "Innermost frames: "
+            + "; ".join(f"`{f}` {v}%" for f, v in prof["top_frames"][:8])
+            + ".",
+            "",
+            "The project's functions, inclusive: "
+            + "; ".join(f"`{f}` {v}%" for f, v in prof["project_inclusive"][:8])
+            + ".",
+            "",
+        ]
     return out
 
 

@@ -28,7 +28,7 @@ from typing import Any, Final
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from cayg_bench import export, kafka, raw
+from cayg_bench import export, kafka, raw, sampled
 from cayg_bench.procs import (
     TENANTS_FILE,
     Proc,
@@ -837,11 +837,15 @@ def _requests(lane: Proc) -> dict[str, int]:
     return out
 
 
-def projection(ctx: Context, learners: int, *, seed: int = 2025) -> dict[str, Any]:
+def projection(
+    ctx: Context, learners: int, *, seed: int = 2025, profile_s: float = 0.0
+) -> dict[str, Any]:
     """A backfill export of awards (definitions and persons with them, many persons after
     their awards) drained through ingest, normalize and both publish lanes: from all ready
     until every lane has committed, publish owes nothing and the CLR stand-in holds exactly
-    the expected records, checked learner by learner."""
+    the expected records, checked learner by learner. With ``profile_s``, the CLR lane (with
+    its signing workers) and the CLR stand-in are sampled by py-spy for that long once ingest
+    and normalize have drained (deliveries under way)."""
     built = time.monotonic()
     made = export.build_export(learners, seed=seed)
     build_s = time.monotonic() - built
@@ -859,6 +863,8 @@ def projection(ctx: Context, learners: int, *, seed: int = 2025) -> dict[str, An
     sampler = _Sampler(everything, children=True)
     cpu_ready: dict[str, float] = {}
     drained: dict[str, Any] = {}
+    spies: dict[str, sampled.Spy] = {}
+    profiles: dict[str, Any] = {}
     try:
         start_all(working)
         ready = max(p.ready_at for p in working)
@@ -884,8 +890,18 @@ def projection(ctx: Context, learners: int, *, seed: int = 2025) -> dict[str, An
                 "drained": behind == 0,
                 "seconds_after_ready": round(done_at - ready, 2),
             }
+        if profile_s > 0:
+            by_name = {p.name: p for p in everything}
+            spies = {
+                name: sampled.Spy(by_name[name].pid, profile_s, ctx.work / f"spy-{name}.txt")
+                for name in ("publish-clr", "clr")
+                if name in by_name
+            }
+            for spy in spies.values():
+                spy.start()
         remaining = replace(ctx, drain_timeout_s=max(1.0, deadline - time.monotonic()))
         idle = wait_publish_idle(remaining, stack, topics)
+        profiles = {name: spy.finish(timeout_s=profile_s + 30) for name, spy in spies.items()}
         drained["publish"] = {**idle, "seconds_after_ready": round(time.monotonic() - ready, 2)}
         requests = {lane.name: _requests(lane) for lane in stack.lanes}
         cpu = {p.name: tree_cpu_seconds(p.pid) - cpu_ready.get(p.name, 0.0) for p in everything}
@@ -933,6 +949,7 @@ def projection(ctx: Context, learners: int, *, seed: int = 2025) -> dict[str, An
             p.name: round(p.tree_peak_rss_kib / 1024, 1) for p in everything
         },
         "rss_timeline_mib": sampler.rss_timeline(ready),
+        "profile": profiles,
         "cpu_seconds": {name: round(value, 2) for name, value in cpu.items()},
         "cpu_ms_per_award": {
             name: round(1000 * value / max(1, delivered), 2) for name, value in cpu.items()
