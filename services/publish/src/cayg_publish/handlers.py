@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 from pydantic import ValidationError
 
+from cayg_publish.adapters.ledger import LedgerError
 from cayg_publish.domain.projection import DocumentRef
 from cayg_publish.settings import PublishSettings
 from cayg_shared.envelope import Stage
@@ -160,6 +161,23 @@ async def _undecoded(message: StreamMessage[Any], original: Any) -> Any:
     return message.body
 
 
+async def _record_one_by_one(
+    decoded: Sequence[tuple[InboundRecord, Change]], record: Record
+) -> tuple[list[tuple[str, DocumentRef]], list[tuple[InboundRecord, Exception]]]:
+    """Record each change on its own (a batch failed for a reason other than the ledger):
+    what was marked, and the changes that fail by themselves with their errors."""
+    marked: list[tuple[str, DocumentRef]] = []
+    refused: list[tuple[InboundRecord, Exception]] = []
+    for inbound, change in decoded:
+        try:
+            marked += await record([change])
+        except LedgerError:
+            raise
+        except Exception as error:  # noqa: BLE001 - dead-lettered with its reason
+            refused.append((inbound, error))
+    return marked, refused
+
+
 def _is_text(value: bytes | None) -> bool:
     if value is None:
         return True
@@ -192,11 +210,11 @@ async def _handle_batch(
     """Decode each record (what cannot be decoded is dead-lettered), then record every
     change of the batch in one ledger transaction."""
     started = time.monotonic()
-    changes: list[Change] = []
+    decoded: list[tuple[InboundRecord, Change]] = []
     parked = 0
     for inbound in records:
         try:
-            changes.append(Change.from_kafka_value(inbound.value or b""))
+            decoded.append((inbound, Change.from_kafka_value(inbound.value or b"")))
         except ValidationError as error:
             first = error.errors()[0]
             path = "$." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "$"
@@ -216,7 +234,33 @@ async def _handle_batch(
                 partition=inbound.partition,
                 offset=inbound.offset,
             )
-    marked = await record(changes) if changes else []
+    changes = [change for _, change in decoded]
+    refused: list[tuple[InboundRecord, Exception]] = []
+    try:
+        marked = await record(changes) if changes else []
+    except LedgerError:
+        raise  # the ledger is away: the whole batch is read again after a pause
+    except Exception:  # noqa: BLE001 - one change the catalog cannot take; find it
+        marked, refused = await _record_one_by_one(decoded, record)
+    if refused:
+        for inbound, problem in refused:
+            letter = dead_letter(
+                inbound,
+                stage=Stage.PUBLISH,
+                reason="record-failed",
+                detail=f"{type(problem).__name__}: {problem}"[:1000],
+            )
+            await park(broker, topics.publish_dlq, letter, inbound.key)
+            log.error(
+                "change dead-lettered",
+                reason=letter.reason,
+                detail=letter.detail,
+                partition=inbound.partition,
+                offset=inbound.offset,
+            )
+        parked += len(refused)
+        refused_ids = {id(inbound) for inbound, _ in refused}
+        changes = [change for inbound, change in decoded if id(inbound) not in refused_ids]
     kinds: Counter[tuple[str, str]] = Counter(
         (c.tenant, c.entity_key.entity_type.value) for c in changes
     )
