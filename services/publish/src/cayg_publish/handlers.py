@@ -7,8 +7,10 @@ subscriber: the batch is acknowledged as a whole; on an error each partition is 
 its first record of the batch and read again). No target is called here: the projector
 (:mod:`cayg_publish.projector`) delivers dirty documents from the catalog's current
 state, on its own schedule. A change that cannot be decoded is dead-lettered
-(``cayg.publish.dlq.v1`` now holds only those); ledger or broker trouble raises, and the
-message is read again after a pause.
+(``bad-change``); when a batch fails for a reason other than the ledger, its changes are
+recorded one by one and one that fails on its own is dead-lettered (``record-failed``), so
+no change is read again forever. Ledger or broker trouble raises, and the batch is read
+again after a pause.
 
 The retry topics of earlier versions (``cayg.publish.retry.<n>.v1``) are no longer
 written: retries of failing documents are scheduled in the ledger.
