@@ -7,6 +7,7 @@ Two clients of one store stand for two publish instances.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 import pytest
@@ -401,3 +402,22 @@ async def test_program_links_are_derived_from_the_catalog(ledger: Ledger) -> Non
     assert [r.ctid for r in whole.has_part] == [MICRO.ctid]
     assert [r.ctid for r in part.is_part_of] == [CERT.ctid]
     assert whole.is_part_of == ()
+
+
+async def test_a_session_cancelled_while_it_begins_leaves_no_transaction_open(
+    ledger: Ledger,
+) -> None:
+    # A delivery ends and its lease renewal is cancelled just as the renewal's transaction
+    # begins: the next transaction must still start (SQLite once kept failing every one
+    # after, "cannot start a transaction within a transaction").
+    await ledger.record_change(change(award(), seq=1), KINDS)
+    [lease] = await ledger.lease_documents([CLR], limit=1, ttl_ms=TTL)
+    for _ in range(20):
+        renewal = asyncio.ensure_future(ledger.renew_lease(lease, TTL))
+        await asyncio.sleep(0)
+        renewal.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewal
+        assert await ledger.renew_lease(lease, TTL)
+    settled = await ledger.settle_document(lease, DeliveryResult(Settlement.DELIVERED), SCHEDULE)
+    assert settled is not None

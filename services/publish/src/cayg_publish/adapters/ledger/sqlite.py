@@ -176,7 +176,7 @@ class SqliteDatabase:
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         connection = self._connect()
-        connection.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             result = work(connection)
         except BaseException:
@@ -232,13 +232,34 @@ class SqliteDatabase:
         """A write transaction (``BEGIN IMMEDIATE``) whose statements async code issues one
         by one (:class:`SqliteTx`); committed on exit, rolled back on error."""
         async with self._lock():
-            await self._run(lambda: self._connect().execute("BEGIN IMMEDIATE"))
+            try:
+                await self._run(self._begin)
+            except asyncio.CancelledError:
+                # Cancelled while BEGIN was queued or running on the connection's thread: it
+                # still runs there, so undo it after it (same thread, in order) before the
+                # lock is released, or the next session would find a transaction open.
+                await asyncio.shield(self._run(self._rollback_if_open))
+                raise
             try:
                 yield SqliteTx(self)
             except BaseException:
-                await asyncio.shield(self._run(lambda: self._connect().execute("ROLLBACK")))
+                await asyncio.shield(self._run(self._rollback_if_open))
                 raise
             await self._run(lambda: self._connect().execute("COMMIT"))
+
+    def _begin(self) -> None:
+        connection = self._connect()
+        if connection.in_transaction:
+            # Never expected (see session); if a transaction was left open all the same,
+            # nothing was done in it that anyone was told of: undo it rather than fail
+            # every session from now on.
+            connection.execute("ROLLBACK")
+        connection.execute("BEGIN IMMEDIATE")
+
+    def _rollback_if_open(self) -> None:
+        connection = self._connect()
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
 
     async def close(self) -> None:
         """Close the connection; further use raises :class:`LedgerError`. Idempotent."""
