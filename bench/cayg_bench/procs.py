@@ -201,12 +201,16 @@ def service(
     extra: Mapping[str, str] | None = None,
     python_args: Sequence[str] = (),
 ) -> Proc:
-    """One cayg service (``ingest``, ``normalize``, ``publish``) on topics under ``prefix``."""
+    """One cayg service (``ingest``, ``normalize``, ``publish``) on topics under ``prefix``.
+
+    Every stage creates its topics before it starts services, so they keep the default
+    metadata refresh (30 s): refreshing every second, as the harness once did, cost each
+    service several per cent of a core decoding the metadata of every topic on the broker.
+    """
     port = free_port()
     p = f"CAYG_{service_name.upper()}_"
     env = {
         f"{p}KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        f"{p}KAFKA__METADATA_MAX_AGE_MS": "1000",
         f"{p}TOPIC_PREFIX": prefix,
         f"{p}GROUP_ID": group or f"{prefix}cayg-{service_name}",
         f"{p}TENANTS_FILE": str(TENANTS_FILE),
