@@ -542,3 +542,26 @@ def test_embedded_credentials_are_schema_checked_once_per_content(conformance_di
     empty["credentialSubject"]["verifiableCredential"] = []
     assert split.errors(empty) != [], "minItems still holds"
     assert not whole.is_valid(empty)
+
+
+def test_the_store_finds_the_next_seq_and_latest_write_by_index(tmp_path: Path) -> None:
+    # A scan of every stored credential per upsert made a 100,000-award backfill slow down
+    # as it went (the stand-in, not cayg-sync, set the pace).
+    import sqlite3
+
+    from cayg_standins.clr.store import ClrStore
+
+    ClrStore(tmp_path)
+    conn = sqlite3.connect(tmp_path / "clr.sqlite3")
+    try:
+        plans = [
+            " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}"))
+            for query in (
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM credentials",
+                "SELECT COUNT(*), MAX(updated_at) FROM credentials WHERE api = 'clr'",
+            )
+        ]
+    finally:
+        conn.close()
+    assert "credentials_seq" in plans[0]
+    assert "credentials_updated" in plans[1]

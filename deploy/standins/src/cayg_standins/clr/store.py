@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS credentials (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (api, client_id, issuer_id, credential_id)
 );
+-- The next seq (MAX) and the latest write per API are index lookups, not a scan of every
+-- stored credential per upsert (that made a 100,000-award backfill slow down as it went).
+CREATE INDEX IF NOT EXISTS credentials_seq ON credentials (seq);
+CREATE INDEX IF NOT EXISTS credentials_updated ON credentials (api, updated_at);
 CREATE TABLE IF NOT EXISTS profiles (
     api TEXT NOT NULL,
     client_id TEXT NOT NULL,
