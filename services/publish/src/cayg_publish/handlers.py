@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from cayg_publish.adapters.ledger import LedgerError
 from cayg_publish.domain.projection import DocumentRef
 from cayg_publish.settings import PublishSettings
+from cayg_shared.batching import record_from
 from cayg_shared.envelope import Stage
 from cayg_shared.logging import get_logger
 from cayg_shared.schema import Change
@@ -123,7 +124,7 @@ def register(
     )
     async def on_changes(message: KafkaMessage) -> None:
         raw: Any = message.raw_message
-        records = [_inbound(r) for r in (raw if isinstance(raw, tuple) else (raw,))]
+        records = [record_from(r) for r in (raw if isinstance(raw, tuple) else (raw,))]
         try:
             await _handle_batch(broker, topics, records, record, metrics)
             if on_recorded is not None:
@@ -188,18 +189,6 @@ def _is_text(value: bytes | None) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def _inbound(raw: Any) -> InboundRecord:
-    return InboundRecord(
-        topic=raw.topic,
-        partition=raw.partition,
-        offset=raw.offset,
-        timestamp_ms=raw.timestamp,
-        key=raw.key,
-        value=raw.value,
-        headers=tuple((name, value) for name, value in (raw.headers or ()) if value is not None),
-    )
 
 
 async def _handle_batch(
