@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -111,6 +112,11 @@ class SqliteDatabase:
     listings) run on a second connection and thread, without that lock: in WAL mode they
     see the last committed state while a write transaction is open, so rendering does not
     queue behind recording. (An in-memory database has one connection only.)
+
+    Point reads (:meth:`read_now`: rendering's catalog lookups, a few rows each) run on a
+    third connection right on the caller's thread: a WAL reader never waits for a writer,
+    and a lookup takes tens of microseconds, less than handing it to a thread and back
+    (a learner's record needs dozens of them).
     """
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
@@ -120,6 +126,8 @@ class SqliteDatabase:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cayg-sqlite")
         self._separate_reads = self.path != ":memory:"
         self._reader: sqlite3.Connection | None = None
+        self._point_reader: sqlite3.Connection | None = None
+        self._point_lock = threading.Lock()
         self._read_executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="cayg-sqlite-read"
         )
@@ -207,19 +215,37 @@ class SqliteDatabase:
 
         return await asyncio.get_running_loop().run_in_executor(self._read_executor, guarded)
 
+    async def read_now(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a small read (a few rows by index) on the caller's thread, on its own
+        connection (the last committed state, as :meth:`read`)."""
+        if not self._separate_reads:
+            return await self.read(work)
+        with self._point_lock:
+            if self._closed:
+                raise LedgerError("the ledger is closed")
+            try:
+                if self._point_reader is None:
+                    self._point_reader = self._open_reader()
+                return work(self._point_reader)
+            except sqlite3.Error as exc:
+                raise LedgerError(f"sqlite ledger {self.path}: {exc}") from exc
+
+    def _open_reader(self) -> sqlite3.Connection:
+        self._connect_for_reads_once()
+        reader = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        reader.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+        return reader
+
     def _read_connection(self) -> sqlite3.Connection:
         if self._closed:
             raise LedgerError("the ledger is closed")
         if self._reader is None:
-            self._connect_for_reads_once()
-            reader = sqlite3.connect(
-                self.path,
-                timeout=self._busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            reader.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
-            self._reader = reader
+            self._reader = self._open_reader()
         return self._reader
 
     def _connect_for_reads_once(self) -> None:
@@ -283,6 +309,10 @@ class SqliteDatabase:
         else:
             await asyncio.get_running_loop().run_in_executor(self._executor, work)
         await asyncio.get_running_loop().run_in_executor(self._read_executor, close_reader)
+        with self._point_lock:
+            if self._point_reader is not None:
+                self._point_reader.close()
+                self._point_reader = None
         self._executor.shutdown(wait=False)
         self._read_executor.shutdown(wait=False)
 
@@ -444,4 +474,4 @@ class SqliteCatalog(SqlCatalogReads):
         def work(connection: sqlite3.Connection) -> list[CatalogRow]:
             return [_catalog_from_sql(r) for r in connection.execute(sql, params).fetchall()]
 
-        return await self._db.read(work)
+        return await self._db.read_now(work)

@@ -553,21 +553,29 @@ class OpenBadgesRenderer:
         Raises :class:`~cayg_publish.domain.projection.Waiting` when a definition or the learner's
         identity has not arrived.
         """
+        # One rendering reads each input once: a record's awards name their definitions
+        # twice (for its version and its entries), and every definition reads the
+        # tenant's programs and their members for stacking links.
+        catalog = _RenderReads(self._catalog)
         if ref.kind is DocumentKind.LEARNER_RECORD:
-            return await self._learner_record(ref.tenant, ref.subject)
+            return await self._learner_record(catalog, ref.tenant, ref.subject)
         if ref.kind is DocumentKind.AWARD_CREDENTIAL:
-            return await self._award_credential(ref.tenant, ref.subject)
+            return await self._award_credential(catalog, ref.tenant, ref.subject)
         return ()
 
-    async def _award_credential(self, tenant: str, subject: str) -> tuple[Rendering, ...]:
+    async def _award_credential(
+        self, catalog: _RenderReads, tenant: str, subject: str
+    ) -> tuple[Rendering, ...]:
         source_id, part = parse_award_subject(subject)
-        row = await self._catalog.row(tenant, EntityType.CREDENTIAL_AWARD, source_id, part)
+        row = await catalog.row(tenant, EntityType.CREDENTIAL_AWARD, source_id, part)
         if row is None or not isinstance(row.entity, CredentialAward):
             return ()
         award = row.entity
         revoked = row.status is not CatalogStatus.CURRENT or award.status is not AwardStatus.AWARDED
-        identity = await self._identity_of(tenant, [award])
-        definition, _definition_row = await self._definition_and_row(tenant, award.definition)
+        identity = await self._identity_of(catalog, tenant, [award])
+        definition, _definition_row = await self._definition_and_row(
+            catalog, tenant, award.definition
+        )
         key = _award_entity_key(row)
         status = await self._status(
             tenant, credential_id(tenant, key), StatusKind.AWARD, key, live=not revoked
@@ -591,17 +599,19 @@ class OpenBadgesRenderer:
             ),
         )
 
-    async def _learner_record(self, tenant: str, learner: str) -> tuple[Rendering, ...]:
+    async def _learner_record(
+        self, catalog: _RenderReads, tenant: str, learner: str
+    ) -> tuple[Rendering, ...]:
         rows = [
             r
-            for r in await self._catalog.award_rows_of(tenant, learner)
+            for r in await catalog.award_rows_of(tenant, learner)
             if isinstance(r.entity, CredentialAward)
         ]
         if not rows:
             return ()
         current = [r for r in rows if r.status is CatalogStatus.CURRENT]
         awards = [r.entity for r in (current or rows) if isinstance(r.entity, CredentialAward)]
-        identity = await self._identity_of(tenant, awards)
+        identity = await self._identity_of(catalog, tenant, awards)
         identifiers: list[LearnerIdentifierValue] = []
         for award in awards:
             identifiers.extend(learner_identifiers(award.learner, identity))
@@ -616,7 +626,7 @@ class OpenBadgesRenderer:
         times = [r.version.time for r in rows]
         for award_row in rows:
             assert isinstance(award_row.entity, CredentialAward)
-            named = await self._catalog.definition_named(tenant, award_row.entity.definition)
+            named = await catalog.definition_named(tenant, award_row.entity.definition)
             if named is not None:
                 times.append(named.version.time)
         entries: list[tuple[JsonObject, CredentialDefinition]] = []
@@ -631,7 +641,7 @@ class OpenBadgesRenderer:
         for row in chosen:
             assert isinstance(row.entity, CredentialAward)
             definition, definition_row = await self._definition_and_row(
-                tenant, row.entity.definition
+                catalog, tenant, row.entity.definition
             )
             times.append(definition_row.version.time)
             key = _award_entity_key(row)
@@ -665,7 +675,7 @@ class OpenBadgesRenderer:
                     tenant, credential_id(tenant, key), StatusKind.AWARD, key, live=False
                 )
         if identity is not None and learner.startswith("person:"):
-            identity_row = await self._catalog.row(
+            identity_row = await catalog.row(
                 tenant, EntityType.LEARNER_IDENTITY, learner.removeprefix("person:")
             )
             if identity_row is not None:
@@ -715,30 +725,70 @@ class OpenBadgesRenderer:
         return replace(rendering, content_hash=content_hash(keyed))
 
     async def _identity_of(
-        self, tenant: str, awards: Sequence[CredentialAward]
+        self, catalog: _RenderReads, tenant: str, awards: Sequence[CredentialAward]
     ) -> LearnerIdentity | None:
         """The learner's SIS identity; waiting for it when no award names the learner
         inline (then nothing could address the record)."""
         person = next((a.learner.person_ref for a in awards if a.learner.person_ref), None)
         if person is None:
             return None
-        identity = await self._catalog.learner(tenant, person)
+        identity = await catalog.learner(tenant, person)
         inline = any(a.learner.institution_id or a.learner.email for a in awards)
         if identity is None and not inline:
             raise Waiting("learner-unknown", f"person:{person}")
         return identity
 
     async def _definition_and_row(
-        self, tenant: str, ref: CredentialRef
+        self, catalog: _RenderReads, tenant: str, ref: CredentialRef
     ) -> tuple[CredentialDefinition, CatalogRow]:
         # An award names its credential by SIS id too; the CTID it derived may differ from
         # the definition's when the tenant imported that CTID by SIS code.
-        row = await self._catalog.definition_named(tenant, ref)
+        row = await catalog.definition_named(tenant, ref)
         if row is None or not isinstance(row.entity, CredentialDefinition):
             raise Waiting("definition-unknown", ref.source_id or ref.ctid)
         # Stacking links its programs imply become associations between the learner's
         # achievements.
-        return await linked_definition(tenant, row.entity, self._catalog), row
+        return await linked_definition(tenant, row.entity, catalog), row
+
+
+class _RenderReads:
+    """The catalog lookups of one rendering, each asked of the catalog once.
+
+    Within one rendering an input read twice must read the same (two reads were never one
+    snapshot anyway: a change arriving in between makes the document dirty again), so
+    remembering the first answer changes nothing but the number of queries.
+    """
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._rows: dict[tuple[str, EntityType, str, str], CatalogRow | None] = {}
+        self._named: dict[tuple[str, str, str | None], CatalogRow | None] = {}
+        self._programs: dict[str, list[CatalogRow]] = {}
+
+    async def row(
+        self, tenant: str, entity_type: EntityType, source_id: str, part: str = ""
+    ) -> CatalogRow | None:
+        key = (tenant, entity_type, source_id, part)
+        if key not in self._rows:
+            self._rows[key] = await self._catalog.row(tenant, entity_type, source_id, part)
+        return self._rows[key]
+
+    async def definition_named(self, tenant: str, ref: CredentialRef) -> CatalogRow | None:
+        key = (tenant, ref.ctid, ref.source_id)
+        if key not in self._named:
+            self._named[key] = await self._catalog.definition_named(tenant, ref)
+        return self._named[key]
+
+    async def programs(self, tenant: str) -> list[CatalogRow]:
+        if tenant not in self._programs:
+            self._programs[tenant] = await self._catalog.programs(tenant)
+        return self._programs[tenant]
+
+    async def award_rows_of(self, tenant: str, learner: str) -> list[CatalogRow]:
+        return await self._catalog.award_rows_of(tenant, learner)
+
+    async def learner(self, tenant: str, person_ref: str) -> LearnerIdentity | None:
+        return await self._catalog.learner(tenant, person_ref)
 
 
 def _award_entity_key(row: CatalogRow) -> str:
