@@ -88,6 +88,25 @@ async def test_work_runs_in_other_processes(pool: SigningPool) -> None:
     assert 1 <= len(pids) <= pool.max_workers == 2
 
 
+async def test_workers_run_at_the_lower_priority_asked_for(edtech: Path) -> None:
+    loop = asyncio.get_running_loop()
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    async with SigningPool(edtech / "contexts", max_workers=1, worker_nice=3) as niced:
+        executor = niced._executor
+        assert executor is not None
+        pid = await loop.run_in_executor(executor, _worker_ready)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(own + 3, 19)
+    # The service itself keeps its priority.
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own
+
+
+def test_worker_nice_is_nices_range(edtech: Path) -> None:
+    with pytest.raises(ValueError, match="worker_nice"):
+        SigningPool(edtech / "contexts", max_workers=1, worker_nice=20)
+    with pytest.raises(ValueError, match="worker_nice"):
+        SigningPool(edtech / "contexts", max_workers=1, worker_nice=-1)
+
+
 async def test_cache_sits_in_front_of_the_workers(
     edtech: Path, loader: ContextLoader, vector_key: SigningKey, trusted: dict[str, bytes]
 ) -> None:

@@ -50,12 +50,16 @@ _worker_keys: dict[tuple[tuple[str, str], ...], SigningKey] = {}
 _WORKER_KEYS_MAX: Final = 64
 
 
-def _init_worker(contexts_dir: str) -> None:
-    """Pool initializer: build this process's context loader once."""
+def _init_worker(contexts_dir: str, nice: int = 0) -> None:
+    """Pool initializer: lower this process's CPU priority by ``nice``, then build its
+    context loader once."""
     global _worker_loader  # noqa: PLW0603 -- one loader per worker process, by design
     # Ctrl-C goes to the whole process group; the parent shuts the pool down, so workers
     # must not die mid-task with a KeyboardInterrupt traceback of their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice > 0:
+        # Only ever lowered, which needs no privilege.
+        os.nice(nice)
     _worker_loader = ContextLoader.from_directory(Path(contexts_dir))
 
 
@@ -105,6 +109,7 @@ class SigningPool:
         max_workers: int | None = None,
         cache: SignatureCache | None = None,
         mp_context: BaseContext | None = None,
+        worker_nice: int = 0,
     ) -> None:
         """Prepare the pool; worker processes start on first use (or in :meth:`start`).
 
@@ -116,15 +121,21 @@ class SigningPool:
             mp_context: how workers start; ``spawn`` by default, because forking a
                 process that runs other threads (database drivers, the event loop's
                 executor) can copy a held lock into the child and deadlock it.
+            worker_nice: how much lower than this process the workers run (0-19, like
+                ``nice``): signing is bulk work, and on a shared machine the consume
+                paths of this and other services should not queue behind it. Workers
+                still take all the CPU nothing else wants.
 
         Raises:
             ContextError: the contexts directory is unusable (checked here, before any
                 worker starts).
-            ValueError: ``max_workers`` is negative.
+            ValueError: ``max_workers`` is negative, or ``worker_nice`` outside 0-19.
         """
         workers = (os.cpu_count() or 1) if max_workers is None else max_workers
         if workers < 0:
             raise ValueError("max_workers must be 0 (inline) or positive")
+        if not 0 <= worker_nice <= 19:
+            raise ValueError("worker_nice must be between 0 and 19")
         # Loaded in the parent too: it validates the directory up front, and it is what
         # inline mode signs with.
         self._loader = ContextLoader.from_directory(contexts_dir)
@@ -137,7 +148,7 @@ class SigningPool:
                 max_workers=workers,
                 mp_context=mp_context or multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(str(Path(contexts_dir).resolve()),),
+                initargs=(str(Path(contexts_dir).resolve()), worker_nice),
             )
 
     @property

@@ -95,7 +95,11 @@ def load_publisher(settings: PublishSettings) -> Publisher:
         max_interval=timedelta(seconds=max(settings.retry_max_s, settings.retry_first_s)),
     )
     return Publisher.from_config(
-        config, policy=policy, schedule=schedule, signing_workers=settings.signing_workers
+        config,
+        policy=policy,
+        schedule=schedule,
+        signing_workers=settings.signing_workers,
+        signing_nice=settings.signing_nice,
     )
 
 

@@ -92,14 +92,16 @@ class Publisher:
         environ: Mapping[str, str] | None = None,
         transports: Transports | None = None,
         signing_workers: int | None = None,
+        signing_nice: int = 0,
     ) -> Self:
         """Everything ``config`` describes; raises ``ConfigError`` for unresolvable secrets.
 
         ``signing_workers``: processes that sign credentials (None: one per CPU; 0: sign
-        in a thread of this process, as tests do).
+        in a thread of this process, as tests do); ``signing_nice``: how much lower their
+        CPU priority is than this process's.
         """
         ledger = create_ledger(config.ledger, environ=environ)
-        pools = SigningPools(signing_workers) if signing_workers != 0 else None
+        pools = SigningPools(signing_workers, nice=signing_nice) if signing_workers != 0 else None
         targets: dict[str, list[Target]] = {}
         for tenant, tenant_targets in config.tenants.items():
             built: list[Target] = []

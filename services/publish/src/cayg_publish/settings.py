@@ -85,6 +85,13 @@ class PublishSettings(ServiceSettings):
         le=64,
         description="processes that sign credentials (unset: one per CPU; 0: in a thread)",
     )
+    signing_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="how much lower the signing processes' CPU priority is (nice): bulk "
+        "signing yields to the consume paths sharing the machine",
+    )
     poll_s: float = Field(
         default=0.5,
         gt=0,

@@ -183,8 +183,9 @@ class SigningPools:
     and each distinct credential content is signed once (the pool's cache), so a nested
     AchievementCredential is not re-signed with every re-issue of its learner's record."""
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, *, nice: int = 0) -> None:
         self._workers = workers
+        self._nice = nice
         self._pools: dict[Path, SigningPool] = {}
 
     def for_contexts(self, contexts_dir: Path) -> SigningPool:
@@ -192,7 +193,7 @@ class SigningPools:
         key = Path(contexts_dir).resolve()
         pool = self._pools.get(key)
         if pool is None:
-            pool = SigningPool(key, max_workers=self._workers)
+            pool = SigningPool(key, max_workers=self._workers, worker_nice=self._nice)
             self._pools[key] = pool
         return pool
 
