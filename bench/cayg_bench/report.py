@@ -371,6 +371,17 @@ def _e2e(e: Any) -> list[str]:
             f"**{_num(n.get('p99_ms'))}** | {n['missing']} | {_num(c.get('p50_ms'))} / "
             f"{_num(c.get('p95_ms'))} / **{_num(c.get('p99_ms'))}** | {c['count']:,} |"
         )
+    warm = e.get("warmup")
+    if warm and warm.get("records"):
+        c = warm["to_clr_write"]
+        out += [
+            "",
+            f"Before the first rate, {warm['records']:,} records were offered at "
+            f"{warm['offered_per_s']}/s and drained, and are not counted above: the cold start, "
+            "while a freshly started lane does its first signing and opens its first status "
+            f"lists. Their CLR writes: p50 / p95 / p99 {_num(c.get('p50_ms'))} / "
+            f"{_num(c.get('p95_ms'))} / {_num(c.get('p99_ms'))} ms ({c['count']:,} records).",
+        ]
     out += [
         "",
         f"Publish idle at the end: {e['publish_idle']}. Peak RSS: {_rss(e['peak_rss_mib'])}.",
