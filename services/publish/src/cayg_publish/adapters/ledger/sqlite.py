@@ -271,7 +271,9 @@ class SqliteDatabase:
             except BaseException:
                 await asyncio.shield(self._run(self._rollback_if_open))
                 raise
-            await self._run(lambda: self._connect().execute("COMMIT"))
+            # Like the statements, COMMIT runs right here: the write lock is held, so it
+            # waits for no one (a WAL commit appends; a checkpoint it triggers copies pages).
+            self._direct(lambda c: c.execute("COMMIT"))
 
     def _begin(self) -> None:
         connection = self._connect()
