@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,16 @@ from cayg_shared.schema import (
     Evidence,
     LearnerRef,
     Operation,
+    OrganizationRef,
+    Program,
+    ProgramStatus,
     Result,
     ResultType,
 )
+from cayg_shared.schema.vocab import CtdlCredentialType
 from cayg_signing import ContextLoader, SigningKey, sign_credential, verify_credential
 from unit.publish.publish_factories import (
+    ORG_CTID,
     TENANT,
     award,
     change,
@@ -386,3 +392,58 @@ async def test_a_records_version_never_goes_back_when_an_award_is_revoked() -> N
     assert after.content_hash != before.content_hash
     held = after.body["credentialSubject"]["verifiableCredential"]
     assert [c["name"] for c in held] == ["Microcredential in SQL Databases"]
+
+
+class _CountingCatalog(InMemoryCatalog):
+    """The in-memory catalog, counting the lookups a rendering makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: Counter[str] = Counter()
+
+    async def definition_row(self, tenant: str, ctid: str) -> Any:
+        self.asked["definition_row"] += 1
+        return await super().definition_row(tenant, ctid)
+
+    async def row(
+        self, tenant: str, entity_type: EntityType, source_id: str, part: str = ""
+    ) -> Any:
+        self.asked[f"row {entity_type.value}"] += 1
+        return await super().row(tenant, entity_type, source_id, part)
+
+    async def programs(self, tenant: str) -> Any:
+        self.asked["programs"] += 1
+        return await super().programs(tenant)
+
+
+async def test_a_rendering_asks_the_catalog_each_question_once() -> None:
+    catalog = _CountingCatalog()
+    defs = [definition(f"MC-{n}", name=f"Microcredential {n}") for n in range(3)]
+    defs.append(
+        definition(
+            "CERT-DA",
+            name="Certificate in Data Analytics",
+            credential_type=CtdlCredentialType.CERTIFICATE,
+        )
+    )
+    program = Program(
+        source_id="prog-1",
+        name="Data Analytics",
+        status=ProgramStatus.ACTIVE,
+        owned_by=OrganizationRef(ctid=ORG_CTID),
+        credentials=tuple(CredentialRef(ctid=d.ctid) for d in defs),
+    )
+    for item in (*defs, program, learner_identity()):
+        await catalog.remember(change(item))
+    for n, defined in enumerate(defs):
+        await catalog.remember(change(award(f"AW-{n}", of=defined)))
+    catalog.asked.clear()
+
+    [rendering] = await OpenBadgesRenderer(OPTIONS, catalog).document(RECORD)
+
+    assert len(rendering.body["credentialSubject"]["verifiableCredential"]) == 4
+    # Four awards, each naming its definition (needed twice) and each definition's
+    # stacking links reading the program and its four members: once per distinct question.
+    assert catalog.asked == Counter({"definition_row": 4, "programs": 1, "row learner-identity": 1})
+    # The stacking links are still there.
+    assert rendering.body["credentialSubject"]["association"]

@@ -762,7 +762,7 @@ class _RenderReads:
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
         self._rows: dict[tuple[str, EntityType, str, str], CatalogRow | None] = {}
-        self._named: dict[tuple[str, str, str | None], CatalogRow | None] = {}
+        self._by_ctid: dict[tuple[str, str], CatalogRow | None] = {}
         self._programs: dict[str, list[CatalogRow]] = {}
 
     async def row(
@@ -774,10 +774,15 @@ class _RenderReads:
         return self._rows[key]
 
     async def definition_named(self, tenant: str, ref: CredentialRef) -> CatalogRow | None:
-        key = (tenant, ref.ctid, ref.source_id)
-        if key not in self._named:
-            self._named[key] = await self._catalog.definition_named(tenant, ref)
-        return self._named[key]
+        # As the catalog answers it (by CTID, else by SIS id), from remembered parts: an
+        # award names its definition by both, a program by CTID only.
+        key = (tenant, ref.ctid)
+        if key not in self._by_ctid:
+            self._by_ctid[key] = await self._catalog.definition_row(tenant, ref.ctid)
+        row = self._by_ctid[key]
+        if row is None and ref.source_id is not None:
+            row = await self.row(tenant, EntityType.CREDENTIAL_DEFINITION, ref.source_id)
+        return row
 
     async def programs(self, tenant: str) -> list[CatalogRow]:
         if tenant not in self._programs:
