@@ -10,6 +10,9 @@ import asyncio
 import copy
 import json
 import os
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,3 +209,53 @@ def test_default_size_is_the_machine_and_negative_is_refused(edtech: Path) -> No
         pool.close()
     with pytest.raises(ValueError, match="max_workers"):
         SigningPool(edtech / "contexts", max_workers=-1)
+
+
+_POOL_SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+from cayg_signing import SigningPool
+from cayg_signing.pool import _worker_ready
+
+async def main():
+    pool = SigningPool(Path(sys.argv[1]), max_workers=2)
+    await pool.start()
+    loop = asyncio.get_running_loop()
+    pids = {await loop.run_in_executor(pool._executor, _worker_ready) for _ in range(8)}
+    print(" ".join(map(str, sorted(pids))), flush=True)
+    await asyncio.sleep(3600)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_workers_exit_when_the_service_is_killed_outright(edtech: Path, tmp_path: Path) -> None:
+    script = tmp_path / "pool_owner.py"
+    script.write_text(_POOL_SCRIPT)
+    owner = subprocess.Popen(
+        [sys.executable, str(script), str(edtech / "contexts")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        workers = [int(p) for p in owner.stdout.readline().split()]
+        assert workers
+        assert all(_alive(p) for p in workers)
+        owner.kill()  # SIGKILL: the pool is never shut down
+        owner.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in workers if _alive(p)], "signing workers outlived their service"
+    finally:
+        owner.kill()

@@ -28,6 +28,8 @@ import json
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
@@ -57,10 +59,33 @@ def _init_worker(contexts_dir: str, nice: int = 0) -> None:
     # Ctrl-C goes to the whole process group; the parent shuts the pool down, so workers
     # must not die mid-task with a KeyboardInterrupt traceback of their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    starter = multiprocessing.parent_process()
+    _exit_with_parent(starter.pid if starter is not None and starter.pid else os.getppid())
     if nice > 0:
         # Only ever lowered, which needs no privilege.
         os.nice(nice)
     _worker_loader = ContextLoader.from_directory(Path(contexts_dir))
+
+
+#: How often a worker checks that the process that started it is still there.
+_PARENT_CHECK_S: Final = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once ``parent`` is gone.
+
+    A service killed outright (SIGKILL, OOM) never shuts its pool down, and a worker
+    waits on its task queue forever: the queue's own write end, which the worker holds
+    too, keeps the pipe open. When the parent dies the worker is re-parented, so a daemon
+    thread watches ``getppid()`` and exits the process when it changes.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="cayg-signing-parent-watch", daemon=True).start()
 
 
 def _worker_ready() -> int:
