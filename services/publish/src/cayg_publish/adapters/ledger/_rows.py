@@ -258,12 +258,35 @@ def catalog_row_to_sql(row: CatalogRow) -> dict[str, Any]:
     }
 
 
+#: Reference data every rendering reads again (a learner's record reads each of its
+#: definitions, and programs for stacking): decoded once per stored text. Entities are
+#: frozen, so one decoded value can serve every row holding the same text.
+_SHARED_ENTITY_TYPES: Final = frozenset(
+    {EntityType.CREDENTIAL_DEFINITION, EntityType.PROGRAM, EntityType.ORGANIZATION}
+)
+_DECODED_MAX: Final = 4096
+_decoded: dict[str, Entity] = {}
+
+
+def _entity_of(entity_type: EntityType, body: str) -> Entity:
+    if entity_type not in _SHARED_ENTITY_TYPES:
+        return _ENTITY.validate_json(body)
+    found = _decoded.get(body)
+    if found is None:
+        found = _ENTITY.validate_json(body)
+        if len(_decoded) >= _DECODED_MAX:
+            _decoded.clear()
+        _decoded[body] = found
+    return found
+
+
 def catalog_row_from_sql(values: Mapping[str, Any]) -> CatalogRow:
     """The catalog row of selected values (datetimes already converted)."""
     body = values["body"]
+    entity_type = EntityType(values["entity_type"])
     return CatalogRow(
         tenant=values["tenant"],
-        entity_type=EntityType(values["entity_type"]),
+        entity_type=entity_type,
         source_id=values["source_id"],
         part=values["part"],
         version=Version(
@@ -272,7 +295,7 @@ def catalog_row_from_sql(values: Mapping[str, Any]) -> CatalogRow:
             time=values["version_time"],
         ),
         status=CatalogStatus(values["status"]),
-        entity=None if body is None else _ENTITY.validate_json(body),
+        entity=None if body is None else _entity_of(entity_type, body),
         ctid=values["entity_ctid"],
         learner_key=values["learner_key"],
     )
