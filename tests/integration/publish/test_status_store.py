@@ -173,3 +173,45 @@ def test_a_revocation_during_a_publication_waits_a_whole_interval() -> None:
     assert during.next_attempt_ms == T0 + 60_005
     assert during.dirty_seq == due.dirty_seq + 1
     assert after_lease.next_attempt_ms == T0, "not in flight: the earlier due time stands"
+
+
+async def test_issue_all_hands_out_live_entries_in_order_in_one_go(ledger: Ledger) -> None:
+    store = ledger.status
+    # Credential 1 already issued; credential 2 issued and revoked; 3 and 4 never issued.
+    one = await store.allocate(
+        SCOPE, _credential(1), kind=StatusKind.AWARD, subject="a1", replacing=None, now_ms=T0
+    )
+    two = await store.allocate(
+        SCOPE, _credential(2), kind=StatusKind.AWARD, subject="a2", replacing=None, now_ms=T0
+    )
+    await store.revoke(SCOPE, _credential(2), now_ms=T0 + 1)
+
+    wanted = [
+        (_credential(n), StatusKind.RECORD if n == 4 else StatusKind.AWARD, f"a{n}")
+        for n in (1, 2, 3, 4)
+    ]
+    issued = await store.issue_all(SCOPE, wanted, now_ms=T0 + 2)
+
+    assert [got.entry.credential_id for got in issued] == [c for c, _, _ in wanted]
+    assert issued[0].entry == one.entry  # still live: the same entry
+    assert issued[1].entry.generation == two.entry.generation + 1  # reinstated: next one
+    assert issued[1].entry.index != two.entry.index
+    assert issued[2].entry.generation == issued[3].entry.generation == 0
+    assert issued[3].entry.kind is StatusKind.RECORD
+    positions = {got.entry.index for got in issued} | {two.entry.index}
+    assert len(positions) == 5, "every entry at its own position"
+    assert not any(got.opened for got in issued), "the scope's list was already open"
+    lists = await store.lists(SCOPE)
+    assert [(row.list_no, row.allocated) for row in lists] == [(0, 5)]
+    # Asked again, nothing changes.
+    assert [g.entry for g in await store.issue_all(SCOPE, wanted, now_ms=T0 + 3)] == [
+        g.entry for g in issued
+    ]
+    assert await store.issue_all(SCOPE, [], now_ms=T0 + 4) == []
+
+
+async def test_issue_all_opens_the_first_list_once(ledger: Ledger) -> None:
+    wanted = [(_credential(n), StatusKind.AWARD, f"a{n}") for n in range(3)]
+    issued = await ledger.status.issue_all(SCOPE, wanted, now_ms=T0)
+    assert [got.opened is not None for got in issued] == [True, False, False]
+    assert len({got.entry.index for got in issued}) == 3

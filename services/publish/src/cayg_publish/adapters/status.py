@@ -32,6 +32,7 @@ from cayg_publish.domain.retry import permanent_failure
 from cayg_publish.domain.status import (
     CredentialStatusEntry,
     StatusKind,
+    StatusRequest,
     StatusWindow,
     status_list_credential,
 )
@@ -132,6 +133,42 @@ class LedgerStatusAllocator:
         return CredentialStatusEntry(
             self.scope.purpose, self.list_url(current.list_id), current.index
         )
+
+    async def entries(
+        self, tenant: str, requests: Sequence[StatusRequest]
+    ) -> list[CredentialStatusEntry | None]:
+        """:meth:`entry` of each request, in order; the live ones in one transaction."""
+        if tenant != self.scope.tenant:
+            raise ValueError(f"status entries of {tenant} asked from {self.scope.tenant}'s lists")
+        now = self._clock_ms()
+        live = [r for r in requests if r.live]
+        issued = await self._store.issue_all(
+            self.scope, [(r.credential_id, r.kind, r.subject) for r in live], now_ms=now
+        )
+        by_credential = {r.credential_id: got.entry for r, got in zip(live, issued, strict=True)}
+        for list_id in dict.fromkeys(got.entry.list_id for got in issued if got.opened):
+            # A new list is published at once: credentials will point at it.
+            await self.touch(list_id, now_ms=now, coalesce=False)
+        found: list[CredentialStatusEntry | None] = []
+        for request in requests:
+            if request.live:
+                entry = by_credential[request.credential_id]
+                found.append(
+                    CredentialStatusEntry(
+                        self.scope.purpose, self.list_url(entry.list_id), entry.index
+                    )
+                )
+            else:
+                found.append(
+                    await self.entry(
+                        tenant,
+                        request.credential_id,
+                        kind=request.kind,
+                        subject=request.subject,
+                        live=False,
+                    )
+                )
+        return found
 
     async def touch(self, list_id: str, *, now_ms: int, coalesce: bool) -> None:
         """Make a list's document due: now, or (``coalesce``) no earlier than

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -141,8 +141,24 @@ def credential_status(entry: CredentialStatusEntry) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    """One credential whose entry a rendering needs (see :meth:`StatusAllocator.entry`)."""
+
+    credential_id: str
+    kind: StatusKind
+    subject: str
+    live: bool
+
+
 class StatusAllocator(Protocol):
     """Hands out status entries (the ledger, per tenant and issuer)."""
+
+    async def entries(
+        self, tenant: str, requests: Sequence[StatusRequest]
+    ) -> list[CredentialStatusEntry | None]:
+        """:meth:`entry` of each request, in order (live ones in one ledger transaction)."""
+        ...
 
     async def entry(
         self,

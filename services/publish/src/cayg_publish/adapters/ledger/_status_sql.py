@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any, Final
 
 from cayg_publish.adapters.ledger._projection_sql import (
@@ -283,41 +284,84 @@ class SqlStatusStore(StatusStore):
             current = await self._current(tx, scope, credential_id)
             if current is not None and (replacing is None or current.generation != replacing):
                 return Allocated(current, None)
-            opened = newest if newest.allocated == 0 and newest.published is None else None
-            chosen = newest
-            if newest.allocated >= newest.size:
-                chosen = opened = new_list(scope, newest.list_no + 1, now_ms)
-                await self._insert(tx, chosen)
-                found = await tx.fetchall(self._newest_list, self._scope(scope))
-                chosen = _list_row(found[0])
-            index = IndexPermutation(chosen.perm_key, chosen.size).position(chosen.allocated)
-            await tx.execute(self._count, (chosen.allocated + 1, chosen.list_id))
-            entry = StatusEntryRow(
-                scope=scope,
-                credential_id=credential_id,
-                generation=0 if current is None else current.generation + 1,
-                list_id=chosen.list_id,
-                index=index,
-                kind=kind,
-                subject=subject,
-                revoked_ms=None,
-                created_ms=now_ms,
+            got, _ = await self._allocate_locked(
+                tx, scope, newest, credential_id, kind, subject, current, now_ms
             )
-            await tx.execute(
-                self._insert_entry,
-                (
-                    *self._scope(scope),
-                    credential_id,
-                    entry.generation,
-                    entry.list_id,
-                    entry.index,
-                    entry.kind.value,
-                    entry.subject,
-                    None,
-                    now_ms,
-                ),
-            )
-            return Allocated(entry, opened)
+            return got
+
+    async def issue_all(
+        self,
+        scope: StatusScope,
+        credentials: Sequence[tuple[str, StatusKind, str]],
+        *,
+        now_ms: int,
+    ) -> list[Allocated]:
+        """Every credential's live entry in one transaction (see
+        :meth:`StatusStore.issue_all`): a learner's record issues several at once."""
+        if not credentials:
+            return []
+        async with self._tx() as tx:
+            newest = await self._newest_locked(tx, scope, now_ms)
+            issued = []
+            for credential_id, kind, subject in credentials:
+                current = await self._current(tx, scope, credential_id)
+                if current is not None and current.revoked_ms is None:
+                    issued.append(Allocated(current, None))
+                    continue
+                got, newest = await self._allocate_locked(
+                    tx, scope, newest, credential_id, kind, subject, current, now_ms
+                )
+                issued.append(got)
+            return issued
+
+    async def _allocate_locked(  # noqa: PLR0917 - one step of allocate/issue_all
+        self,
+        tx: Tx,
+        scope: StatusScope,
+        newest: StatusListRow,
+        credential_id: str,
+        kind: StatusKind,
+        subject: str,
+        current: StatusEntryRow | None,
+        now_ms: int,
+    ) -> tuple[Allocated, StatusListRow]:
+        """Allocate the next entry of ``credential_id`` (after ``current``) with the
+        scope's newest list locked; the allocation, and the newest list after it."""
+        opened = newest if newest.allocated == 0 and newest.published is None else None
+        chosen = newest
+        if newest.allocated >= newest.size:
+            chosen = opened = new_list(scope, newest.list_no + 1, now_ms)
+            await self._insert(tx, chosen)
+            found = await tx.fetchall(self._newest_list, self._scope(scope))
+            chosen = _list_row(found[0])
+        index = IndexPermutation(chosen.perm_key, chosen.size).position(chosen.allocated)
+        await tx.execute(self._count, (chosen.allocated + 1, chosen.list_id))
+        entry = StatusEntryRow(
+            scope=scope,
+            credential_id=credential_id,
+            generation=0 if current is None else current.generation + 1,
+            list_id=chosen.list_id,
+            index=index,
+            kind=kind,
+            subject=subject,
+            revoked_ms=None,
+            created_ms=now_ms,
+        )
+        await tx.execute(
+            self._insert_entry,
+            (
+                *self._scope(scope),
+                credential_id,
+                entry.generation,
+                entry.list_id,
+                entry.index,
+                entry.kind.value,
+                entry.subject,
+                None,
+                now_ms,
+            ),
+        )
+        return Allocated(entry, opened), replace(chosen, allocated=chosen.allocated + 1)
 
     async def revoke(self, scope: StatusScope, credential_id: str, *, now_ms: int) -> str | None:
         """Mark the current entry revoked."""

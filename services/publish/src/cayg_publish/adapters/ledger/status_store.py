@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from cayg_publish.domain.projection import (
@@ -154,6 +155,36 @@ class StatusStore(ABC):
     ) -> Allocated:
         """Hand out an entry: the first (``replacing`` None) or the one after generation
         ``replacing``. When another instance got there first, its entry is returned."""
+
+    async def issue_all(
+        self,
+        scope: StatusScope,
+        credentials: Sequence[tuple[str, StatusKind, str]],
+        *,
+        now_ms: int,
+    ) -> list[Allocated]:
+        """The live entry of each (credential id, kind, subject), in order: its current
+        entry, the next generation when that is revoked, the first when it has none.
+
+        This default asks :meth:`allocate` one by one; a database does all of it in one
+        transaction.
+        """
+        issued = []
+        for credential_id, kind, subject in credentials:
+            got = await self.allocate(
+                scope, credential_id, kind=kind, subject=subject, replacing=None, now_ms=now_ms
+            )
+            if got.entry.revoked_ms is not None:
+                got = await self.allocate(
+                    scope,
+                    credential_id,
+                    kind=kind,
+                    subject=subject,
+                    replacing=got.entry.generation,
+                    now_ms=now_ms,
+                )
+            issued.append(got)
+        return issued
 
     @abstractmethod
     async def revoke(self, scope: StatusScope, credential_id: str, *, now_ms: int) -> str | None:

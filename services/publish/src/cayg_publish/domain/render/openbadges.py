@@ -46,6 +46,7 @@ from cayg_publish.domain.projection import (
 from cayg_publish.domain.status import (
     StatusAllocator,
     StatusKind,
+    StatusRequest,
     credential_status,
 )
 from cayg_shared.ids import derived_id
@@ -638,26 +639,39 @@ class OpenBadgesRenderer:
             newest = max(rows, key=lambda r: r.version.time)
             withdrawn_at = newest.version.time
             chosen = [newest]
+        # Every input first (a missing definition makes the record wait before any status
+        # entry is handed out), then all status entries at once.
+        resolved: list[tuple[CredentialAward, str, CredentialDefinition]] = []
         for row in chosen:
             assert isinstance(row.entity, CredentialAward)
             definition, definition_row = await self._definition_and_row(
                 catalog, tenant, row.entity.definition
             )
             times.append(definition_row.version.time)
-            key = _award_entity_key(row)
-            status = await self._status(
-                tenant,
-                credential_id(tenant, key),
-                StatusKind.AWARD,
-                key,
-                live=withdrawn_at is None,
+            resolved.append((row.entity, _award_entity_key(row), definition))
+        live = withdrawn_at is None
+        requests = [
+            StatusRequest(credential_id(tenant, key), StatusKind.AWARD, key, live)
+            for _, key, _ in resolved
+        ]
+        # Awards no longer in the record: their copies out there must read revoked.
+        requests += [
+            StatusRequest(credential_id(tenant, key), StatusKind.AWARD, key, live=False)
+            for key in (
+                _award_entity_key(row)
+                for row in rows
+                if row not in chosen and row.status is not CatalogStatus.CURRENT
             )
+        ]
+        requests.append(StatusRequest(clr_id(tenant, learner), StatusKind.RECORD, learner, live))
+        statuses = await self._statuses(tenant, requests)
+        for (award, key, definition), status in zip(resolved, statuses, strict=False):
             entries.append(
                 (
                     achievement_credential(
                         tenant,
                         key,
-                        row.entity,
+                        award,
                         definition=definition,
                         identifiers=identifiers,
                         options=self._options,
@@ -667,13 +681,6 @@ class OpenBadgesRenderer:
                     definition,
                 )
             )
-        # Awards no longer in the record: their copies out there must read revoked.
-        for row in rows:
-            if row not in chosen and row.status is not CatalogStatus.CURRENT:
-                key = _award_entity_key(row)
-                await self._status(
-                    tenant, credential_id(tenant, key), StatusKind.AWARD, key, live=False
-                )
         if identity is not None and learner.startswith("person:"):
             identity_row = await catalog.row(
                 tenant, EntityType.LEARNER_IDENTITY, learner.removeprefix("person:")
@@ -683,9 +690,7 @@ class OpenBadgesRenderer:
         # The record is as new as its newest input: a host keeps the newer validFrom of
         # two copies, and the inputs' times only ever grow (the catalog never goes back).
         changed_at = max(times)
-        record_status = await self._status(
-            tenant, clr_id(tenant, learner), StatusKind.RECORD, learner, live=withdrawn_at is None
-        )
+        record_status = statuses[-1]
         body = clr_credential(
             tenant,
             learner,
@@ -715,6 +720,16 @@ class OpenBadgesRenderer:
             return None
         entry = await allocator.entry(tenant, credential, kind=kind, subject=subject, live=live)
         return None if entry is None else credential_status(entry)
+
+    async def _statuses(
+        self, tenant: str, requests: Sequence[StatusRequest]
+    ) -> list[JsonObject | None]:
+        """:meth:`_status` of several credentials, in order (one ledger transaction)."""
+        allocator = self._options.status
+        if allocator is None:
+            return [None] * len(requests)
+        found = await allocator.entries(tenant, requests)
+        return [None if entry is None else credential_status(entry) for entry in found]
 
     def _rendering(self, body: JsonObject) -> Rendering:
         rendering = _rendering(body)
