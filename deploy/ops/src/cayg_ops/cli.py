@@ -24,28 +24,36 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 import typer
-from aiokafka.errors import KafkaError
-from pydantic import ValidationError
-from rich.console import Console
-from rich.table import Table
 
 # typer carries its own copy of click; its errors are what a bad command line raises.
+from typer._click import Context
+from typer._click.core import Command
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
+from typer.core import TyperCommand, TyperGroup
 
-from cayg_ops import backfill, dlq, issuer, kafka_view, ledger_view, topic_setup
-from cayg_publish.config_check import check_targets_file
-from cayg_publish.domain.projection import DocumentState
-from cayg_shared.config_check import Problem, check_tenants_file
-from cayg_shared.kafka_probe import KafkaUnreachable, probe
-from cayg_shared.settings import ConnectionSettings, KafkaSettings
-from cayg_shared.topics import TopicError, Topics
+# Everything else is imported by the command that needs it, when it runs: `cayg backfill`
+# should not carry publish's ledger adapters, JSON-LD and the PostgreSQL driver (about
+# 40 MiB and a second of start-up), nor `cayg --help` any of it.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cayg_ops import dlq, ledger_view, topic_setup
+    from cayg_shared.config_check import Problem
+    from cayg_shared.settings import KafkaSettings
+    from cayg_shared.topics import Topics
 
 #: The demo broker, when nothing else is configured.
 DEFAULT_BOOTSTRAP: Final = "127.0.0.1:19092"
-STAGES: Final = dlq.STAGES
+#: ``cayg_ops.dlq.STAGES`` (a test keeps them equal): needed for help texts, before dlq.
+STAGES: Final = ("ingest", "normalize", "publish")
+#: ``cayg_publish.domain.projection.DocumentState`` values (a test keeps them equal).
+DOCUMENT_STATES: Final = ("dirty", "clean", "waiting", "failing", "rejected")
+#: ``cayg_ops.backfill.SERVICE_MAX_MESSAGE_BYTES`` (a test keeps them equal).
+SERVICE_MAX_MESSAGE_BYTES: Final = 1_048_576
 DEFAULT_TENANTS_FILE: Final = "deploy/config/tenants.json"
 DEFAULT_TOPICS_CONFIG: Final = "deploy/config/topics.toml"
 
@@ -85,6 +93,11 @@ class State:
     def connection(self) -> tuple[KafkaSettings, Topics]:
         """The cluster and the topic names: options over ``CAYG_KAFKA__…`` /
         ``CAYG_TOPIC_PREFIX`` (the names the services fall back to)."""
+        from pydantic import ValidationError  # noqa: PLC0415 - see the imports
+
+        from cayg_shared.settings import ConnectionSettings  # noqa: PLC0415
+        from cayg_shared.topics import TopicError, Topics  # noqa: PLC0415
+
         kafka = dict(self.overrides)
         configured = {name.upper() for name in os.environ}
         if "bootstrap_servers" not in kafka and "CAYG_KAFKA__BOOTSTRAP_SERVERS" not in configured:
@@ -109,6 +122,8 @@ class State:
 
     async def reach(self) -> tuple[KafkaSettings, Topics]:
         """The connection, after checking that the cluster answers (a precise reason if not)."""
+        from cayg_shared.kafka_probe import KafkaUnreachable, probe  # noqa: PLC0415
+
         kafka, topics = self.connection()
         try:
             await probe(kafka, timeout_s=self.timeout_s)
@@ -117,8 +132,52 @@ class State:
         return kafka, topics
 
 
+#: ``cayg issuer``'s help: ``cayg_ops.issuer.issuer_app``'s (a test keeps them equal).
+ISSUER_HELP: Final = (
+    "The issuer documents an institution hosts (DID / controller document, OB Profile)."
+)
+
+
+class _Commands(TyperGroup):
+    """``cayg``'s commands. ``cayg issuer`` (publish's ledger adapters and the signing
+    library behind it) is imported only when it is the command run; a listing (``cayg
+    --help``) shows a stand-in with the same name and help."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return [*super().list_commands(ctx), "issuer"]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name == "issuer":
+            return TyperCommand("issuer", help=ISSUER_HELP, rich_markup_mode=None)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: Context, args: list[str]
+    ) -> tuple[str | None, Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if name == "issuer":
+            command = _issuer_group()
+        return name, command, rest
+
+
+def _issuer_group() -> TyperGroup:
+    """``cayg issuer`` as ``app.add_typer(issuer_app, name="issuer")`` would build it."""
+    from typer.main import get_group_from_info  # noqa: PLC0415 - see the imports
+    from typer.models import TyperInfo  # noqa: PLC0415
+
+    from cayg_ops import issuer  # noqa: PLC0415
+
+    return get_group_from_info(
+        TyperInfo(issuer.issuer_app, name="issuer"),
+        pretty_exceptions_short=app.pretty_exceptions_short,
+        suggest_commands=app.suggest_commands,
+        rich_markup_mode=app.rich_markup_mode,
+    )
+
+
 app = typer.Typer(
     name="cayg",
+    cls=_Commands,
     help="cayg-sync operator CLI: pipeline status, dead letters, backfill, what was "
     "published, configuration and topics.",
     epilog=EPILOG,
@@ -136,7 +195,6 @@ topics_app = typer.Typer(help="Kafka topics and ACLs.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(config_app, name="config")
 app.add_typer(topics_app, name="topics")
-app.add_typer(issuer.issuer_app, name="issuer")
 
 
 def _state(ctx: typer.Context) -> State:
@@ -215,12 +273,16 @@ T = TypeVar("T")
 
 def _console() -> Console:
     """stdout; wide and plain when it is not a terminal, so pipes and logs get whole lines."""
+    from rich.console import Console  # noqa: PLC0415 - see the imports
+
     tty = sys.stdout.isatty()
     return Console(file=sys.stdout, width=None if tty else 200, soft_wrap=not tty, highlight=False)
 
 
 def _run(state: State, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``work``; Kafka failures become one line (exit 3)."""
+    from aiokafka.errors import KafkaError  # noqa: PLC0415 - see the imports
+
     try:
         return asyncio.run(work())
     except CliFailure:
@@ -241,6 +303,8 @@ def _print_json(data: Any) -> None:
 
 
 def _table(*columns: str, title: str | None = None) -> Table:
+    from rich.table import Table  # noqa: PLC0415 - see the imports
+
     table = Table(title=title, title_justify="left", box=None, pad_edge=False)
     for column in columns:
         table.add_column(column, overflow="fold")
@@ -256,6 +320,8 @@ def _targets_file(path: Path | None) -> Path:
 
 
 def _load_view(path: Path | None) -> ledger_view.TargetsView:
+    from cayg_ops import ledger_view  # noqa: PLC0415 - see the imports
+
     try:
         return ledger_view.TargetsView.load(_targets_file(path))
     except ledger_view.LedgerViewError as error:
@@ -294,6 +360,8 @@ def status(
 ) -> int:
     """Consumer lag per service group, dead letters per stage and state, publish documents
     per target and state (the latter from the ledger, given a targets file)."""
+    from cayg_ops import dlq, kafka_view, ledger_view  # noqa: PLC0415 - see the imports
+
     state = _state(ctx)
 
     async def gather() -> dict[str, Any]:
@@ -382,6 +450,8 @@ def _filters(  # noqa: PLR0917 - the filter options, in their order
     letter: list[str] | None,
     states: frozenset[dlq.LetterState],
 ) -> dlq.Filters:
+    from cayg_ops import dlq  # noqa: PLC0415 - see the imports
+
     for name in stage or ():
         if name not in STAGES:
             raise CliFailure(f"--stage {name!r}: choose from {', '.join(STAGES)}")
@@ -426,6 +496,8 @@ def dlq_list(  # noqa: PLR0917 - typer maps parameters to options
 ) -> int:
     """Parked messages still to act on — open, or replayed and failed again — with when,
     tenant, event id, reason and detail, newest last."""
+    from cayg_ops import dlq  # noqa: PLC0415 - see the imports
+
     state = _state(ctx)
     states = frozenset(dlq.LetterState) if show_all else dlq.TO_ACT_ON
     chosen = _filters(stage, tenant, reason, since, until, letter, states)
@@ -499,6 +571,8 @@ def dlq_replay(  # noqa: PLR0917 - typer maps parameters to options
     """Send the chosen letters' original messages back where they came from, record each
     replay, and report per letter whether the copy was accepted or failed again (a letter
     that fails again is folded into the original, never listed twice)."""
+    from cayg_ops import dlq  # noqa: PLC0415 - see the imports
+
     state = _state(ctx)
     states = (
         frozenset(s for s in dlq.LetterState if s is not dlq.LetterState.REPEAT)
@@ -584,6 +658,8 @@ def dlq_resolve(  # noqa: PLR0917 - typer maps parameters to options
 ) -> int:
     """Mark letters as resolved without replaying them (the SIS will resend, a test
     message…); they leave `dlq list` and expire with the topic's retention."""
+    from cayg_ops import dlq  # noqa: PLC0415 - see the imports
+
     state = _state(ctx)
     chosen = _filters(stage, tenant, reason, since, until, letter, dlq.TO_ACT_ON)
 
@@ -642,7 +718,7 @@ def backfill_command(  # noqa: PLR0917 - typer maps parameters to options
     tenants: TenantsOption = Path(DEFAULT_TENANTS_FILE),
     max_message_bytes: Annotated[
         int, typer.Option(min=1, help="ingest's message limit, for tenants without their own")
-    ] = backfill.SERVICE_MAX_MESSAGE_BYTES,
+    ] = SERVICE_MAX_MESSAGE_BYTES,
     batch_size: Annotated[int, typer.Option(min=1, help="records confirmed per batch")] = 500,
     resume: Annotated[
         bool,
@@ -663,6 +739,10 @@ def backfill_command(  # noqa: PLR0917 - typer maps parameters to options
     sis.events.<tenant>, in chunks, keeping a checkpoint after each acknowledged one.
     Re-running the same file sends the same event ids; --resume goes on where an
     interrupted run stopped. Progress goes to stderr."""
+    from cayg_ops import backfill  # noqa: PLC0415 - see the imports
+    from cayg_shared.config_check import check_tenants_file  # noqa: PLC0415
+    from cayg_shared.topics import TopicError  # noqa: PLC0415
+
     state = _state(ctx)
     if fmt is not None and fmt not in ("csv", "jsonl"):
         raise CliFailure(f"--format {fmt!r}: choose csv or jsonl")
@@ -717,8 +797,7 @@ def published(  # noqa: PLR0917 - typer maps parameters to options
     state: Annotated[
         list[str] | None,
         typer.Option(
-            help="only documents in this state (repeatable): "
-            + ", ".join(s.value for s in DocumentState)
+            help="only documents in this state (repeatable): " + ", ".join(DOCUMENT_STATES)
         ),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="most documents shown")] = 200,
@@ -726,6 +805,9 @@ def published(  # noqa: PLR0917 - typer maps parameters to options
 ) -> int:
     """What publish delivered (or holds back), per document and target: state, version,
     content hash, remote id, last outcome, or what it waits for."""
+    from cayg_ops import ledger_view  # noqa: PLC0415 - see the imports
+    from cayg_publish.domain.projection import DocumentState  # noqa: PLC0415
+
     view = _load_view(targets_file)
     try:
         states = [DocumentState(s) for s in state] if state else None
@@ -786,6 +868,8 @@ def reconcile(  # noqa: PLR0917 - typer maps parameters to options
     (CLR/OB listing; registry graphs against credential/format): what a target holds
     otherwise than the ledger believes is reported as drift and sent again. Reports what
     changed."""
+    from cayg_ops import ledger_view  # noqa: PLC0415 - see the imports
+
     view = _load_view(targets_file)
 
     def progress(pending: int) -> None:
@@ -867,6 +951,10 @@ def config_check(
     schema, secrets resolvable, each issuer's signing key belongs to the issuer, URLs,
     directories, and that every tenant with targets is registered (its registry account
     publishing for its own organization). Exit 0 when all is well, 2 otherwise."""
+    from cayg_ops import topic_setup  # noqa: PLC0415 - see the imports
+    from cayg_publish.config_check import check_targets_file  # noqa: PLC0415
+    from cayg_shared.config_check import check_tenants_file  # noqa: PLC0415
+
     registry, problems = check_tenants_file(tenants)
     checked = [str(tenants)]
     if targets_file is not None:
@@ -896,6 +984,9 @@ def config_check(
 def _topics_plan(
     state: State, config_path: Path, tenants_path: Path, replication_factor: int | None
 ) -> tuple[topic_setup.TopicsConfig, Topics, list[str], list[topic_setup.TopicSpec]]:
+    from cayg_ops import topic_setup  # noqa: PLC0415 - see the imports
+    from cayg_shared.config_check import check_tenants_file  # noqa: PLC0415
+
     config, problems = topic_setup.TopicsConfig.load(config_path)
     registry, tenant_problems = check_tenants_file(tenants_path)
     if config is None or registry is None:
@@ -931,6 +1022,8 @@ def topics_apply(  # noqa: PLR0917 - typer maps parameters to options
     """Create every topic cayg-sync uses — pipeline, dead letters (with their retention set
     explicitly), the DLQ actions log (compacted), one sis.events.<tenant> per tenant — and
     report existing topics that differ from the file. Then list the ACLs to grant."""
+    from cayg_ops import topic_setup  # noqa: PLC0415 - see the imports
+
     state = _state(ctx)
     plan_config, topics, names, specs = _topics_plan(state, config, tenants, replication_factor)
 
@@ -994,6 +1087,8 @@ def topics_acls(
 ) -> int:
     """The ACLs each service principal, each tenant's SIS principal and the operator need
     (no Kafka connection: computed from the files)."""
+    from cayg_ops import topic_setup  # noqa: PLC0415 - see the imports
+
     state = _state(ctx)
     plan_config, topics, names, _ = _topics_plan(state, config, tenants, None)
     needed = topic_setup.acls(plan_config, topics, names)
