@@ -810,13 +810,23 @@ class Chunk:
     skipped: int
 
 
-def chunked(checked: Iterable[Checked], size: int, *, skip_invalid: bool) -> Iterator[Chunk]:
-    """``size`` records at a time; invalid rows are passed over only with ``skip_invalid``.
+#: Most bytes of record values in one chunk, whatever ``--batch-size`` says: a chunk stays
+#: in memory (and in the producer) until the broker acknowledged all of it, and records
+#: may be up to a tenant's message limit each (500 records of 1 MiB would be 500 MiB).
+CHUNK_BYTES: Final = 8 * 1_048_576
+
+
+def chunked(
+    checked: Iterable[Checked], size: int, *, skip_invalid: bool, max_bytes: int = CHUNK_BYTES
+) -> Iterator[Chunk]:
+    """``size`` records at a time, fewer when their values reach ``max_bytes`` (a chunk has
+    at least one record); invalid rows are passed over only with ``skip_invalid``.
 
     The send pass reads a file the check pass found valid; a problem there without
     ``skip_invalid`` means the file changed in between, and the run stops.
     """
     records: list[PreparedRecord] = []
+    held = 0
     skipped = 0
     end: Position | None = None
     for item in checked:
@@ -829,10 +839,11 @@ def chunked(checked: Iterable[Checked], size: int, *, skip_invalid: bool) -> Ite
             skipped += 1
         else:
             records.append(item.outcome)
+            held += len(item.outcome.value)
         end = item.end
-        if len(records) >= size:
+        if len(records) >= size or held >= max_bytes:
             yield Chunk(tuple(records), end, skipped)
-            records, skipped = [], 0
+            records, held, skipped = [], 0, 0
     if end is not None and (records or skipped):
         yield Chunk(tuple(records), end, skipped)
 
