@@ -397,7 +397,8 @@ def _backfill(b: Any) -> list[str]:
     out += [
         "`cayg backfill FILE --tenant northfield-cc` (JSONL: one definition, then retro-awards)"
         " as its own process while ingest and normalize run; the CLI's wall time and peak RSS "
-        "(`wait4` rusage and `/proc/<pid>/status` VmHWM), then how long after the CLI ended "
+        "(its `/proc/<pid>/status` VmHWM, sampled every 50 ms; `wait4` rusage would count "
+        "the harness forking it), then how long after the CLI ended "
         "ingest and normalize took to commit everything (capped by the drain timeout).",
         "",
         "| rows | file | CLI exit | CLI wall s | CLI rows/s | ingest drained (s after CLI) | "
