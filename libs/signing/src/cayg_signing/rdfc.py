@@ -60,13 +60,18 @@ _FIRST: Final = f"<{_RDF}first>"
 _REST: Final = f"<{_RDF}rest>"
 _NIL: Final = f"<{_RDF}nil>"
 
+#: Datatypes of a string value that change how it is printed, or that are not printed.
+_SPECIAL_TYPES: Final = frozenset({_XSD_DOUBLE, "@json"})
+_UNPRINTED_TYPES: Final = frozenset({_XSD_STRING, _RDF_LANGSTRING})
+
 _NEEDS_ESCAPE: Final = re.compile(r'[\\\t\n\r"]')
 _DOUBLE_EXPONENT: Final = re.compile(r"(\d)0*E\+?(-)?0*(\d)")
 
-#: Property, type and datatype IRIs that passed the strict check (bounded; they repeat
-#: across documents, node identifiers mostly do not and are not kept).
-_GOOD_IRIS: set[str] = set()
-_GOOD_IRIS_MAX: Final = 20_000
+#: Property, type and datatype IRIs that passed the strict check -> their N-Quads term
+#: "<iri>" (bounded; they repeat across documents, node identifiers mostly do not and are
+#: not kept).
+_TERMS: dict[str, str] = {}
+_TERMS_MAX: Final = 20_000
 
 #: A quad: subject, predicate, object, graph name, each as printed in N-Quads ("<iri>",
 #: a literal starting with '"', or a blank node "_:..."; the default graph is "").
@@ -89,22 +94,41 @@ def canonical_nquads(expanded: Any) -> str:
 # -- JSON-LD (expanded) to RDF ---------------------------------------------------------
 
 
-def _good_iri(value: Any) -> bool:
-    """An absolute IRI that is not a blank node and not issuer-dependent."""
-    if type(value) is not str:
-        return False
-    if value in _GOOD_IRIS:
-        return True
+def _iri_term(value: Any) -> str | None:
+    """``<value>`` for an absolute IRI that is neither a blank node nor issuer-dependent
+    (the strict check of a property, type or datatype); None for anything else."""
+    term = _TERMS.get(value) if type(value) is str else None
+    if term is not None:
+        return term
     if (
-        value.startswith("_:")
+        type(value) is not str
+        or value.startswith("_:")
         or ABSOLUTE_IRI.match(value) is None
         or value.startswith(ISSUER_DEPENDENT)
     ):
-        return False
-    if len(_GOOD_IRIS) >= _GOOD_IRIS_MAX:
-        _GOOD_IRIS.clear()
-    _GOOD_IRIS.add(value)
-    return True
+        return None
+    if len(_TERMS) >= _TERMS_MAX:
+        _TERMS.clear()
+    term = _TERMS[value] = f"<{value}>"
+    return term
+
+
+def _plain(value: str) -> str:
+    """A plain string (xsd:string) as an N-Quads literal."""
+    if _NEEDS_ESCAPE.search(value) is None:
+        return f'"{value}"'
+    return f'"{_escape(value)}"'
+
+
+def _escape(value: str) -> str:
+    """pyld's N-Quads escaping (only these five characters)."""
+    return (
+        value.replace("\\", "\\\\")
+        .replace("\t", "\\t")
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace('"', '\\"')
+    )
 
 
 def _double(value: float) -> str:
@@ -168,63 +192,80 @@ class _Converter:
         else:
             subject = f"<{id_}>"
         for key, values in obj.items():
-            if key.startswith("@"):
-                if key == "@type":
-                    if type(values) is not list:
-                        raise FallBack("@type is not a list")
-                    for type_ in values:
-                        if type(type_) is str and type_.startswith("_:"):
-                            term = self.blank(type_)
-                        elif _good_iri(type_):
-                            term = f"<{type_}>"
-                        else:
-                            raise FallBack("refused @type")
-                        key4 = (subject, "@type", term, graph)
-                        if key4 not in seen:
-                            seen.add(key4)
-                            quads.append((subject, _TYPE, term, graph))
-                elif key == "@reverse":
-                    self.reverse(subject, values, graph)
-                elif key == "@graph":
-                    if type(values) is not list:
-                        raise FallBack("@graph is not a list")
-                    for item in values:
-                        self.top_node(item, subject)
-                elif key == "@included":
-                    if type(values) is not list:
-                        raise FallBack("@included is not a list")
-                    for item in values:
-                        self.top_node(item, graph)
-                elif key == "@index":
-                    raise FallBack("@index on a node object")
-                continue
-            if type(values) is not list or not _good_iri(key):
-                raise FallBack("refused property")
-            predicate = f"<{key}>"
+            predicate = _TERMS.get(key)
+            if predicate is None:
+                if key.startswith("@"):
+                    self.keyword(subject, key, values, graph)
+                    continue
+                predicate = _iri_term(key)
+                if predicate is None:
+                    raise FallBack("refused property")
+            if type(values) is not list:
+                raise FallBack("property values are not a list")
             for item in values:
                 if type(item) is not dict:
                     raise FallBack("property value is not an object")
                 if "@value" in item:
-                    self.value(subject, predicate, item, graph)
+                    value = item["@value"]
+                    if len(item) == 1 and type(value) is str:
+                        # A plain string: pyld drops it only when the same string is
+                        # there already, that is when the quad is.
+                        key4 = (subject, predicate, _plain(value), graph)
+                        if key4 not in seen:
+                            seen.add(key4)
+                            quads.append(key4)
+                    else:
+                        self.value(subject, predicate, item, graph)
                 elif "@list" in item:
                     quads.append((subject, predicate, self.list(item["@list"], graph), graph))
-                elif "@id" in item:
-                    term = self.node(item, graph)
-                    key4 = (subject, predicate, term, graph)
+                else:
+                    # Even a new blank node is remembered: its own @reverse may name this
+                    # very quad again.
+                    key4 = (subject, predicate, self.node(item, graph), graph)
                     if key4 not in seen:
                         seen.add(key4)
                         quads.append(key4)
-                else:  # a new blank node: never a repeat
-                    quads.append((subject, predicate, self.node(item, graph), graph))
         return subject
+
+    def keyword(self, subject: str, key: str, values: Any, graph: str) -> None:
+        """The keys of a node object that are keywords (other than @id: nothing)."""
+        if key == "@type":
+            if type(values) is not list:
+                raise FallBack("@type is not a list")
+            seen = self.seen
+            for type_ in values:
+                term = _iri_term(type_)
+                if term is None:
+                    if type(type_) is str and type_.startswith("_:"):
+                        term = self.blank(type_)
+                    else:
+                        raise FallBack("refused @type")
+                key4 = (subject, "@type", term, graph)
+                if key4 not in seen:
+                    seen.add(key4)
+                    self.quads.append((subject, _TYPE, term, graph))
+        elif key == "@reverse":
+            self.reverse(subject, values, graph)
+        elif key == "@graph":
+            if type(values) is not list:
+                raise FallBack("@graph is not a list")
+            for item in values:
+                self.top_node(item, subject)
+        elif key == "@included":
+            if type(values) is not list:
+                raise FallBack("@included is not a list")
+            for item in values:
+                self.top_node(item, graph)
+        elif key == "@index":
+            raise FallBack("@index on a node object")
 
     def reverse(self, subject: str, values: Any, graph: str) -> None:
         if type(values) is not dict:
             raise FallBack("@reverse is not an object")
         for key, items in values.items():
-            if type(items) is not list or not _good_iri(key):
+            predicate = _iri_term(key)
+            if type(items) is not list or predicate is None:
                 raise FallBack("refused reverse property")
-            predicate = f"<{key}>"
             for item in items:
                 term = self.top_node(item, graph)
                 key4 = (term, predicate, subject, graph)
@@ -295,8 +336,14 @@ class _Converter:
         value = item["@value"]
         datatype = item.get("@type")
         language = None
-        if datatype is not None and datatype != "@json" and not _good_iri(datatype):
+        if datatype is not None and datatype != "@json" and _iri_term(datatype) is None:
             raise FallBack("refused datatype")
+        if type(value) is str and datatype not in _SPECIAL_TYPES and "@language" not in item:
+            # The common case: a string, typed or not.
+            lexical = _plain(value)
+            if datatype is None or datatype in _UNPRINTED_TYPES:
+                return lexical
+            return f"{lexical}^^<{datatype}>"
         if datatype == "@json":
             lexical = jsonld.canonicalize(value).decode("UTF-8")
             datatype = _RDF_JSON
@@ -328,23 +375,16 @@ class _Converter:
             datatype = datatype or _XSD_STRING
         if type(lexical) is not str:
             raise FallBack("literal value is not a string")
-        if _NEEDS_ESCAPE.search(lexical) is not None:
-            lexical = (
-                lexical.replace("\\", "\\\\")
-                .replace("\t", "\\t")
-                .replace("\n", "\\n")
-                .replace("\r", "\\r")
-                .replace('"', '\\"')
-            )
+        lexical = _plain(lexical)
         if datatype == _XSD_STRING:
-            return f'"{lexical}"'
+            return lexical
         if datatype == _RDF_LANGSTRING:
             if language:
                 if type(language) is not str:
                     raise FallBack("@language is not a string")
-                return f'"{lexical}"@{language}'
-            return f'"{lexical}"'
-        return f'"{lexical}"^^<{datatype}>'
+                return f"{lexical}@{language}"
+            return lexical
+        return f"{lexical}^^<{datatype}>"
 
 
 # -- RDFC-1.0 --------------------------------------------------------------------------
