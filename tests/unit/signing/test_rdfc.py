@@ -419,7 +419,7 @@ def _shapes() -> dict[str, list[Json]]:
     return {
         "ring2": _ring(labels("a", 2)),
         "ring5": _ring(labels("a", 5)),
-        "two rings of 3 vs one of 6": _ring(labels("a", 3)) + _ring(labels("b", 3)) + [],
+        "two rings of 3": _ring(labels("a", 3)) + _ring(labels("b", 3)),
         "ring6": _ring(labels("a", 6)),
         "clique4": _clique(labels("k", 4)),
         "two cliques": _clique(labels("k", 3)) + _clique(labels("m", 3)),
@@ -440,20 +440,32 @@ def _shapes() -> dict[str, list[Json]]:
     }
 
 
+def _blank_labels(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return {value} if value.startswith("_:") else set()
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return set().union(*(_blank_labels(item) for item in items))
+
+
+def _relabelled(value: Any, labels: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return labels.get(value, value)
+    if isinstance(value, dict):
+        return {key: _relabelled(item, labels) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_relabelled(item, labels) for item in value]
+    return value
+
+
 @pytest.mark.parametrize("shape", list(_shapes()))
 def test_symmetric_shapes_equal_pyld_under_any_labelling(shape: str) -> None:
     document = _shapes()[shape]
     expected = _pyld(document)
-    text = json.dumps(document)
-    labels = sorted(set(word.strip('"') for word in text.split() if word.startswith('"_:')))
+    labels = sorted(_blank_labels(document))
     for seed in range(4):
         shuffled = labels[:]
         random.Random(seed).shuffle(shuffled)
-        relabelled = text
-        for old, new in zip(labels, shuffled, strict=True):
-            relabelled = relabelled.replace(f'"{old}"', f'"{new}_tmp"')
-        relabelled = relabelled.replace('_tmp"', '"')
-        nodes = json.loads(relabelled)
+        nodes = _relabelled(document, dict(zip(labels, shuffled, strict=True)))
         random.Random(seed).shuffle(nodes)
         assert _ours(nodes) == expected, seed
     assert "_:c14n" in expected
