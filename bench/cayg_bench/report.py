@@ -353,8 +353,7 @@ def _e2e(e: Any) -> list[str]:
     if _error(e):
         return [*out, f"Failed: {_error(e)}", ""]
     out += [
-        "Ingest, normalize and both publish lanes running, the stand-ins behind them (at "
-        "`nice` 10: they stand for remote hosts); records "
+        "Ingest, normalize and both publish lanes running, the stand-ins behind them; records "
         f"offered at a steady rate for {e['seconds_per_rate']} s per rate, one rate after the "
         "other. *To normalized*: from handing a record to the producer to its first change "
         "arriving on `cayg.normalized.v1` (matched by the correlation id header). *To CLR "

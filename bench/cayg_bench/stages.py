@@ -280,10 +280,6 @@ class PublishStack:
     clr_db: Path
 
 
-#: How much lower the stand-ins' CPU priority is than the pipeline's (``nice``).
-STANDIN_NICE: Final = 10
-
-
 def publish_stack(ctx: Context, topics: Topics, stage: str) -> PublishStack:
     """Stand-ins and publish lanes configured as the demo configures them (fresh state)."""
     base = ctx.work / stage
@@ -293,17 +289,8 @@ def publish_stack(ctx: Context, topics: Topics, stage: str) -> PublishStack:
     ports = Ports(registry=free_port(), clr=free_port(), web=free_port())
     targets = publish_config(base, tenants, registry, ports)
     logs = ctx.logs(stage)
-    # The stand-ins are remote hosts in production: here they share the two cores, and
-    # run at a lower priority so they take the CPU the pipeline leaves (their own work,
-    # verifying every proof, is still counted in the figures that include them).
     standins = [
-        Proc(
-            c.name,
-            ["nice", "-n", str(STANDIN_NICE), *c.argv],
-            env=c.env,
-            log_dir=logs,
-            ready_url=c.ready_url,
-        )
+        Proc(c.name, c.argv, env=c.env, log_dir=logs, ready_url=c.ready_url)
         for c in standin_components(base, tenants, ports)
     ]
     lanes = [
