@@ -100,36 +100,20 @@ class LedgerStatusAllocator:
         :meth:`~cayg_publish.domain.status.StatusAllocator.entry`)."""
         if tenant != self.scope.tenant:
             raise ValueError(f"status entries of {tenant} asked from {self.scope.tenant}'s lists")
-        now = self._clock_ms()
         if live:
-            # One transaction in the usual cases: ``allocate`` without ``replacing`` hands
-            # out the first entry, or returns the current one when there is one.
-            got = await self._store.allocate(
-                self.scope, credential_id, kind=kind, subject=subject, replacing=None, now_ms=now
+            # The live case is the batch of one (the ledger's issue_all).
+            [issued] = await self.entries(
+                tenant, [StatusRequest(credential_id, kind, subject, live=True)]
             )
-            if got.entry.revoked_ms is not None:
-                # Live again after a revocation: a new generation, on a fresh index.
-                got = await self._store.allocate(
-                    self.scope,
-                    credential_id,
-                    kind=kind,
-                    subject=subject,
-                    replacing=got.entry.generation,
-                    now_ms=now,
-                )
-            current = got.entry
-            if got.opened is not None:
-                # A new list is published at once: credentials will point at it.
-                await self.touch(current.list_id, now_ms=now, coalesce=False)
-        else:
-            found = await self._store.current_entry(self.scope, credential_id)
-            if found is None:
-                return None
-            current = found
-            if current.revoked_ms is None:
-                changed = await self._store.revoke(self.scope, credential_id, now_ms=now)
-                if changed is not None:
-                    await self.touch(changed, now_ms=now, coalesce=True)
+            return issued
+        now = self._clock_ms()
+        current = await self._store.current_entry(self.scope, credential_id)
+        if current is None:
+            return None
+        if current.revoked_ms is None:
+            changed = await self._store.revoke(self.scope, credential_id, now_ms=now)
+            if changed is not None:
+                await self.touch(changed, now_ms=now, coalesce=True)
         return CredentialStatusEntry(
             self.scope.purpose, self.list_url(current.list_id), current.index
         )
