@@ -17,6 +17,8 @@ from typing import Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import GroupCoordinatorNotAvailableError
+from aiokafka.structs import OffsetAndMetadata
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 KAFKA_SH: Final = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
@@ -147,12 +149,26 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     raise RuntimeError(f"topic {topic} has no partitions")
 
 
+async def _group_offsets(
+    admin: AIOKafkaAdminClient, group: str
+) -> dict[TopicPartition, OffsetAndMetadata]:
+    """``group``'s committed offsets; while the broker has no coordinator for it yet (a
+    fresh broker creates ``__consumer_offsets`` on the first group request), as none."""
+    try:
+        offsets: dict[TopicPartition, OffsetAndMetadata] = await admin.list_consumer_group_offsets(
+            group
+        )
+    except GroupCoordinatorNotAvailableError:
+        return {}
+    return offsets
+
+
 async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
     """What ``group`` has committed, per partition."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(group)
+        offsets = await _group_offsets(admin, group)
     finally:
         await admin.close()
     return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
@@ -198,7 +214,7 @@ async def watch_commits(
     deadline = time.monotonic() + timeout_s
     try:
         while True:
-            offsets = await admin.list_consumer_group_offsets(group)
+            offsets = await _group_offsets(admin, group)
             now = time.monotonic()
             done = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
             committed = sum(min(end, done.get(tp, 0)) for tp, end in ends.items())
@@ -229,7 +245,7 @@ async def wait_committed(
     behind = sum(ends.values())
     try:
         while True:
-            offsets = await admin.list_consumer_group_offsets(group)
+            offsets = await _group_offsets(admin, group)
             done = {tp: meta.offset for tp, meta in offsets.items()}
             behind = sum(max(0, end - done.get(tp, 0)) for tp, end in ends.items())
             now = time.monotonic()
