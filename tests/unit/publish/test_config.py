@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,29 @@ async def test_publisher_builds_every_tenants_targets(
     assert API_KEY not in repr(publisher)
     assert "s3cret" not in repr(publisher.targets_for("northfield-cc"))
     await publisher.aclose()
+
+
+async def test_a_lane_starts_the_signing_workers_of_its_own_targets_before_it_is_ready(
+    tmp_path: Path, conformance_dir: Path
+) -> None:
+    # Workers started lazily made a lane's first credentials wait for process start-up
+    # (about 2 s after the first award); a registry lane signs nothing and needs none.
+    config = PublishTargetsConfig.load(write_toml(tmp_path, conformance_dir))
+    environ = {"NF_CE_KEY": API_KEY, "NF_SALT": "salt"}
+    before = {p.pid for p in multiprocessing.active_children()}
+
+    registry_lane = Publisher.from_config(config, environ=environ, signing_workers=1)
+    await registry_lane.start(lambda target: target == "northfield-registry")
+    started_by_registry = {p.pid for p in multiprocessing.active_children()} - before
+    await registry_lane.aclose()
+
+    clr_lane = Publisher.from_config(config, environ=environ, signing_workers=1)
+    await clr_lane.start(lambda target: target == "northfield-clr")
+    started_by_clr = {p.pid for p in multiprocessing.active_children()} - before
+    await clr_lane.aclose()
+
+    assert started_by_registry == set()
+    assert len(started_by_clr) == 1
 
 
 def test_a_missing_secret_stops_the_publisher_from_starting(

@@ -153,7 +153,7 @@ def create_app(settings: PublishSettings, publisher: Publisher | None = None) ->
             await asyncio.sleep(STATUS_REFRESH_EVERY_S)
 
     async def start() -> None:
-        await chosen.start()
+        await chosen.start(settings.serves)
         background.append(asyncio.create_task(projector.run(), name="cayg-projector"))
         background.append(asyncio.create_task(count_documents(), name="cayg-document-counts"))
         if chosen.status_targets(settings.serves):

@@ -194,11 +194,12 @@ class Publisher:
             if serves is None or serves(lane_name(t))
         }
 
-    async def start(self) -> None:
-        """Migrate the ledger schema (idempotent) and start the signing workers."""
+    async def start(self, serves: Callable[[str], bool] | None = None) -> None:
+        """Migrate the ledger schema (idempotent) and start the signing workers of the
+        targets this lane serves (``serves``; None: every target)."""
         await self.ledger.migrate()
         if self._pools is not None:
-            await self._pools.start()
+            await self._pools.start(serves)
 
     async def record(
         self, change: Change, *, serves: Callable[[str], bool] | None = None

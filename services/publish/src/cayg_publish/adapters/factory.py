@@ -5,7 +5,7 @@ connects at construction.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -130,8 +130,12 @@ def issuer_signer(
 
         return signer
 
+    # Chosen now, not at the first credential: the pool is then known to
+    # :meth:`SigningPools.start`, which starts its workers before the service is ready.
+    pool = pools.for_contexts(config.contexts_dir, user=config.name)
+
     async def pooled(body: Mapping[str, Any]) -> dict[str, Any]:
-        return await pools.for_contexts(config.contexts_dir).sign_with_embedded(body, key)
+        return await pool.sign_with_embedded(body, key)
 
     return pooled
 
@@ -181,26 +185,38 @@ class SigningPools:
     """One :class:`~cayg_signing.SigningPool` per contexts directory, shared by every CLR/OB
     target of the process: signing runs in worker processes (``workers``; 0 signs inline)
     and each distinct credential content is signed once (the pool's cache), so a nested
-    AchievementCredential is not re-signed with every re-issue of its learner's record."""
+    AchievementCredential is not re-signed with every re-issue of its learner's record.
+
+    Each pool remembers which targets sign with it, so a lane starts only the workers its
+    own targets need (see :meth:`start`)."""
 
     def __init__(self, workers: int | None = None, *, nice: int = 0) -> None:
         self._workers = workers
         self._nice = nice
         self._pools: dict[Path, SigningPool] = {}
+        self._users: dict[Path, set[str]] = {}
 
-    def for_contexts(self, contexts_dir: Path) -> SigningPool:
-        """The pool signing with the contexts in ``contexts_dir``."""
+    def for_contexts(self, contexts_dir: Path, *, user: str | None = None) -> SigningPool:
+        """The pool signing with the contexts in ``contexts_dir``; ``user`` names the
+        target that will sign with it. Creating a pool starts no process."""
         key = Path(contexts_dir).resolve()
         pool = self._pools.get(key)
         if pool is None:
             pool = SigningPool(key, max_workers=self._workers, worker_nice=self._nice)
             self._pools[key] = pool
+        if user is not None:
+            self._users.setdefault(key, set()).add(user)
         return pool
 
-    async def start(self) -> None:
-        """Start every pool's workers (a broken installation fails here)."""
-        for pool in self._pools.values():
-            await pool.start()
+    async def start(self, serves: Callable[[str], bool] | None = None) -> None:
+        """Start the workers of every pool a served target signs with (all pools when
+        ``serves`` is None) and wait until they are up: a broken installation fails here,
+        and the first credentials do not wait for worker processes to start. A pool no
+        served target uses starts no worker (a registry lane signs nothing)."""
+        for key, pool in self._pools.items():
+            users = self._users.get(key, set())
+            if serves is None or not users or any(serves(user) for user in users):
+                await pool.start()
 
     async def aclose(self) -> None:
         """Stop every pool's workers."""
