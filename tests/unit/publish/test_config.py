@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from cayg_publish.adapters.factory import default_signing_workers
 from cayg_publish.config import (
     CLR_UPSERT_SCOPE,
     ClrTargetConfig,
@@ -212,3 +213,12 @@ def test_a_missing_secret_stops_the_publisher_from_starting(
 
     with pytest.raises(ConfigError, match="NF_CE_KEY"):
         Publisher.from_config(config, environ={"NF_SALT": "salt"})
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 1), (2, 1), (4, 3), (16, 15)])
+def test_signing_workers_default_to_the_cpus_the_service_leaves(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(cpus)))
+
+    assert default_signing_workers() == workers

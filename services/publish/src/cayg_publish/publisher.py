@@ -96,9 +96,9 @@ class Publisher:
     ) -> Self:
         """Everything ``config`` describes; raises ``ConfigError`` for unresolvable secrets.
 
-        ``signing_workers``: processes that sign credentials (None: one per CPU; 0: sign
-        in a thread of this process, as tests do); ``signing_nice``: how much lower their
-        CPU priority is than this process's.
+        ``signing_workers``: processes that sign credentials (None: one per CPU less one,
+        at least one; 0: sign in a thread of this process, as tests do); ``signing_nice``:
+        how much lower their CPU priority is than this process's.
         """
         ledger = create_ledger(config.ledger, environ=environ)
         pools = SigningPools(signing_workers, nice=signing_nice) if signing_workers != 0 else None

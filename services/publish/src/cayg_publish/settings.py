@@ -83,7 +83,8 @@ class PublishSettings(ServiceSettings):
         default=None,
         ge=0,
         le=64,
-        description="processes that sign credentials (unset: one per CPU; 0: in a thread)",
+        description="processes that sign credentials (unset: one per CPU less one, at least "
+        "one; 0: in a thread)",
     )
     signing_nice: int = Field(
         default=10,

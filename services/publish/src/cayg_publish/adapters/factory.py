@@ -5,6 +5,7 @@ connects at construction.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -181,6 +182,23 @@ def create_status_target(
     )
 
 
+def default_signing_workers() -> int:
+    """Signing processes when none are configured: one per CPU this process may run on,
+    less the one its own work needs, and at least one.
+
+    While documents are delivered the service's own process (consuming, the ledger,
+    rendering, HTTP) keeps about one CPU busy; more workers than the CPUs left only
+    compete with it and each costs memory. Measured with the projection benchmark on two
+    CPUs: one worker delivered as fast as two (223 and 229 awards/s) with 27 MiB less
+    memory for the lane.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)
+
+
 class SigningPools:
     """One :class:`~cayg_signing.SigningPool` per contexts directory, shared by every CLR/OB
     target of the process: signing runs in worker processes (``workers``; 0 signs inline)
@@ -191,7 +209,9 @@ class SigningPools:
     own targets need (see :meth:`start`)."""
 
     def __init__(self, workers: int | None = None, *, nice: int = 0) -> None:
-        self._workers = workers
+        """``workers`` per pool (None: :func:`default_signing_workers`; 0: inline);
+        ``nice``: how much lower their CPU priority is than this process's."""
+        self._workers = default_signing_workers() if workers is None else workers
         self._nice = nice
         self._pools: dict[Path, SigningPool] = {}
         self._users: dict[Path, set[str]] = {}
