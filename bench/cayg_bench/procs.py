@@ -69,6 +69,19 @@ def proc_status(pid: int) -> dict[str, int]:
     return found
 
 
+def proc_pss_kib(pid: int) -> int:
+    """``Pss`` of ``pid`` in KiB (0 once the process is gone): its resident pages, each
+    shared page divided by the processes sharing it. Summed over a service and its worker
+    processes it counts shared pages (the interpreter, libraries, the pages a worker shares
+    with others) once, as the kernel's memory accounting for a container does; a sum of
+    ``VmRSS`` counts them once per process."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
 class Proc:
     """One long-running process of a measurement."""
 
@@ -96,6 +109,9 @@ class Proc:
         #: children together, and theirs at the last sample.
         self.tree_peak_rss_kib = 0
         self.tree_rss_kib = 0
+        #: The same with shared pages counted once (sum of ``Pss``; see :func:`proc_pss_kib`).
+        self.tree_peak_pss_kib = 0
+        self.tree_pss_kib = 0
 
     @property
     def pid(self) -> int:
@@ -151,6 +167,10 @@ class Proc:
                     proc_status(kid).get("VmRSS", 0) for kid in kids
                 )
                 self.tree_peak_rss_kib = max(self.tree_peak_rss_kib, self.tree_rss_kib)
+                self.tree_pss_kib = proc_pss_kib(self.process.pid) + sum(
+                    proc_pss_kib(kid) for kid in kids
+                )
+                self.tree_peak_pss_kib = max(self.tree_peak_pss_kib, self.tree_pss_kib)
 
     def stop(self, timeout_s: float = 40.0) -> None:
         """SIGTERM (the graceful path), SIGKILL if it is ignored; records peak RSS first."""

@@ -446,6 +446,10 @@ def _projection(p: Any, limit: Any) -> list[str]:
         (v for k, v in p.get("peak_rss_with_children_mib", {}).items() if k.startswith("publish")),
         default=None,
     )
+    publish_pss = max(
+        (v for k, v in p.get("peak_pss_with_children_mib", {}).items() if k.startswith("publish")),
+        default=None,
+    )
     finished = all(x.get("drained", x.get("idle")) for x in drained.values()) and end["equal"]
     if p["awards"] >= PROJECTION_AWARDS:
         time_cell = f"{_num(seconds, 1)} s for {p['awards']:,} awards"
@@ -482,9 +486,14 @@ def _projection(p: Any, limit: Any) -> list[str]:
         f"| publish RSS < {PROJECTION_RSS_MIB} MiB throughout (the larger lane process's "
         f"high-water mark, VmHWM) | {_num(publish_rss)} MiB | "
         f"{_met(publish_rss < PROJECTION_RSS_MIB if publish_rss is not None else None)} |",
-        f"| the same, each lane counted with its signing worker processes (largest sum of "
-        f"VmRSS sampled once a second) | {_num(publish_tree)} MiB | "
-        f"{_met(publish_tree < PROJECTION_RSS_MIB if publish_tree is not None else None)} |",
+        f"| the same, each lane counted with its signing worker processes, shared pages once "
+        f"(largest sum of `Pss` from `/proc/<pid>/smaps_rollup`, sampled once a second) | "
+        f"{_num(publish_pss)} MiB | "
+        f"{_met(publish_pss < PROJECTION_RSS_MIB if publish_pss is not None else None)} |",
+        "",
+        f"Summing each process's VmRSS instead counts the pages a lane shares with its "
+        f"workers (the interpreter, shared libraries) once per process: "
+        f"{_num(publish_tree)} MiB at most, an upper bound of the same memory.",
         "",
         "| learners | awards | CLR records | awards in CLR records | seconds to last CLR "
         f"write | awards/s | SIS records/s ({TIMES} batched raw limit, {_num(limit)}/s) | "
@@ -512,8 +521,9 @@ def _projection(p: Any, limit: Any) -> list[str]:
         )
         + ".",
         "",
-        f"Peak RSS: {_rss(p['peak_rss_mib'])}. With child processes (sampled): "
-        f"{_rss(p.get('peak_rss_with_children_mib', {}))}.",
+        f"Peak RSS: {_rss(p['peak_rss_mib'])}. With child processes (sampled, sum of VmRSS): "
+        f"{_rss(p.get('peak_rss_with_children_mib', {}))}; the same as a sum of Pss: "
+        f"{_rss(p.get('peak_pss_with_children_mib', {}))}.",
         "",
         *_rss_timeline(p.get("rss_timeline_mib")),
         "| process | CPU s (ready to drained) | CPU ms per award |",

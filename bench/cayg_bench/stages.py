@@ -984,6 +984,9 @@ def projection(
         "peak_rss_with_children_mib": {
             p.name: round(p.tree_peak_rss_kib / 1024, 1) for p in everything
         },
+        "peak_pss_with_children_mib": {
+            p.name: round(p.tree_peak_pss_kib / 1024, 1) for p in everything
+        },
         "rss_timeline_mib": sampler.rss_timeline(ready),
         "profile": profiles,
         "cpu_seconds": {name: round(value, 2) for name, value in cpu.items()},
