@@ -40,9 +40,10 @@ from cayg_publish.adapters.ledger.status_store import (
     StatusStore,
     coalesced_dirty,
     new_list,
+    next_entry,
 )
 from cayg_publish.domain.projection import DocumentRef
-from cayg_publish.domain.status import IndexPermutation, StatusKind, StatusPurpose
+from cayg_publish.domain.status import StatusKind, StatusPurpose
 
 LISTS_TABLE: Final = "cayg_status_lists"
 ENTRIES_TABLE: Final = "cayg_status_entries"
@@ -334,19 +335,16 @@ class SqlStatusStore(StatusStore):
             await self._insert(tx, chosen)
             found = await tx.fetchall(self._newest_list, self._scope(scope))
             chosen = _list_row(found[0])
-        index = IndexPermutation(chosen.perm_key, chosen.size).position(chosen.allocated)
-        await tx.execute(self._count, (chosen.allocated + 1, chosen.list_id))
-        entry = StatusEntryRow(
-            scope=scope,
-            credential_id=credential_id,
-            generation=0 if current is None else current.generation + 1,
-            list_id=chosen.list_id,
-            index=index,
+        entry = next_entry(
+            scope,
+            credential_id,
+            chosen,
+            current=current,
             kind=kind,
             subject=subject,
-            revoked_ms=None,
-            created_ms=now_ms,
+            now_ms=now_ms,
         )
+        await tx.execute(self._count, (chosen.allocated + 1, chosen.list_id))
         await tx.execute(
             self._insert_entry,
             (

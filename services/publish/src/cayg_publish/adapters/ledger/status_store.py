@@ -245,6 +245,32 @@ def new_list(scope: StatusScope, list_no: int, now_ms: int) -> StatusListRow:
     )
 
 
+def next_entry(
+    scope: StatusScope,
+    credential_id: str,
+    chosen: StatusListRow,
+    *,
+    current: StatusEntryRow | None,
+    kind: StatusKind,
+    subject: str,
+    now_ms: int,
+) -> StatusEntryRow:
+    """The entry ``credential_id`` gets as ``chosen``'s next allocation: the next
+    generation after ``current``, at the position the list's permutation gives its
+    ``allocated``-th entry. Every store builds its entries here, so they agree."""
+    return StatusEntryRow(
+        scope=scope,
+        credential_id=credential_id,
+        generation=0 if current is None else current.generation + 1,
+        list_id=chosen.list_id,
+        index=IndexPermutation(chosen.perm_key, chosen.size).position(chosen.allocated),
+        kind=kind,
+        subject=subject,
+        revoked_ms=None,
+        created_ms=now_ms,
+    )
+
+
 class InMemoryStatusStore(StatusStore):
     """The store in dicts, beside an :class:`InMemoryLedger` (whose documents it marks)."""
 
@@ -288,19 +314,16 @@ class InMemoryStatusStore(StatusStore):
             chosen = lists[-1] if lists else None
             if chosen is None or chosen.allocated >= chosen.size:
                 chosen = opened = new_list(scope, chosen.list_no + 1 if chosen else 0, now_ms)
-            index = IndexPermutation(chosen.perm_key, chosen.size).position(chosen.allocated)
-            self._lists[chosen.list_id] = replace(chosen, allocated=chosen.allocated + 1)
-            entry = StatusEntryRow(
-                scope=scope,
-                credential_id=credential_id,
-                generation=0 if current is None else current.generation + 1,
-                list_id=chosen.list_id,
-                index=index,
+            entry = next_entry(
+                scope,
+                credential_id,
+                chosen,
+                current=current,
                 kind=kind,
                 subject=subject,
-                revoked_ms=None,
-                created_ms=now_ms,
+                now_ms=now_ms,
             )
+            self._lists[chosen.list_id] = replace(chosen, allocated=chosen.allocated + 1)
             self._entries[(scope, credential_id, entry.generation)] = entry
             return Allocated(entry, opened)
 
