@@ -449,3 +449,25 @@ def test_skip_invalid_goes_on_with_the_valid_rows(
     assert "rows: 3, valid: 2, invalid: 1" in out
     assert "would send 2 to sis.events.northfield-cc" in out
     assert "line 2:" in err
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_line_longer_than_any_message_is_refused_without_reading_it_whole(
+    fmt: backfill.FileFormat,
+) -> None:
+    # A file without line breaks (or a binary one) must not be read into memory whole.
+    header = b"type,learner.id\n" if fmt == "csv" else b""
+    stream = io.BytesIO(header + b"x" * (backfill.MAX_LINE_BYTES + 4096))
+
+    with pytest.raises(BackfillError, match=r"line \d+ is longer than 16,777,216 bytes"):
+        list(backfill.read_rows(stream, fmt))
+    assert stream.tell() <= len(header) + backfill.MAX_LINE_BYTES + 1
+
+
+def test_a_line_of_exactly_the_longest_length_is_read() -> None:
+    row = json.dumps(_award(1)).encode() + b"\n"
+    lines = backfill._Lines(io.BytesIO(row + row), backfill.START, max_bytes=len(row))
+
+    assert len(list(lines)) == 2
+    with pytest.raises(BackfillError, match="line 1 is longer than"):
+        list(backfill._Lines(io.BytesIO(row), backfill.START, max_bytes=len(row) - 1))

@@ -70,7 +70,7 @@ from cayg_shared.schema import (
     DefinitionUpsertedData,
     OrganizationUpsertedData,
 )
-from cayg_shared.tenants import TenantProfile, UnknownTypePolicy
+from cayg_shared.tenants import MAX_MESSAGE_BYTES_CEILING, TenantProfile, UnknownTypePolicy
 
 FileFormat = Literal["csv", "jsonl"]
 
@@ -206,17 +206,25 @@ class Position:
 START: Final = Position()
 
 
+#: The longest line a backfill file may have. A row becomes one SIS message, and no tenant
+#: may allow a message larger than this; a longer line (a file without line breaks, a
+#: binary file) is refused as soon as this much of it is read, never read whole.
+MAX_LINE_BYTES: Final = MAX_MESSAGE_BYTES_CEILING
+
+
 class _Lines:
     """The decoded lines of a binary file from a position on, each with its terminator
     (the ``csv`` module wants them), counting bytes and lines as they are handed out.
+    A line longer than ``max_bytes`` ends the file with a :class:`BackfillError`.
 
     After ``csv.reader`` yields a row it has taken exactly that row's lines, so
     :attr:`position` is where the row ends — the offset a resume seeks to.
     """
 
-    def __init__(self, stream: BinaryIO, at: Position) -> None:
+    def __init__(self, stream: BinaryIO, at: Position, max_bytes: int = MAX_LINE_BYTES) -> None:
         stream.seek(at.offset)
         self._stream = stream
+        self._max_bytes = max_bytes
         self.offset = at.offset
         self.line = at.line
 
@@ -225,9 +233,14 @@ class _Lines:
 
     def __next__(self) -> str:
         start = self.offset
-        raw = self._stream.readline()
+        raw = self._stream.readline(self._max_bytes + 1)
         if not raw:
             raise StopIteration
+        if len(raw) > self._max_bytes:
+            raise BackfillError(
+                f"line {self.line + 1} is longer than {self._max_bytes:,} bytes (the largest "
+                "message a tenant may allow): a backfill file holds one row per line"
+            )
         self.offset += len(raw)
         self.line += 1
         if start == 0 and raw.startswith(codecs.BOM_UTF8):
