@@ -7,6 +7,7 @@ read them without decoding the body. CloudEvents' Kafka binding names attributes
 
 from __future__ import annotations
 
+import random
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -58,7 +59,16 @@ def child_traceparent(parent: str | None) -> str:
     match = _TRACEPARENT_RE.match(parent or "")
     if match is None or match.group(1) == "0" * 32:
         return new_traceparent()
-    return f"00-{match.group(1)}-{secrets.token_hex(8)}-{match.group(3)}"
+    return f"00-{match.group(1)}-{_span_id()}-{match.group(3)}"
+
+
+def _span_id() -> str:
+    """A random, non-zero 8-byte span id in hex.
+
+    Span ids need to be unique, not secret: Python's generator (seeded from the OS, and
+    re-seeded in a forked child) costs a fraction of a system call per output record.
+    """
+    return f"{random.getrandbits(64) or 1:016x}"
 
 
 def trace_id(traceparent: str | None) -> str | None:
