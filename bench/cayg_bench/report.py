@@ -285,7 +285,9 @@ def _gap(r: dict[str, Any], raw: Any) -> list[str]:
         "(now per topic), Prometheus label lookups per record (now one `inc` per label per "
         "batch), definition CTIDs derived again for every award, UUID round trips of "
         "canonical GUIDs, two validators per schema name or id where one does, aiokafka's "
-        "byte-by-byte murmur2 (now word by word, remembered per key), and the garbage "
+        "byte-by-byte murmur2 (now word by word, remembered per key), the NFC normalizer "
+        "on ASCII text (its own NFC), `uuid.uuid5`'s detour through bytes, a system call "
+        "for every span id, and the garbage "
         "collector traversing everything start-up built (frozen; the youngest generation "
         "collected every 50,000 allocations instead of 700). Sending overlaps deciding: "
         "outputs go to the producer 50 records at a time, so the broker stores them while "
@@ -385,6 +387,14 @@ def _e2e(e: Any) -> list[str]:
     out += [
         "",
         f"Publish idle at the end: {e['publish_idle']}. Peak RSS: {_rss(e['peak_rss_mib'])}.",
+        "",
+        "Above the rate at which publish delivers on this machine (see *Publish alone*), "
+        "awards arrive faster than they are delivered: the CLR write latency is then the "
+        "age of the backlog, not a delivery's time. While publish and the CLR stand-in "
+        "(verifying every proof) work through that backlog they take most of the two cores "
+        "that ingest, normalize and the broker share with them, and queueing for a core is "
+        "what the latency to `cayg.normalized.v1` at the highest rate adds over the lower "
+        "ones.",
         "",
     ]
     return out
