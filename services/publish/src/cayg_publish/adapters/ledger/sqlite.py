@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -97,6 +98,30 @@ def _catalog_params(row: CatalogRow, columns: tuple[str, ...]) -> list[Any]:
     return [_to_sql(c, values[c], _CATALOG_TIME_COLUMNS) for c in columns]
 
 
+#: How long to wait between two attempts to switch a new database file to WAL.
+_WAL_RETRY_S: Final = 0.01
+
+
+def _enter_wal(connection: sqlite3.Connection, busy_timeout_s: float) -> None:
+    """Switch ``connection``'s database to write-ahead logging.
+
+    Switching a new file needs it to itself for a moment, and SQLite answers "database
+    is locked" at once, without waiting out the busy timeout, when another connection
+    is doing the same: two instances (or a ledger and ``cayg status``) opening a new
+    ledger together. So the switch is retried until the busy timeout has passed.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(_WAL_RETRY_S)
+        else:
+            return
+
+
 class SqliteDatabase:
     """One SQLite connection, used by one dedicated worker thread.
 
@@ -148,7 +173,11 @@ class SqliteDatabase:
                 isolation_level=None,
                 check_same_thread=False,
             )
-            connection.execute("PRAGMA journal_mode=WAL")
+            try:
+                _enter_wal(connection, self._busy_timeout)
+            except BaseException:
+                connection.close()
+                raise
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
             self._connection = connection
