@@ -26,12 +26,12 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from cayg_ops import dlq, ledger_view
@@ -72,10 +72,25 @@ def _navigate(browser: WebDriver, element: WebElement) -> None:
     (reading the old page's elements in between raises StaleElementReferenceException)."""
     page = browser.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
+    WebDriverWait(browser, 30).until(lambda _b: _replaced(page))
     WebDriverWait(browser, 30).until(
         lambda b: b.execute_script("return document.readyState") == "complete"
     )
+
+
+def _replaced(element: WebElement) -> bool:
+    """Whether ``element``'s page has been replaced. ChromeDriver says so with a stale
+    element error, or (some versions, while the new document loads) with an inspector
+    error that the node "does not belong to the document"."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if "does not belong to the document" in str(error):
+            return True
+        raise
+    return False
 
 
 async def _seed_ledger(view: ledger_view.TargetsView) -> None:
