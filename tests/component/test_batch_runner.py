@@ -12,38 +12,35 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from structlog.testing import capture_logs
 
-from cayg_shared.batching import BatchRunner, Outbound, Outcome, Partition, letter_for
+from cayg_shared.batching import BatchRunner, Outbound, Outcome, Partition
 from cayg_shared.envelope import DeadLetter, Stage
 from cayg_shared.service import InboundRecord
+from support import deciders
 
 pytestmark = pytest.mark.component
 
-DLQ = "dlq"
-OUT = "out"
+DLQ = deciders.DLQ
+OUT = deciders.OUT
 
 
 def record(partition: int, offset: int, value: bytes = b"ok") -> InboundRecord:
     return InboundRecord("in", partition, offset, 0, b"key", value, ())
 
 
-class Echo:
-    """Forwards each value; ``boom`` raises, ``twice`` has two outputs."""
+class Echo(deciders.Echo):
+    """The support handler, with what it settled at hand."""
 
     def __init__(self) -> None:
-        self.settled: list[tuple[int, int]] = []
+        self.counted = deciders.Settled()
 
-    def decide(self, rec: InboundRecord) -> Outcome:
-        if rec.value == b"boom":
-            raise RuntimeError("a bug")
-        copies = 2 if rec.value == b"twice" else 1
-        outputs = [Outbound.of(OUT, rec.key, rec.value or b"", {}) for _ in range(copies)]
-        return Outcome(outputs, "ok", "t", lambda: self.settled.append((rec.partition, rec.offset)))
+    @property
+    def settled(self) -> list[tuple[int, int]]:
+        return self.counted.records()
 
     def poison(self, rec: InboundRecord, reason: str, detail: str) -> Outcome:
         if rec.value == b"boom" and reason == "never":
             raise AssertionError
-        letter = letter_for(rec, dlq_topic=DLQ, stage=Stage.INGEST, reason=reason, detail=detail)
-        return Outcome([letter], f"rejected:{reason}")
+        return super().poison(rec, reason, detail)
 
 
 class Broker:
@@ -76,7 +73,14 @@ class Broker:
 
 
 def runner(handler: Echo) -> BatchRunner:
-    return BatchRunner(handler, service="test", stage=Stage.INGEST, dlq_topic=DLQ, backoff_s=0)
+    return BatchRunner(
+        handler,
+        service="test",
+        stage=Stage.INGEST,
+        dlq_topic=DLQ,
+        backoff_s=0,
+        tallies={"settled": handler.counted.tally},
+    )
 
 
 async def test_a_clean_batch_commits_each_partition_once_past_its_last_record() -> None:

@@ -21,6 +21,8 @@ the way of each guarantee this loop keeps:
    exception into a dead letter with a reason (``unencodable-text`` for text JSON cannot
    encode, e.g. a lone surrogate; ``too-large-to-forward``; else ``internal-error``), so
    no record is ever retried forever;
+   with a :class:`DecisionPool` (:mod:`cayg_shared.decide_pool`) the decisions run in
+   worker processes and come back as plain data, every later step staying here;
 3. send every output of every record in consumption order (idempotent producer, acks=all:
    per-partition order holds) without awaiting each, then await all acknowledgements once.
    Steps 2 and 3 go ``SEND_EVERY`` records at a time with a yield to the event loop in
@@ -60,7 +62,7 @@ import signal
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -118,19 +120,76 @@ class Outbound:
         return cls(topic, key, value, tuple((k, v.encode()) for k, v in headers.items()))
 
 
+@dataclass(frozen=True)
+class Note:
+    """A per-record DEBUG line (``event`` and its fields), written once the record settles."""
+
+    event: str
+    fields: dict[str, Any]
+
+    @classmethod
+    def on(cls, event: str, record: InboundRecord, **fields: Any) -> Note:
+        """A line about ``record``: its topic, partition and offset, then ``fields``."""
+        where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        return cls(event, where | fields)
+
+
+#: One count a settled record adds: the name of a :class:`Tally` and its label values.
+Count = tuple[str, tuple[str, ...]]
+
+
 @dataclass
 class Outcome:
     """What one consumed record came to.
 
-    ``outputs`` are sent in order; ``settle`` runs once all of them are acknowledged (counters,
-    per-record DEBUG lines), never for a record that will be read again. ``label`` and
-    ``tenant`` feed the one INFO line per batch (``accepted``, ``rejected:not-json``…).
+    ``outputs`` are sent in order. ``counts`` are added to the runner's tallies and ``note``
+    is written at DEBUG once all outputs are acknowledged, never for a record that will be
+    read again. ``label`` and ``tenant`` feed the one INFO line per batch (``accepted``,
+    ``rejected:not-json``…). An outcome is plain data, so a decision made in a worker
+    process (:mod:`cayg_shared.decide_pool`) crosses back to the loop as it is.
     """
 
     outputs: list[Outbound]
     label: str
     tenant: str | None = None
-    settle: Callable[[], None] | None = None
+    counts: tuple[Count, ...] = ()
+    note: Note | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A record whose decision raised: what :func:`classify` made of the exception."""
+
+    reason: str
+    detail: str
+    error: str
+
+    @classmethod
+    def of(cls, error: BaseException) -> Failure:
+        """The failure ``error`` stands for."""
+        reason, detail = classify(error)
+        return cls(reason, detail, type(error).__name__)
+
+
+class DecisionPool(Protocol):
+    """Decides chunks of records elsewhere (worker processes), in order: a result per record,
+    an :class:`Outcome` or the :class:`Failure` its decision raised."""
+
+    def decide(self, records: Sequence[InboundRecord]) -> asyncio.Future[list[Outcome | Failure]]:
+        """Start deciding ``records``; the future fails if the pool itself failed."""
+        ...
+
+    def renew(self) -> None:
+        """Replace workers after the pool failed (their results were lost)."""
+        ...
+
+    async def start(self) -> None:
+        """Start the workers (before the first batch)."""
+        ...
+
+    async def stop(self) -> None:
+        """End the workers (after the last batch)."""
+        ...
 
 
 class RecordHandler(Protocol):
@@ -277,9 +336,9 @@ class Tally:
     """Counts of one Prometheus counter, per label values, added to it once per batch.
 
     ``labels(...)`` on a Prometheus counter takes a lock and builds a key; per record that
-    was a measurable share of a service's time. Records add to a plain dict here (in their
-    ``settle``, so only records whose outputs are durable count) and :meth:`flush` — which
-    the batch runner calls after every batch — adds each total once.
+    was a measurable share of a service's time. Settled records add their outcome's
+    ``counts`` to a plain dict here (so only records whose outputs are durable count) and
+    :meth:`flush` — which the batch runner calls after every batch — adds each total once.
     """
 
     def __init__(self, counter: PromCounter) -> None:
@@ -333,8 +392,9 @@ class BatchRunner:
         dlq_topic: str,
         backoff_s: float,
         metrics: FastStreamMetrics | None = None,
-        tallies: Sequence[Tally] = (),
+        tallies: Mapping[str, Tally] | None = None,
         send_every: int = SEND_EVERY,
+        pool: DecisionPool | None = None,
     ) -> None:
         self.handler = handler
         self.service = service
@@ -342,8 +402,10 @@ class BatchRunner:
         self.dlq_topic = dlq_topic
         self.backoff_s = backoff_s
         self.metrics = metrics
-        self.tallies = tuple(tallies)
+        self.tallies = dict(tallies or {})
         self.send_every = max(1, send_every)
+        #: Where records are decided when set (worker processes); else in this process.
+        self.pool = pool
         self._log = get_logger(f"cayg.{service}")
 
     async def run(
@@ -355,7 +417,7 @@ class BatchRunner:
         failure = next((item.failure for item in pending if item.failure is not None), None)
         await self._await_all(pending, sink)
         report = await self._settle(pending, offsets, failure)
-        for tally in self.tallies:
+        for tally in self.tallies.values():
             tally.flush()
         self._account(pending, report, time.perf_counter() - started)
         if report.error is not None:
@@ -377,23 +439,43 @@ class BatchRunner:
         between, so the producer ships (and the broker stores) the first outputs while later
         records are still being decided. Outputs still leave in consumption order. After a
         producer failure the remaining records are neither decided nor sent: they stay
-        unfinished and are read again."""
+        unfinished and are read again.
+
+        With a pool every chunk is handed to the workers at once; this process sends each
+        chunk's outputs, in order, as its decisions come back, while the workers decide the
+        next chunks."""
+        chunks = [
+            records[start : start + self.send_every]
+            for start in range(0, len(records), self.send_every)
+        ]
+        decisions = [self.pool.decide(chunk) for chunk in chunks] if self.pool else []
         pending: list[_Pending] = []
-        failed = False
-        for start in range(0, len(records), self.send_every):
-            chunk = records[start : start + self.send_every]
+        failed = pool_failed = False
+        for index, chunk in enumerate(chunks):
             if failed:
                 # Left undecided: an earlier output of the batch failed.
                 pending.extend(_Pending(record, Outcome([], "unfinished")) for record in chunk)
                 continue
-            decided = [_Pending(record, self._decide(record)) for record in chunk]
+            outcomes: list[Outcome] | None = None
+            if decisions and not pool_failed:
+                outcomes = await self._decided_elsewhere(chunk, decisions[index])
+                pool_failed = outcomes is None
+            if outcomes is None:
+                outcomes = [self._decide(record) for record in chunk]
+            decided = [
+                _Pending(record, outcome) for record, outcome in zip(chunk, outcomes, strict=True)
+            ]
             pending.extend(decided)
             failed = await self._send_all(decided, sink) is not None
-            if start + self.send_every < len(records):
+            if not decisions and index + 1 < len(chunks):
                 # Two turns of the loop: the producer's sender wakes on the first and
-                # writes its request on the second.
+                # writes its request on the second. (Awaiting a pool's decision yields.)
                 await asyncio.sleep(0)
                 await asyncio.sleep(0)
+        for decision in decisions:
+            # Decisions left unused (after a failure) are not cancelled: a cancelled task of
+            # a pool that breaks meanwhile trips its executor. Their errors were reported.
+            decision.add_done_callback(_retrieved)
         return pending
 
     # ------------------------------------------------------------------ decisions
@@ -402,27 +484,51 @@ class BatchRunner:
         try:
             return self.handler.decide(record)
         except Exception as error:  # noqa: BLE001 - any failure of one record parks it
-            return self._poison(record, error)
+            return self._poison(record, Failure.of(error))
 
-    def _poison(self, record: InboundRecord, error: BaseException) -> Outcome:
-        reason, detail = classify(error)
+    async def _decided_elsewhere(
+        self, chunk: Sequence[InboundRecord], decision: asyncio.Future[list[Outcome | Failure]]
+    ) -> list[Outcome] | None:
+        """The pool's outcomes for ``chunk``, or None if the pool failed (a worker died, or a
+        result could not cross back): the rest of the batch is then decided in this
+        process, so no record waits on a broken pool and none is retried forever — what
+        kills a worker is decided here, exactly as without a pool."""
+        try:
+            results = await decision
+            if len(results) != len(chunk):
+                raise RuntimeError(f"{len(results)} decisions for {len(chunk)} records")
+        except Exception as error:  # noqa: BLE001 - the pool's fault, not the records'
+            assert self.pool is not None
+            self._log.warning(
+                "decision workers failed; deciding in this process and starting new ones",
+                error=type(error).__name__,
+                detail=str(error)[:300],
+            )
+            self.pool.renew()
+            return None
+        return [
+            self._poison(record, result) if isinstance(result, Failure) else result
+            for record, result in zip(chunk, results, strict=True)
+        ]
+
+    def _poison(self, record: InboundRecord, failure: Failure) -> Outcome:
         self._log.warning(
             "record cannot be processed; dead-lettered",
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            reason=reason,
-            error=type(error).__name__,
+            reason=failure.reason,
+            error=failure.error,
         )
         try:
-            return self.handler.poison(record, reason, detail)
+            return self.handler.poison(record, failure.reason, failure.detail)
         except Exception as second:  # noqa: BLE001 - the last resort must not fail
             letter = letter_for(
                 record,
                 dlq_topic=self.dlq_topic,
                 stage=self.stage,
                 reason=INTERNAL_ERROR,
-                detail=f"{detail}; then {type(second).__name__}: {second}",
+                detail=f"{failure.detail}; then {type(second).__name__}: {second}",
             )
             return Outcome([letter], f"rejected:{INTERNAL_ERROR}")
 
@@ -437,7 +543,7 @@ class BatchRunner:
             except MessageSizeTooLargeError as error:
                 # Refused before it left: this record, not the broker, is the problem.
                 # (Outputs of it sent before the refusal stay sent; the letter says why.)
-                item.outcome = self._poison(item.record, error)
+                item.outcome = self._poison(item.record, Failure.of(error))
                 try:
                     item.futures.extend([await sink.send(o) for o in item.outcome.outputs])
                 except Exception as again:  # noqa: BLE001 - then the producer is at fault
@@ -462,7 +568,7 @@ class BatchRunner:
             if error is None:
                 continue
             if isinstance(error, MessageSizeTooLargeError):
-                item.outcome = self._poison(item.record, error)
+                item.outcome = self._poison(item.record, Failure.of(error))
                 retry.append(item)
             else:
                 item.failure = error
@@ -521,8 +627,13 @@ class BatchRunner:
                 )
         report.settled = len(finished)
         for item in finished:
-            if item.outcome.settle is not None:
-                item.outcome.settle()
+            outcome = item.outcome
+            for name, labels in outcome.counts:
+                tally = self.tallies.get(name)
+                if tally is not None:  # a runner without metrics (tests, fuzzing) counts none
+                    tally.add(*labels)
+            if outcome.note is not None:
+                self._log.debug(outcome.note.event, **outcome.note.fields)
         return report
 
     def _account(self, pending: list[_Pending], report: BatchReport, duration_s: float) -> None:
@@ -556,6 +667,11 @@ class BatchRunner:
                 tenants=dict(tenants),
                 duration_ms=round(duration_s * 1000, 1),
             )
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def record_from(raw: ConsumerRecord[bytes, bytes]) -> InboundRecord:
@@ -691,6 +807,8 @@ class BatchLoop:
     async def start(self) -> None:
         """Connect producer and consumer, subscribe, and start consuming in the background."""
         tune_garbage_collector()
+        if self.runner.pool is not None:
+            await self.runner.pool.start()
         options = kafka_options(self.settings.kafka)
         self._producer = AIOKafkaProducer(
             client_id=self.client_id,
@@ -709,11 +827,16 @@ class BatchLoop:
             max_poll_records=self.max_records,
             **options,
         )
-        await self._producer.start()
         try:
-            await self._consumer.start()
+            await self._producer.start()
+            try:
+                await self._consumer.start()
+            except BaseException:
+                await self._producer.stop()
+                raise
         except BaseException:
-            await self._producer.stop()
+            if self.runner.pool is not None:
+                await self.runner.pool.stop()
             raise
         if self.subscription.pattern is not None:
             self._consumer.subscribe(pattern=self.subscription.pattern)
@@ -740,6 +863,8 @@ class BatchLoop:
             await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
+        if self.runner.pool is not None:
+            await self.runner.pool.stop()
 
     async def _consume(self) -> None:
         assert self._consumer is not None

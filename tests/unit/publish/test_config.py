@@ -220,5 +220,6 @@ def test_signing_workers_default_to_the_cpus_the_service_leaves(
     monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int
 ) -> None:
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(cpus)))
+    monkeypatch.setattr("cayg_shared.settings.cgroup_cpu_limit", lambda: None)
 
     assert default_signing_workers() == workers

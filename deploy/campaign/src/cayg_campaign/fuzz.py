@@ -34,12 +34,11 @@ from typing import Any, Final
 from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
 from cayg_campaign.stream import SIZES, TENANTS, messy_stream
 from cayg_ingest.domain import IngestLimits
-from cayg_ingest.handlers import IngestMetrics, IngestRecords
-from cayg_normalize.handlers import NormalizeMetrics, NormalizeRecords
+from cayg_ingest.handlers import IngestRecords
+from cayg_normalize.handlers import NormalizeRecords
 from cayg_ops.demo import TENANTS_FILE
 from cayg_shared.batching import INTERNAL_ERROR, BatchRunner, Outbound, Partition
 from cayg_shared.envelope import DeadLetter, IngestEnvelope, Stage
@@ -160,16 +159,15 @@ class Pipeline:
     def __init__(self) -> None:
         self.topics = Topics("")
         tenants = TenantRegistry.load(TENANTS_FILE)
-        registry = CollectorRegistry()
         self.ingest = BatchRunner(
-            IngestRecords(self.topics, tenants, IngestLimits(), IngestMetrics(registry)),
+            IngestRecords(self.topics, tenants, IngestLimits()),
             service="ingest",
             stage=Stage.INGEST,
             dlq_topic=self.topics.ingest_dlq,
             backoff_s=0.0,
         )
         self.normalize = BatchRunner(
-            NormalizeRecords(self.topics, tenants, NormalizeMetrics(registry)),
+            NormalizeRecords(self.topics, tenants),
             service="normalize",
             stage=Stage.NORMALIZE,
             dlq_topic=self.topics.normalize_dlq,

@@ -21,6 +21,7 @@ from cayg_shared.batching import (
     BatchLoop,
     BatchRunner,
     FastStreamMetrics,
+    Note,
     Outbound,
     Outcome,
     Subscription,
@@ -28,6 +29,7 @@ from cayg_shared.batching import (
     is_debug,
     letter_for,
 )
+from cayg_shared.decide_pool import DecidePool
 from cayg_shared.envelope import IngestEnvelope, Stage
 from cayg_shared.headers import child_traceparent, trace_id
 from cayg_shared.logging import get_logger
@@ -103,17 +105,15 @@ class IngestRecords:
         topics: Topics,
         tenants: TenantRegistry,
         limits: IngestLimits,
-        metrics: IngestMetrics,
+        *,
+        debug: bool = False,
     ) -> None:
         self.topics = topics
         self.tenants = tenants
         self.limits = limits
-        self.metrics = metrics
-        self.debug = False
+        #: Whether outcomes carry their per-record DEBUG line.
+        self.debug = debug
         self._admission = Admission(tenants, limits)
-        #: Outcome counts, added to the counters once per batch (the runner flushes them).
-        self.accepted = Tally(metrics.accepted)
-        self.rejected = Tally(metrics.rejected)
 
     def decide(self, record: InboundRecord) -> Outcome:
         """Admit ``record`` (raises only on a fault of the record's own outputs or a bug)."""
@@ -146,12 +146,7 @@ class IngestRecords:
         value = envelope.model_dump_json().encode()
         headers = output_headers(envelope, record.text_headers())
         output = Outbound.of(self.topics.ingested, envelope_key(envelope), value, headers)
-        # The trace this record continues (or that ingest minted for it) goes into ingest's
-        # own line too, so one trace id finds the record in every service's log.
-        trace = trace_id(headers[h.TRACEPARENT])
-        return Outcome(
-            [output], "accepted", envelope.tenant, lambda: self._accepted(record, envelope, trace)
-        )
+        return self._accepted(record, envelope, output, headers[h.TRACEPARENT])
 
     def poison(self, record: InboundRecord, reason: str, detail: str) -> Outcome:
         """The dead letter of a record whose handling failed by itself."""
@@ -179,36 +174,49 @@ class IngestRecords:
             now=now,
         )
 
-        def settle() -> None:
-            self.rejected.add(rejection.reason)
-            if self.debug:
-                log.debug(
-                    "sis message rejected",
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    tenant=rejection.tenant,
-                    reason=rejection.reason,
-                    field_path=rejection.field_path,
-                    detail=rejection.detail,
-                )
+        note = (
+            Note.on(
+                "sis message rejected",
+                record,
+                tenant=rejection.tenant,
+                reason=rejection.reason,
+                field_path=rejection.field_path,
+                detail=rejection.detail,
+            )
+            if self.debug
+            else None
+        )
+        counts = (("rejected", (rejection.reason,)),)
+        return Outcome([letter], f"rejected:{rejection.reason}", rejection.tenant, counts, note)
 
-        return Outcome([letter], f"rejected:{rejection.reason}", rejection.tenant, settle)
-
-    def _accepted(self, record: InboundRecord, envelope: IngestEnvelope, trace: str | None) -> None:
-        self.accepted.add(envelope.tenant, envelope.format.value)
-        if self.debug:
-            log.debug(
+    def _accepted(
+        self, record: InboundRecord, envelope: IngestEnvelope, output: Outbound, traceparent: str
+    ) -> Outcome:
+        # The trace this record continues (or that ingest minted for it) goes into
+        # ingest's own line too, so one trace id finds the record in every service's log.
+        note = (
+            Note.on(
                 "sis message ingested",
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
+                record,
                 tenant=envelope.tenant,
                 event_id=str(envelope.event_id),
-                trace_id=trace,
+                trace_id=trace_id(traceparent),
                 format=envelope.format.value,
                 subject_type=envelope.subject_type,
             )
+            if self.debug
+            else None
+        )
+        counts = (("accepted", (envelope.tenant, envelope.format.value)),)
+        return Outcome([output], "accepted", envelope.tenant, counts, note)
+
+
+def decider(
+    topics: Topics, tenants: TenantRegistry, limits: IngestLimits, debug: bool
+) -> IngestRecords:
+    """Ingest's per-record decision, as a decision worker builds it (a module-level
+    factory: the pool names it to its workers)."""
+    return IngestRecords(topics, tenants, limits, debug=debug)
 
 
 def runner(
@@ -218,22 +226,24 @@ def runner(
     registry: CollectorRegistry | None = None,
     *,
     debug: bool | None = None,
+    workers: int = 0,
 ) -> BatchRunner:
-    """Ingest's batch runner: admission per record, outputs to the ingested topic or DLQ."""
+    """Ingest's batch runner: admission per record, outputs to the ingested topic or DLQ;
+    with ``workers``, admission in that many worker processes (started with the loop)."""
     topics = Topics(settings.topic_prefix)
-    records = IngestRecords(
-        topics, tenants, IngestLimits(max_message_bytes=settings.max_message_bytes), metrics
-    )
+    limits = IngestLimits(max_message_bytes=settings.max_message_bytes)
     # Per-record lines only when DEBUG is on (decided once: see ``is_debug``).
-    records.debug = is_debug(LOGGER) if debug is None else debug
+    verbose = is_debug(LOGGER) if debug is None else debug
+    args = (topics, tenants, limits, verbose)
     return BatchRunner(
-        records,
+        decider(*args),
         service="ingest",
         stage=Stage.INGEST,
         dlq_topic=topics.ingest_dlq,
         backoff_s=settings.redelivery_backoff_s,
         metrics=FastStreamMetrics(registry, "cayg-ingest") if registry is not None else None,
-        tallies=(records.accepted, records.rejected),
+        tallies={"accepted": Tally(metrics.accepted), "rejected": Tally(metrics.rejected)},
+        pool=DecidePool(decider, args, workers=workers) if workers else None,
     )
 
 
@@ -247,7 +257,7 @@ def build_loop(
     topics = Topics(settings.topic_prefix)
     return BatchLoop(
         settings,
-        runner(settings, tenants, metrics, registry),
+        runner(settings, tenants, metrics, registry, workers=settings.decide_workers),
         Subscription(pattern=topics.sis_pattern),
         client_id="cayg-ingest",
         max_records=settings.batch_max_records,

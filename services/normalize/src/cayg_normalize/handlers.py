@@ -12,8 +12,6 @@ to drop the record.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
@@ -24,6 +22,7 @@ from cayg_shared.batching import (
     BatchLoop,
     BatchRunner,
     FastStreamMetrics,
+    Note,
     Outbound,
     Outcome,
     Subscription,
@@ -31,6 +30,7 @@ from cayg_shared.batching import (
     is_debug,
     letter_for,
 )
+from cayg_shared.decide_pool import DecidePool
 from cayg_shared.envelope import IngestEnvelope, Stage
 from cayg_shared.headers import child_traceparent
 from cayg_shared.logging import get_logger
@@ -70,16 +70,17 @@ class _Unmappable(Exception):
 
 
 class NormalizeRecords:
-    """Normalize's decision for one envelope: its changes, or a dead letter."""
+    """Normalize's decision for one envelope: its changes, or a dead letter.
 
-    def __init__(self, topics: Topics, tenants: TenantRegistry, metrics: NormalizeMetrics) -> None:
+    Plain data in and out (what it counts is named in the outcome, for the runner's
+    ``changes`` and ``rejected`` tallies), so it decides in a worker process as well.
+    """
+
+    def __init__(self, topics: Topics, tenants: TenantRegistry, *, debug: bool = False) -> None:
         self.topics = topics
         self.tenants = tenants
-        self.metrics = metrics
-        self.debug = False
-        #: Outcome counts, added to the counters once per batch (the runner flushes them).
-        self.changes = Tally(metrics.changes)
-        self.rejected = Tally(metrics.rejected)
+        #: Whether outcomes carry their per-record DEBUG line.
+        self.debug = debug
 
     def decide(self, record: InboundRecord) -> Outcome:
         """Map ``record`` (raises only on a fault of its own outputs or a bug)."""
@@ -114,7 +115,7 @@ class NormalizeRecords:
             )
             for change in changes
         ]
-        return Outcome(outputs, "mapped", envelope.tenant, self._mapped(record, envelope, changes))
+        return self._mapped(record, envelope, changes, outputs)
 
     def poison(self, record: InboundRecord, reason: str, detail: str) -> Outcome:
         """The dead letter of a record whose handling failed by itself."""
@@ -138,44 +139,49 @@ class NormalizeRecords:
             event_id=envelope.event_id if envelope else None,
         )
 
-        def settle() -> None:
-            self.rejected.add(problem.reason)
-            if self.debug:
-                log.debug(
-                    "envelope not mappable",
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    tenant=envelope.tenant if envelope else None,
-                    event_id=str(envelope.event_id) if envelope else None,
-                    reason=problem.reason,
-                    field_path=problem.field_path,
-                    detail=problem.detail,
-                )
-
         tenant = envelope.tenant if envelope else None
-        return Outcome([letter], f"rejected:{problem.reason}", tenant, settle)
+        note = (
+            Note.on(
+                "envelope not mappable",
+                record,
+                tenant=tenant,
+                event_id=str(envelope.event_id) if envelope else None,
+                reason=problem.reason,
+                field_path=problem.field_path,
+                detail=problem.detail,
+            )
+            if self.debug
+            else None
+        )
+        counts = (("rejected", (problem.reason,)),)
+        return Outcome([letter], f"rejected:{problem.reason}", tenant, counts, note)
 
     def _mapped(
-        self, record: InboundRecord, envelope: IngestEnvelope, changes: list[Change]
-    ) -> Callable[[], None]:
-        def settle() -> None:
-            for change in changes:
-                self.changes.add(
-                    change.tenant, change.entity_key.entity_type.value, change.operation.value
-                )
-            if self.debug:
-                log.debug(
-                    "envelope normalized",
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    tenant=envelope.tenant,
-                    event_id=str(envelope.event_id),
-                    changes=len(changes),
-                )
-
-        return settle
+        self,
+        record: InboundRecord,
+        envelope: IngestEnvelope,
+        changes: list[Change],
+        outputs: list[Outbound],
+    ) -> Outcome:
+        counts = tuple(
+            (
+                "changes",
+                (change.tenant, change.entity_key.entity_type.value, change.operation.value),
+            )
+            for change in changes
+        )
+        note = (
+            Note.on(
+                "envelope normalized",
+                record,
+                tenant=envelope.tenant,
+                event_id=str(envelope.event_id),
+                changes=len(changes),
+            )
+            if self.debug
+            else None
+        )
+        return Outcome(outputs, "mapped", envelope.tenant, counts, note)
 
 
 def _decode(record: InboundRecord) -> IngestEnvelope:
@@ -189,6 +195,12 @@ def _decode(record: InboundRecord) -> IngestEnvelope:
         raise _Unmappable("bad-envelope", first["msg"], path) from error
 
 
+def decider(topics: Topics, tenants: TenantRegistry, debug: bool) -> NormalizeRecords:
+    """Normalize's per-record decision, as a decision worker builds it (a module-level
+    factory: the pool names it to its workers)."""
+    return NormalizeRecords(topics, tenants, debug=debug)
+
+
 def runner(
     settings: NormalizeSettings,
     tenants: TenantRegistry,
@@ -196,20 +208,23 @@ def runner(
     registry: CollectorRegistry | None = None,
     *,
     debug: bool | None = None,
+    workers: int = 0,
 ) -> BatchRunner:
-    """Normalize's batch runner: mapping per record, outputs to the normalized topic or DLQ."""
+    """Normalize's batch runner: mapping per record, outputs to the normalized topic or DLQ;
+    with ``workers``, mapping in that many worker processes (started with the loop)."""
     topics = Topics(settings.topic_prefix)
-    records = NormalizeRecords(topics, tenants, metrics)
     # Per-record lines only when DEBUG is on (decided once: see ``is_debug``).
-    records.debug = is_debug(LOGGER) if debug is None else debug
+    verbose = is_debug(LOGGER) if debug is None else debug
+    pool = DecidePool(decider, (topics, tenants, verbose), workers=workers) if workers else None
     return BatchRunner(
-        records,
+        decider(topics, tenants, verbose),
         service="normalize",
         stage=Stage.NORMALIZE,
         dlq_topic=topics.normalize_dlq,
         backoff_s=settings.redelivery_backoff_s,
         metrics=FastStreamMetrics(registry, "cayg-normalize") if registry is not None else None,
-        tallies=(records.changes, records.rejected),
+        tallies={"changes": Tally(metrics.changes), "rejected": Tally(metrics.rejected)},
+        pool=pool,
     )
 
 
@@ -223,7 +238,7 @@ def build_loop(
     topics = Topics(settings.topic_prefix)
     return BatchLoop(
         settings,
-        runner(settings, tenants, metrics, registry),
+        runner(settings, tenants, metrics, registry, workers=settings.decide_workers),
         Subscription(topics=(topics.ingested,)),
         client_id="cayg-normalize",
         max_records=settings.batch_max_records,

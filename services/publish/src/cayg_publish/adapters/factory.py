@@ -5,7 +5,6 @@ connects at construction.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +38,7 @@ from cayg_publish.domain.render.openbadges import (
     sign_for_upload,
 )
 from cayg_publish.domain.status import StatusWindow
+from cayg_shared.settings import available_cpus
 from cayg_signing import ContextLoader, SigningKey, SigningPool, sign_credential
 
 #: Test hook: an httpx transport per target name (e.g. respx or an ASGI app).
@@ -192,11 +192,7 @@ def default_signing_workers() -> int:
     CPUs: one worker delivered as fast as two (223 and 229 awards/s) with 27 MiB less
     memory for the lane.
     """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, cpus - 1)
+    return max(1, available_cpus() - 1)
 
 
 class SigningPools:
