@@ -140,13 +140,16 @@ def _targets(r: dict[str, Any], limit: Any) -> list[str]:
     backfill: Any = r.get("backfill")
     if not _error(backfill) and backfill["runs"]:
         biggest = max(backfill["runs"], key=lambda run: run["rows"])
-        services = {
+        # A service is its process and its decision workers (sum of Pss: shared pages
+        # once); runs recorded before workers were sampled have only the process's VmHWM.
+        services = biggest.get("peak_pss_with_children_mib") or {
             k: v for k, v in biggest["peak_rss_mib"].items() if not k.startswith("cayg backfill")
         }
         worst = max(services.values(), default=None)
         rows.append(
             (
-                f"RSS < 250 MiB per service during the backfill ({biggest['rows']:,} rows here)",
+                "memory < 250 MiB per service, its workers included, during the backfill "
+                f"({biggest['rows']:,} rows here)",
                 f"{_num(worst)} MiB",
                 worst < 250 if isinstance(worst, int | float) else None,
             )
@@ -207,12 +210,14 @@ def _alone(section: Any, limit: Any, title: str) -> list[str]:
         "Each service as an OS process (`python -m cayg_<service>`, configured by its "
         "`CAYG_*` environment) on a preloaded topic; records/s until its consumer group's "
         "committed offsets reach the end of the input (steady state, as for the raw limit). "
-        "*CPU µs/record*: the service processes' CPU time from ready to drained (read from "
-        "`/proc/<pid>/stat`), per record.",
+        "*CPU µs/record*: the service processes' CPU time from ready to drained, their "
+        "decision workers included (read from `/proc/<pid>/stat`), per record. *Peak RSS*: "
+        "the service process's VmHWM; *with workers*: the largest sum of Pss of the process "
+        "and its decision workers (shared pages counted once), sampled once a second.",
         "",
         f"| service | instances | records | seconds | records/s | {TIMES} batched raw limit "
-        f"({_num(limit)}/s) | CPU µs/record | peak RSS |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"({_num(limit)}/s) | CPU µs/record | peak RSS | with workers |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     short = any(section[name]["records"] < 10_000 for name in ("ingest", "normalize"))
     for name in ("ingest", "normalize"):
@@ -221,7 +226,8 @@ def _alone(section: Any, limit: Any, title: str) -> list[str]:
         out.append(
             f"| {name} | {x['instances']} | {x['records']:,}{drained} | {x['seconds']} | "
             f"**{_num(x['records_per_s'])}** | {_ratio(x['records_per_s'], limit)} | "
-            f"{_num(x.get('cpu_us_per_record'))} | {_rss(x['peak_rss_mib'])} |"
+            f"{_num(x.get('cpu_us_per_record'))} | {_rss(x['peak_rss_mib'])} | "
+            f"{_rss(x.get('peak_pss_with_children_mib', {}))} |"
         )
     if short:
         out += [
@@ -386,7 +392,9 @@ def _e2e(e: Any) -> list[str]:
         ]
     out += [
         "",
-        f"Publish idle at the end: {e['publish_idle']}. Peak RSS: {_rss(e['peak_rss_mib'])}.",
+        f"Publish idle at the end: {e['publish_idle']}. Peak RSS: {_rss(e['peak_rss_mib'])}. "
+        "With their workers (decision or signing; sum of Pss): "
+        f"{_rss(e.get('peak_pss_with_children_mib', {}))}.",
         "",
         "Above the rate at which publish delivers on this machine (see *Publish alone*), "
         "awards arrive faster than they are delivered: the CLR write latency is then the "
@@ -412,8 +420,8 @@ def _backfill(b: Any) -> list[str]:
         "ingest and normalize took to commit everything (capped by the drain timeout).",
         "",
         "| rows | file | CLI exit | CLI wall s | CLI rows/s | ingest drained (s after CLI) | "
-        "normalize drained (s after CLI) | peak RSS |",
-        "|---:|---:|---:|---:|---:|---|---|---|",
+        "normalize drained (s after CLI) | peak RSS | services with workers (Pss) |",
+        "|---:|---:|---:|---:|---:|---|---|---|---|",
     ]
     for run in b["runs"]:
         cli, pipe = run["cli"], run["pipeline"]
@@ -428,6 +436,7 @@ def _backfill(b: Any) -> list[str]:
         out.append(
             f"| {run['rows']:,} | {run['file_mib']} MiB | {cli['exit_code']} | {cli['wall_s']} |"
             f" {_num(cli['rows_per_s'])} | {cells[0]} | {cells[1]} | {_rss(run['peak_rss_mib'])} |"
+            f" {_rss(run.get('peak_pss_with_children_mib', {}))} |"
         )
     return [*out, ""]
 
@@ -656,7 +665,8 @@ def _profile(p: Any) -> list[str]:
     cpu = f", {p['cpu_s']} s of it on the CPU" if "cpu_s" in p else ""
     out += [
         f"`{p['service']}` under pyinstrument (`python -m cayg_bench.profiled`, 1 ms interval, "
-        f"whole process, event-loop waits included) on {run['records']:,} preloaded records: "
+        f"whole process, event-loop waits included, its decisions made in the process "
+        f"itself: `DECIDE_WORKERS=0`) on {run['records']:,} preloaded records: "
         f"{_num(run['records_per_s'])} records/s while profiled, {p['sampled_s']} s "
         f"sampled{cpu}.",
         "",

@@ -126,7 +126,8 @@ def _drain(
     """Start ``procs`` (one service, one or more instances) on preloaded ``inputs`` and time
     them until ``group`` has committed everything (commits watched from launch)."""
     ends = asyncio.run(kafka.end_offsets(ctx.bootstrap, inputs))
-    sampler = _Sampler(procs)
+    # With children: a service's decision workers are part of it (CPU and memory).
+    sampler = _Sampler(procs, children=True)
 
     cpu_at_ready: dict[str, float] = {}
     cpu_at_done: dict[str, float] = {}
@@ -139,10 +140,10 @@ def _drain(
         )
         for proc in procs:
             await asyncio.to_thread(proc.wait_ready)
-            cpu_at_ready[proc.name] = proc.cpu_seconds()
+            cpu_at_ready[proc.name] = tree_cpu_seconds(proc.pid)
         sampler.start()
         progress = await watching
-        cpu_at_done.update({proc.name: proc.cpu_seconds() for proc in procs})
+        cpu_at_done.update({proc.name: tree_cpu_seconds(proc.pid) for proc in procs})
         return progress
 
     try:
@@ -163,6 +164,7 @@ def _drain(
         "launch_to_done_s": round(progress.done_at - launched, 2),
         "startup_s": round(max(p.ready_at for p in procs) - launched, 2),
         "peak_rss_mib": {p.name: round(p.peak_rss_kib / 1024, 1) for p in procs},
+        "peak_pss_with_children_mib": {p.name: round(p.tree_peak_pss_kib / 1024, 1) for p in procs},
         "cpu_us_per_record": _cpu_per_record(cpu_at_ready, cpu_at_done, progress.total),
     }
 
@@ -680,7 +682,7 @@ def end_to_end(
     ]
     everything = [*stack.standins, *pipeline, *stack.lanes]
     start_all(stack.standins)
-    sampler = _Sampler([*pipeline, *stack.lanes])
+    sampler = _Sampler([*pipeline, *stack.lanes], children=True)
     runs: list[dict[str, Any]] = []
     all_sent: dict[str, float] = {}
     awards: dict[str, str] = {}
@@ -734,6 +736,9 @@ def end_to_end(
         "runs": runs,
         "publish_idle": idle,
         "peak_rss_mib": {p.name: round(p.peak_rss_kib / 1024, 1) for p in everything},
+        "peak_pss_with_children_mib": {
+            p.name: round(p.tree_peak_pss_kib / 1024, 1) for p in [*pipeline, *stack.lanes]
+        },
         "clr_measured": "per learner record: its first write on the CLR stand-in (created_at) "
         "minus the produce time of the earliest award of this rate it holds",
     }
@@ -758,7 +763,7 @@ def backfill(ctx: Context, sizes: Sequence[int]) -> dict[str, Any]:
             service("ingest", bootstrap=ctx.bootstrap, prefix=topics.prefix, log_dir=logs),
             service("normalize", bootstrap=ctx.bootstrap, prefix=topics.prefix, log_dir=logs),
         ]
-        sampler = _Sampler(pipeline)
+        sampler = _Sampler(pipeline, children=True)
         start_all(pipeline)
         sampler.start()
         try:
@@ -792,6 +797,9 @@ def backfill(ctx: Context, sizes: Sequence[int]) -> dict[str, Any]:
                 "peak_rss_mib": {
                     "cayg backfill": cli["peak_rss_mib"],
                     **{p.name: round(p.peak_rss_kib / 1024, 1) for p in pipeline},
+                },
+                "peak_pss_with_children_mib": {
+                    p.name: round(p.tree_peak_pss_kib / 1024, 1) for p in pipeline
                 },
             }
         )
@@ -1026,6 +1034,9 @@ def profile(ctx: Context, records: Sequence[SisRecord], which: str) -> dict[str,
     proc.env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + (
         ":" + proc.env["PYTHONPATH"] if proc.env.get("PYTHONPATH") else ""
     )
+    # Decisions in the profiled process itself: the profile shows all the per-record work
+    # (with workers it would show the loop waiting for them).
+    proc.env[f"CAYG_{which.upper()}_DECIDE_WORKERS"] = "0"
     measured = _drain(ctx, [proc], f"{topics.prefix}cayg-{which}", inputs)
     for _ in range(50):
         if report.exists():
