@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from cayg_shared.batching import BatchRunner, Outbound
+from cayg_shared.batching import (
+    POOL_MIN_RECORDS,
+    BatchRunner,
+    DecisionPool,
+    Failure,
+    Outbound,
+    Outcome,
+)
 from cayg_shared.decide_pool import DecidePool
 from cayg_shared.envelope import DeadLetter, Stage
 from cayg_shared.service import InboundRecord
@@ -61,7 +68,7 @@ def batch(values: dict[int, bytes], size: int = 180) -> list[InboundRecord]:
     ]
 
 
-def runner(pool: DecidePool | None, settled: deciders.Settled) -> BatchRunner:
+def runner(pool: DecisionPool | None, settled: deciders.Settled) -> BatchRunner:
     return BatchRunner(
         deciders.echo(),
         service="test",
@@ -112,7 +119,7 @@ async def test_a_worker_that_dies_leaves_the_rest_of_the_batch_to_the_service() 
         with capture_logs() as logs:
             report = await runner(pool, counted).run(records, sink, sink)
         # The next batch goes to a new worker.
-        again = await runner(pool, counted).run(batch({}, 30), Sink(), Sink())
+        again = await runner(pool, counted).run(batch({}, 120), Sink(), Sink())
         second = pool.pids()
     finally:
         await pool.stop()
@@ -124,9 +131,35 @@ async def test_a_worker_that_dies_leaves_the_rest_of_the_batch_to_the_service() 
     assert pool.renewals == 1
     assert any(e["event"].startswith("decision workers failed") for e in logs)
     assert again.error is None
-    assert again.settled == 30
+    assert again.settled == 120
     assert second
     assert set(second).isdisjoint(first)
+
+
+class Untouched:
+    """A pool that must not be used."""
+
+    def decide(self, records: Sequence[InboundRecord]) -> asyncio.Future[list[Outcome | Failure]]:
+        raise AssertionError("a small batch was handed over")
+
+    def renew(self) -> None:
+        raise AssertionError("renewed")
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_a_small_batch_is_decided_in_the_service_process() -> None:
+    sink, counted = Sink(), deciders.Settled()
+    records = batch({3: b"boom"}, POOL_MIN_RECORDS - 1)
+    report = await runner(Untouched(), counted).run(records, sink, sink)
+
+    assert report.error is None
+    assert report.settled == len(records)
+    assert _letters(sink) == [("internal-error", 1)]
 
 
 async def test_a_worker_that_cannot_build_its_handler_fails_the_start() -> None:

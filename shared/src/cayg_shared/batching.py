@@ -95,6 +95,12 @@ POLL_TIMEOUT_MS: Final = 250
 #: Records decided (and their outputs handed to the producer) between two yields to the
 #: event loop within a batch; see :meth:`BatchRunner._decide_and_send`.
 SEND_EVERY: Final = 50
+#: The fewest records of a batch handed to a :class:`DecisionPool`; smaller batches are
+#: decided in the service process. A light stream comes in small batches, where latency
+#: is what counts and the hand-over to a worker only adds to it (end to end at 50 records/s
+#: with every batch handed over, p99 to ``cayg.normalized.v1`` went from 31 to 56 ms); a
+#: backlog comes in full batches, whose chunks the workers decide side by side.
+POOL_MIN_RECORDS: Final = 2 * SEND_EVERY
 #: Reasons of records that failed *themselves* (not the broker): dead-lettered, never retried.
 UNENCODABLE_TEXT: Final = "unencodable-text"
 TOO_LARGE_TO_FORWARD: Final = "too-large-to-forward"
@@ -395,6 +401,7 @@ class BatchRunner:
         tallies: Mapping[str, Tally] | None = None,
         send_every: int = SEND_EVERY,
         pool: DecisionPool | None = None,
+        pool_min_records: int = POOL_MIN_RECORDS,
     ) -> None:
         self.handler = handler
         self.service = service
@@ -404,8 +411,10 @@ class BatchRunner:
         self.metrics = metrics
         self.tallies = dict(tallies or {})
         self.send_every = max(1, send_every)
-        #: Where records are decided when set (worker processes); else in this process.
+        #: Where records of batches of at least ``pool_min_records`` are decided when set
+        #: (worker processes); else in this process.
         self.pool = pool
+        self.pool_min_records = pool_min_records
         self._log = get_logger(f"cayg.{service}")
 
     async def run(
@@ -441,14 +450,15 @@ class BatchRunner:
         producer failure the remaining records are neither decided nor sent: they stay
         unfinished and are read again.
 
-        With a pool every chunk is handed to the workers at once; this process sends each
-        chunk's outputs, in order, as its decisions come back, while the workers decide the
-        next chunks."""
+        With a pool (and at least ``pool_min_records`` records) every chunk is handed to the
+        workers at once; this process sends each chunk's outputs, in order, as its decisions
+        come back, while the workers decide the next chunks."""
         chunks = [
             records[start : start + self.send_every]
             for start in range(0, len(records), self.send_every)
         ]
-        decisions = [self.pool.decide(chunk) for chunk in chunks] if self.pool else []
+        pooled = self.pool is not None and len(records) >= self.pool_min_records
+        decisions = [self.pool.decide(chunk) for chunk in chunks] if self.pool and pooled else []
         pending: list[_Pending] = []
         failed = pool_failed = False
         for index, chunk in enumerate(chunks):

@@ -5,9 +5,11 @@ Ingest's admission and normalize's mapping are pure CPU work on one record at a 
 loop's own Kafka work (fetching, producing, acknowledging) waits for them. A
 :class:`DecidePool` runs the decisions in worker processes instead: the loop hands each
 chunk of a batch to the pool at once, then sends each chunk's outputs, in consumption
-order, as its decisions come back. The loop's guarantees do not change — what is sent,
-committed, rewound and dead-lettered is decided by :class:`cayg_shared.batching.BatchRunner`
-exactly as without a pool.
+order, as its decisions come back (batches of fewer than
+:data:`~cayg_shared.batching.POOL_MIN_RECORDS` records — a light stream — are decided in
+the service process, where they wait for no hand-over). The loop's guarantees do not
+change — what is sent, committed, rewound and dead-lettered is decided by
+:class:`cayg_shared.batching.BatchRunner` exactly as without a pool.
 
 Only plain data crosses: the consumed records (:class:`InboundRecord`) one way, an
 :class:`Outcome` or a :class:`Failure` per record the other. Each worker builds its own
