@@ -264,14 +264,18 @@ def _gap(r: dict[str, Any], raw: Any) -> list[str]:
     passthrough = raw["batched"].get("cpu_us_per_record")
     if not isinstance(passthrough, int | float):
         return []
+    cpus = int(r.get("machine", {}).get("nproc") or 1)
     out = [
         "## Where the time goes",
         "",
         f"The batched passthrough spends {_num(passthrough)} µs of its own CPU per record and "
         "waits for the broker the rest of the time: its pace is the broker's (which shares "
-        "the two cores), not the client's. A service does the same Kafka work plus its "
-        "per-record checks; when those take the process to one full core, the core sets "
-        "the pace:",
+        "the cores), not the client's. A service does the same Kafka work plus its "
+        "per-record checks. Those run in its decision workers (one per CPU, "
+        f"{cpus} here, for batches of 100 records or more), so the service is not held to "
+        "one core: the machine's cores, shared by the service process, its workers and the "
+        "broker, set the pace. The CPU below counts the process and its workers together, "
+        "the hand-over of every record to a worker and back included:",
         "",
     ]
     for name in ("ingest", "normalize"):
@@ -279,8 +283,9 @@ def _gap(r: dict[str, Any], raw: Any) -> list[str]:
         if not isinstance(cpu, int | float) or cpu <= 0:
             continue
         out.append(
-            f"* **{name}**: {_num(cpu)} µs CPU per record, at most about "
-            f"{_num(1e6 / cpu)} records/s on one core; of it about {_num(cpu - passthrough)} µs "
+            f"* **{name}**: {_num(cpu)} µs CPU per record, so {cpus} cores carry at most about "
+            f"{_num(cpus * 1e6 / cpu)} records/s before the broker takes its share; of it "
+            f"about {_num(cpu - passthrough)} µs "
             f"beyond the passthrough's. Per record it {_PER_RECORD_WORK[name]}."
         )
     out += [
