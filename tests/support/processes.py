@@ -22,7 +22,8 @@ def service_env(
     **settings: str,
 ) -> dict[str, str]:
     """The environment of one service of a test: its own topics (``prefix``) and consumer
-    group, the tenant registry, quick metadata refresh and redelivery; ``settings`` add
+    group, the tenant registry, quick metadata refresh and redelivery, one decision worker
+    for ingest and normalize; ``settings`` add
     more (``MAX_MESSAGE_BYTES="65536"`` → ``CAYG_<SERVICE>_MAX_MESSAGE_BYTES``)."""
     p = f"CAYG_{service.upper()}_"
     return {
@@ -32,5 +33,8 @@ def service_env(
         f"{p}GROUP_ID": f"{prefix}cayg-{service}",
         f"{p}TENANTS_FILE": str(tenants_file),
         f"{p}REDELIVERY_BACKOFF_S": "0.2",
+        # One decision worker: the worker path runs in every test that starts ingest or
+        # normalize, at half the processes of the default on two CPUs (tests start many).
+        **({f"{p}DECIDE_WORKERS": "1"} if service in ("ingest", "normalize") else {}),
         **{f"{p}{name}": value for name, value in settings.items()},
     }
