@@ -457,8 +457,8 @@ class BatchRunner:
             records[start : start + self.send_every]
             for start in range(0, len(records), self.send_every)
         ]
-        pooled = self.pool is not None and len(records) >= self.pool_min_records
-        decisions = [self.pool.decide(chunk) for chunk in chunks] if self.pool and pooled else []
+        pool = self.pool if len(records) >= self.pool_min_records else None
+        decisions = [pool.decide(chunk) for chunk in chunks] if pool is not None else []
         pending: list[_Pending] = []
         failed = pool_failed = False
         for index, chunk in enumerate(chunks):

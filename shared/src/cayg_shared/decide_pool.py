@@ -132,10 +132,11 @@ class DecidePool:
         if self._executor is None:
             self._executor = self._new_executor()
         loop = asyncio.get_running_loop()
-        pids = await asyncio.gather(
+        await asyncio.gather(
             *(loop.run_in_executor(self._executor, _ready) for _ in range(self.workers))
         )
-        log.info("decision workers started", workers=self.workers, pids=sorted(set(pids)))
+        # The executor's processes, not the pids that answered: one worker may answer all.
+        log.info("decision workers started", workers=self.workers, pids=self.pids())
 
     def decide(self, records: Sequence[InboundRecord]) -> asyncio.Future[list[Outcome | Failure]]:
         """Start deciding ``records`` in a worker; the future fails if the pool did."""
