@@ -835,6 +835,7 @@ class BatchLoop:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.max_records,
+            **self.settings.consumer_options(),
             **options,
         )
         try:

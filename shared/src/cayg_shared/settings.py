@@ -215,6 +215,37 @@ def decide_workers_field() -> Any:
     )
 
 
+def fetch_min_bytes_field(default: int) -> Any:
+    """The ``fetch_min_bytes`` setting of a service's consumer, with its own default."""
+    return Field(
+        default=default,
+        ge=1,
+        le=4 * 1024 * 1024,
+        description="bytes the broker gathers before it answers a fetch (or FETCH_MAX_WAIT_MS "
+        "passes): a light stream is read in fewer, larger batches",
+    )
+
+
+def fetch_max_wait_ms_field(default: int) -> Any:
+    """The ``fetch_max_wait_ms`` setting of a service's consumer, with its own default."""
+    return Field(
+        default=default,
+        ge=0,
+        le=10_000,
+        description="longest the broker holds a fetch for FETCH_MIN_BYTES: the most a light "
+        "stream waits at this stage",
+    )
+
+
+#: Ingest's and normalize's consumers (see :class:`ServiceSettings`): aiokafka's defaults, a
+#: fetch answers as soon as one record is there. Measured end to end: waiting for 16 KiB or
+#: 20 ms raised the p99 to ``cayg.normalized.v1`` at 50 records/s from 26 to 126 ms and did
+#: not lower it at 1,000/s (337 against 374 ms, one run each); waiting for 64 KiB or 100 ms
+#: cut their CPU at 50/s to a third, at up to 100 ms more per stage.
+BATCH_FETCH_MIN_BYTES: Final = 1
+BATCH_FETCH_MAX_WAIT_MS: Final = 500
+
+
 class ServiceSettings(BaseSettings):
     """What every cayg service is configured with; subclasses set the env prefix."""
 
@@ -258,6 +289,15 @@ class ServiceSettings(BaseSettings):
         description="OpenTelemetry: OTLP/HTTP traces endpoint of a collector "
         "(e.g. http://otel-collector:4318/v1/traces); unset, no span is exported",
     )
+    fetch_min_bytes: int = fetch_min_bytes_field(BATCH_FETCH_MIN_BYTES)
+    fetch_max_wait_ms: int = fetch_max_wait_ms_field(BATCH_FETCH_MAX_WAIT_MS)
+
+    def consumer_options(self) -> dict[str, Any]:
+        """How this service's consumer fetches (beside the cluster's client options)."""
+        return {
+            "fetch_min_bytes": self.fetch_min_bytes,
+            "fetch_max_wait_ms": self.fetch_max_wait_ms,
+        }
 
     @classmethod
     def settings_customise_sources(

@@ -119,6 +119,8 @@ def register(
         batch=True,
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
+        fetch_min_bytes=settings.fetch_min_bytes,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         parser=_headers_as_sent,
         decoder=_undecoded,
     )

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Final
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from cayg_shared.settings import ServiceSettings
+from cayg_shared.settings import ServiceSettings, fetch_max_wait_ms_field, fetch_min_bytes_field
+
+#: Publish's consumer: a fetch answers once about a hundred changes are there, or after
+#: 100 ms (one ledger transaction per batch; a target write is seconds away anyway).
+PUBLISH_FETCH_MIN_BYTES: Final = 64 * 1024
+PUBLISH_FETCH_MAX_WAIT_MS: Final = 100
 
 
 class PublishSettings(ServiceSettings):
@@ -60,6 +66,8 @@ class PublishSettings(ServiceSettings):
         le=10_000,
         description="most changes read and recorded in one ledger transaction",
     )
+    fetch_min_bytes: int = fetch_min_bytes_field(PUBLISH_FETCH_MIN_BYTES)
+    fetch_max_wait_ms: int = fetch_max_wait_ms_field(PUBLISH_FETCH_MAX_WAIT_MS)
     batch_timeout_ms: int = Field(
         default=100,
         ge=1,
