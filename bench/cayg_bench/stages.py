@@ -407,6 +407,63 @@ def clr_state(db: Path) -> tuple[int, str]:
     return int(count), str(latest or "")
 
 
+class _AwardArrivals:
+    """Watches the CLR stand-in's records while the stream is offered and notes when each
+    award credential first appears in its learner's record — a learner's first award and
+    every later one alike (the record's own first write, ``created_at``, covers only the
+    first). Every :data:`AWARD_POLL_S` it reads the records written since its last look,
+    with the time of their write (``updated_at``); an award that came with a write it did
+    not see by itself (two writes of one record between looks) is given the later write's
+    time, so a figure is never earlier than the truth."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        #: Award credential id → Unix time of the first write of a record holding it.
+        self.first_seen: dict[str, float] = {}
+        self._since = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Take a last look and stop (nothing to do if it never started)."""
+        if not self._thread.is_alive():
+            return
+        self._stop.set()
+        self._thread.join()
+        self._look()
+
+    def _run(self) -> None:
+        while not self._stop.wait(AWARD_POLL_S):
+            self._look()
+
+    def _look(self) -> None:
+        if not self.db.exists():
+            return
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(
+                "SELECT updated_at, body_json FROM credentials"
+                " WHERE api = 'clr' AND updated_at >= ? ORDER BY updated_at",
+                (self._since,),
+            ).fetchall()
+        except sqlite3.OperationalError:  # not created yet, or busy: next look
+            return
+        finally:
+            conn.close()
+        for updated, body in rows:
+            at = datetime.fromisoformat(updated).timestamp()
+            for award in _award_ids(json.loads(body)):
+                self.first_seen.setdefault(award, at)
+            self._since = max(self._since, str(updated))
+
+
+#: How often :class:`_AwardArrivals` looks at the CLR stand-in's records.
+AWARD_POLL_S: Final = 0.1
+
+
 def _award_ids(body: Any) -> list[str]:
     """Ids of the AchievementCredentials nested in a ClrCredential (wherever they sit)."""
     found: list[str] = []
@@ -667,6 +724,25 @@ def _clr_lags(
     return lags
 
 
+def _award_lags(
+    first_seen: Mapping[str, float],
+    awards: Mapping[str, str],
+    sent: Mapping[str, float],
+    tags: set[str],
+) -> dict[str, Any]:
+    """Per award of ``tags``: when its learner's CLR first held it, minus its produce time;
+    ``missing`` counts awards no record held by the end."""
+    lags, missing = [], 0
+    for award, tag in awards.items():
+        if tag not in tags:
+            continue
+        if award in first_seen:
+            lags.append(first_seen[award] - sent[tag])
+        else:
+            missing += 1
+    return {**_percentiles(lags), "missing": missing}
+
+
 def end_to_end(
     ctx: Context, records: Sequence[SisRecord], rates: Sequence[int], seconds: float
 ) -> dict[str, Any]:
@@ -683,6 +759,7 @@ def end_to_end(
     everything = [*stack.standins, *pipeline, *stack.lanes]
     start_all(stack.standins)
     sampler = _Sampler([*pipeline, *stack.lanes], children=True)
+    arrivals = _AwardArrivals(stack.clr_db)
     runs: list[dict[str, Any]] = []
     all_sent: dict[str, float] = {}
     awards: dict[str, str] = {}
@@ -691,6 +768,7 @@ def end_to_end(
     try:
         start_all([*pipeline, *stack.lanes])
         sampler.start()
+        arrivals.start()
         if warm_batch:
             sent, _, _, seen_awards = asyncio.run(_watched_offer(ctx, topics, warm_batch, rates[0]))
             all_sent.update(sent)
@@ -722,16 +800,20 @@ def end_to_end(
         idle = wait_publish_idle(ctx, stack, topics)
     finally:
         sampler.stop()
+        arrivals.stop()
         stop_all(everything)
     writes = clr_writes(stack.clr_db)
     for run in runs:
-        run["to_clr_write"] = _percentiles(_clr_lags(writes, awards, all_sent, run.pop("_tags")))
+        tags = run.pop("_tags")
+        run["to_clr_write"] = _percentiles(_clr_lags(writes, awards, all_sent, tags))
+        run["award_to_clr"] = _award_lags(arrivals.first_seen, awards, all_sent, tags)
     return {
         "seconds_per_rate": seconds,
         "warmup": {
             "records": len(warm_batch),
             "offered_per_s": rates[0] if rates else None,
             "to_clr_write": _percentiles(_clr_lags(writes, awards, all_sent, warm_tags)),
+            "award_to_clr": _award_lags(arrivals.first_seen, awards, all_sent, warm_tags),
         },
         "runs": runs,
         "publish_idle": idle,
@@ -741,6 +823,9 @@ def end_to_end(
         },
         "clr_measured": "per learner record: its first write on the CLR stand-in (created_at) "
         "minus the produce time of the earliest award of this rate it holds",
+        "award_measured": "per award: the first write of its learner's record on the CLR "
+        f"stand-in that holds it (its updated_at, looked for every {AWARD_POLL_S:g} s) minus "
+        "the award's produce time",
     }
 
 

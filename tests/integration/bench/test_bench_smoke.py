@@ -93,6 +93,11 @@ def test_end_to_end_has_latencies_at_every_rate(results: tuple[dict[str, Any], s
         assert _positive(run["to_normalized"]["p99_ms"]), run
     # At least one learner record reached the CLR stand-in and was matched to its award.
     assert any(_positive(run["to_clr_write"].get("p50_ms")) for run in runs), runs
+    # Every award's own arrival in its learner's record is timed too (later awards of a
+    # learner included), and the projection issue's target reads it.
+    assert any(_positive(run["award_to_clr"].get("p50_ms")) for run in runs), runs
+    assert all(run["award_to_clr"]["count"] >= run["to_clr_write"]["count"] for run in runs)
+    assert "a learner's award reaches their CLR with p99" in results[1]
 
 
 def test_backfill_and_profile(results: tuple[dict[str, Any], str]) -> None:
