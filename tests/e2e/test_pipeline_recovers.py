@@ -97,8 +97,18 @@ async def test_registry_outage_is_ridden_out_and_replays_change_nothing(
 
 @pytest.fixture
 def laned_pipeline(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[Pipeline]:
-    # Registry requests take 20 s here: leases must outlast them.
-    running = Pipeline(tmp_path, kafka_bootstrap, topic_prefix, lanes=True, lease_ttl_s=60)
+    # Registry requests take 20 s here: leases must outlast them. One call at a time per
+    # registry makes its lane crawl for minutes: with the default 8 at once, publish reading
+    # the feed in a few batches left so few registry deliveries that the lane was done in
+    # about 40 s, sometimes before the CLR lane on a loaded machine.
+    running = Pipeline(
+        tmp_path,
+        kafka_bootstrap,
+        topic_prefix,
+        lanes=True,
+        lease_ttl_s=60,
+        registry_concurrency=1,
+    )
     try:
         yield running
     finally:

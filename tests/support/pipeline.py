@@ -55,6 +55,7 @@ class Pipeline:
         publish_instances: int = 1,
         postgres_dsn: str | None = None,
         lease_ttl_s: float = 6.0,
+        registry_concurrency: int | None = None,
     ) -> None:
         self.base = base
         self.bootstrap = bootstrap
@@ -71,6 +72,14 @@ class Pipeline:
                 "kind": "postgres",
                 "dsn": {"file": str(base / "secrets" / "ledger-dsn")},
             }
+            config.write_text(json.dumps(document, indent=2))
+        if registry_concurrency is not None:
+            # Calls each registry target takes at once (its default is 8).
+            document = json.loads(config.read_text())
+            for tenant in document["tenants"].values():
+                for target in tenant["targets"]:
+                    if target["kind"] == "credential-engine":
+                        target["limits"] = {"max_concurrency": registry_concurrency}
             config.write_text(json.dumps(document, indent=2))
         self.config = config
         self.stack = Stack(base)
