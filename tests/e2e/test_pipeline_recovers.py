@@ -98,9 +98,7 @@ async def test_registry_outage_is_ridden_out_and_replays_change_nothing(
 @pytest.fixture
 def laned_pipeline(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[Pipeline]:
     # Registry requests take 20 s here: leases must outlast them. One call at a time per
-    # registry makes its lane crawl for minutes: with the default 8 at once, publish reading
-    # the feed in a few batches left so few registry deliveries that the lane was done in
-    # about 40 s, sometimes before the CLR lane on a loaded machine.
+    # registry keeps its lane crawling for minutes, well past the CLR lane.
     running = Pipeline(
         tmp_path,
         kafka_bootstrap,

@@ -9,19 +9,11 @@ from __future__ import annotations
 
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Final
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from cayg_shared.settings import ServiceSettings, fetch_max_wait_ms_field, fetch_min_bytes_field
-
-#: Publish's consumer: aiokafka's defaults for now. Measured at 50 events/s end to end,
-#: 65536 bytes / 100 ms halved the CPU of publish's two lanes and gave a p99 of 259 ms from
-#: an award to its learner's CLR; but with it as the default an end-to-end test (a slow
-#: registry must not hold up the CLR lane) failed in two CI runs for a reason not found yet.
-PUBLISH_FETCH_MIN_BYTES: Final = 1
-PUBLISH_FETCH_MAX_WAIT_MS: Final = 500
+from cayg_shared.settings import ServiceSettings
 
 
 class PublishSettings(ServiceSettings):
@@ -68,8 +60,6 @@ class PublishSettings(ServiceSettings):
         le=10_000,
         description="most changes read and recorded in one ledger transaction",
     )
-    fetch_min_bytes: int = fetch_min_bytes_field(PUBLISH_FETCH_MIN_BYTES)
-    fetch_max_wait_ms: int = fetch_max_wait_ms_field(PUBLISH_FETCH_MAX_WAIT_MS)
     batch_timeout_ms: int = Field(
         default=100,
         ge=1,
