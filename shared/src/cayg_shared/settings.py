@@ -215,15 +215,16 @@ def decide_workers_field() -> Any:
     )
 
 
-#: Every service's consumer by default: aiokafka's, a fetch answers as soon as one record
-#: is there. Measured end to end: ingest and normalize waiting for 16 KiB or 20 ms raised the
-#: p99 to ``cayg.normalized.v1`` at 50 records/s from 26 to 126 ms and did not lower it at
-#: 1,000/s (337 against 374 ms, one run each). Publish at 65536 bytes / 100 ms halved its
-#: lanes' CPU at 50 events/s (p99 259 ms from an award to its CLR), but with that as its
-#: default an end-to-end test (a slow registry must not hold up the CLR lane) failed in two
-#: CI runs for a reason not found yet.
+#: Ingest's and normalize's consumers: aiokafka's defaults, a fetch answers as soon as one
+#: record is there. Measured end to end: ingest and normalize waiting for 16 KiB or 20 ms
+#: raised the p99 to ``cayg.normalized.v1`` at 50 records/s from 26 to 126 ms and did not
+#: lower it at 1,000/s (337 against 374 ms, one run each). Publish waits for a batch instead
+#: (see :class:`cayg_publish.settings.PublishSettings`).
 BATCH_FETCH_MIN_BYTES: Final = 1
 BATCH_FETCH_MAX_WAIT_MS: Final = 500
+#: The bounds of the two fetch settings, for every service.
+FETCH_MIN_BYTES_LIMIT: Final = 4 * 1024 * 1024
+FETCH_MAX_WAIT_MS_LIMIT: Final = 10_000
 
 
 class ServiceSettings(BaseSettings):
@@ -272,14 +273,14 @@ class ServiceSettings(BaseSettings):
     fetch_min_bytes: int = Field(
         default=BATCH_FETCH_MIN_BYTES,
         ge=1,
-        le=4 * 1024 * 1024,
+        le=FETCH_MIN_BYTES_LIMIT,
         description="bytes the broker gathers before it answers a fetch (or FETCH_MAX_WAIT_MS "
         "passes): a light stream is read in fewer, larger batches",
     )
     fetch_max_wait_ms: int = Field(
         default=BATCH_FETCH_MAX_WAIT_MS,
         ge=0,
-        le=10_000,
+        le=FETCH_MAX_WAIT_MS_LIMIT,
         description="longest the broker holds a fetch for FETCH_MIN_BYTES: the most a light "
         "stream waits at this stage",
     )

@@ -31,10 +31,9 @@ def test_ingest_and_normalize_take_each_record_at_once() -> None:
     assert BATCH_FETCH_MIN_BYTES == 1
 
 
-def test_publish_takes_each_change_at_once_by_default() -> None:
+def test_publish_waits_briefly_for_a_batch() -> None:
     settings = PublishSettings()
-    assert settings.fetch_min_bytes == 1
-    assert settings.fetch_max_wait_ms == 500
+    assert settings.consumer_options() == {"fetch_min_bytes": 65536, "fetch_max_wait_ms": 100}
 
 
 def test_each_service_reads_its_own_variables(monkeypatch: pytest.MonkeyPatch) -> None:
