@@ -17,6 +17,7 @@ from typing import Any
 
 from cayg_bench import machine, report, stages
 from cayg_bench.kafka import REPO_ROOT, Broker, start_broker
+from cayg_bench.procs import listener_pid
 from cayg_bench.records import mean_size, sis_records
 
 #: The harness's own broker port (the demo uses 19092, tests pick free ports).
@@ -200,7 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         how = "started by kafka.sh" if broker.started_here else "reused (kafka.sh)"
         results["broker"] = {"bootstrap": bootstrap, "source": how}
     _say(f"run {run_id} ({name}) against {bootstrap}; work in {work}")
-    ctx = stages.Context(bootstrap, work, run_id, mode.drain_timeout_s)
+    ctx = stages.Context(
+        bootstrap,
+        work,
+        run_id,
+        mode.drain_timeout_s,
+        broker.pid() if broker else listener_pid(bootstrap),
+    )
     needed = max(mode.records, int(sum(rates) * mode.e2e_seconds) + 1)
     pool = sis_records(needed)
     records = pool[: mode.records]

@@ -36,6 +36,15 @@ class Broker:
     run_dir: Path | None
     started_here: bool
 
+    def pid(self) -> int | None:
+        """The broker's process id (from ``kafka.sh``'s pid file), to read its CPU time."""
+        if self.run_dir is None:
+            return None
+        try:
+            return int((self.run_dir / "broker.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
     def stop(self) -> None:
         """Stop the broker if this run started it; a reused or external one keeps running."""
         if self.started_here and self.run_dir is not None:

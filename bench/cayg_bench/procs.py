@@ -43,6 +43,33 @@ def cpu_seconds(pid: int) -> float:
     return 0.0
 
 
+def listener_pid(bootstrap: str) -> int | None:
+    """The process of this machine listening on the first ``host:port`` of ``bootstrap``
+    (a broker the harness did not start), found from its socket; None when none is seen."""
+    _, _, port_text = bootstrap.split(",", maxsplit=1)[0].rpartition(":")
+    if not port_text.isdigit():
+        return None
+    port = f"{int(port_text):04X}"
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                # local address "ADDR:PORT" in hex, state 0A = LISTEN, then the inode.
+                if fields[1].endswith(f":{port}") and fields[3] == "0A":
+                    inodes.add(fields[9])
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            for fd in fd_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in wanted:
+                        return int(fd_dir.parent.name)
+    return None
+
+
 def child_pids(pid: int) -> list[int]:
     """The live child processes of ``pid`` (publish's signing workers)."""
     found: list[int] = []

@@ -32,6 +32,7 @@ from cayg_bench import export, kafka, raw, sampled
 from cayg_bench.procs import (
     TENANTS_FILE,
     Proc,
+    cpu_seconds,
     free_port,
     proc_status,
     service,
@@ -62,6 +63,13 @@ class Context:
     work: Path
     run_id: str
     drain_timeout_s: float
+    #: The broker's process when this machine runs it (``kafka.sh``), else None: its CPU
+    #: time per record is reported beside each stage's.
+    broker_pid: int | None = None
+
+    def broker_cpu_s(self) -> float | None:
+        """CPU time the broker has used so far (None when its process is not known)."""
+        return None if self.broker_pid is None else cpu_seconds(self.broker_pid)
 
     def topics(self, stage: str) -> Topics:
         """The topic namespace of one stage of this run."""
@@ -103,7 +111,21 @@ def raw_limit(ctx: Context, records: Sequence[SisRecord]) -> dict[str, Any]:
     asyncio.run(preload(ctx, topics, records))
     sources = [topics.sis(t) for t in TENANTS]
     out: dict[str, Any] = {}
+    # One untimed batched pass first: a broker started moments ago is still compiling its
+    # hot paths (JIT), and the limit would come out low, flattering every ratio to it.
+    warmup = asyncio.run(
+        raw.passthrough(
+            ctx.bootstrap,
+            sources,
+            f"{topics.prefix}raw.warmup",
+            f"{topics.prefix}raw-warmup",
+            batched=True,
+            timeout_s=ctx.drain_timeout_s,
+        )
+    )
+    out["warmup_records_per_s"] = warmup["records_per_s"]
     for variant, batched in (("batched", True), ("per_record", False)):
+        broker_before = ctx.broker_cpu_s()
         out[variant] = asyncio.run(
             raw.passthrough(
                 ctx.bootstrap,
@@ -114,7 +136,17 @@ def raw_limit(ctx: Context, records: Sequence[SisRecord]) -> dict[str, Any]:
                 timeout_s=ctx.drain_timeout_s,
             )
         )
+        out[variant]["broker_cpu_us_per_record"] = _per_record(
+            broker_before, ctx.broker_cpu_s(), out[variant]["records"]
+        )
     return out
+
+
+def _per_record(before: float | None, after: float | None, records: int) -> float | None:
+    """CPU microseconds per record between two readings of one process (None: unknown)."""
+    if before is None or after is None or not records:
+        return None
+    return round((after - before) / records * 1e6, 1)
 
 
 # --------------------------------------------------------------------------- services alone
@@ -131,6 +163,7 @@ def _drain(
 
     cpu_at_ready: dict[str, float] = {}
     cpu_at_done: dict[str, float] = {}
+    broker_cpu: dict[str, float | None] = {}
 
     async def run() -> kafka.Progress:
         for proc in procs:
@@ -141,8 +174,10 @@ def _drain(
         for proc in procs:
             await asyncio.to_thread(proc.wait_ready)
             cpu_at_ready[proc.name] = tree_cpu_seconds(proc.pid)
+        broker_cpu["ready"] = ctx.broker_cpu_s()
         sampler.start()
         progress = await watching
+        broker_cpu["done"] = ctx.broker_cpu_s()
         cpu_at_done.update({proc.name: tree_cpu_seconds(proc.pid) for proc in procs})
         return progress
 
@@ -166,6 +201,9 @@ def _drain(
         "peak_rss_mib": {p.name: round(p.peak_rss_kib / 1024, 1) for p in procs},
         "peak_pss_with_children_mib": {p.name: round(p.tree_peak_pss_kib / 1024, 1) for p in procs},
         "cpu_us_per_record": _cpu_per_record(cpu_at_ready, cpu_at_done, progress.total),
+        "broker_cpu_us_per_record": _per_record(
+            broker_cpu.get("ready"), broker_cpu.get("done"), progress.total
+        ),
     }
 
 

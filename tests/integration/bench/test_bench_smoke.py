@@ -79,6 +79,9 @@ def test_raw_limit_and_services_have_positive_throughput(
             assert isinstance(cpu, int | float), (section, name, figure)
             assert cpu >= 0, (section, name, figure)
     assert _positive(data["raw"]["batched"]["cpu_us_per_record"])
+    # The session's broker runs here: the harness finds its process by its port.
+    assert _positive(data["raw"]["batched"]["broker_cpu_us_per_record"])
+    assert _positive(data["alone"]["normalize"]["broker_cpu_us_per_record"])
     assert data["scale_out"]["ingest"]["instances"] == 2
     assert _positive(data["publish"]["awards_per_s"])
     assert data["publish"]["idle"]["idle"]
