@@ -90,8 +90,10 @@ REGISTRY_MIN_DESCRIPTION_CHARS: Final = 15
 #: The template a definition without a description gets unless the tenant sets its own.
 DEFAULT_DESCRIPTION_TEMPLATE: Final = "{type_label} awarded by {institution}: {name}."
 #: Placeholders a description template may use (see module docs).
-#: Most derived definition CTIDs a profile remembers (emptied when full).
+#: Most derived definition CTIDs the process remembers (emptied when full).
 _MAX_DERIVED_CTIDS: Final = 16_384
+#: Derived definition CTIDs by (tenant id, SIS id), at most :data:`_MAX_DERIVED_CTIDS`.
+_DERIVED_CTIDS: Final[dict[tuple[str, str], str]] = {}
 DESCRIPTION_PLACEHOLDERS: Final = frozenset({"name", "type_label", "institution"})
 #: The largest message any tenant may be allowed (also the largest free text the shared
 #: schema carries, so that what ingest admits, normalize can map).
@@ -391,7 +393,6 @@ class TenantProfile(_Config):
     # (tenant id, SIS id) → derived definition CTID: awards name the same few definitions
     # over and over, and each derivation is a SHA-1 and a UUID. Keyed by tenant id too, so
     # a copy with another tenant id can never read a CTID that is not its own.
-    _derived_ctids: dict[tuple[str, str], str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -439,13 +440,15 @@ class TenantProfile(_Config):
             imported = self._ctids_by_code().get(normalize_code(code))
         if imported is not None:
             return imported, True
-        cache = self._derived_ctids
-        derived = cache.get((self.tenant_id, source_id))
+        # A derived CTID depends on tenant id and SIS id alone, so one cache serves every
+        # profile (a module dict: a pydantic private attribute costs a lookup per read).
+        key = (self.tenant_id, source_id)
+        derived = _DERIVED_CTIDS.get(key)
         if derived is None:
-            if len(cache) >= _MAX_DERIVED_CTIDS:
-                cache.clear()
+            if len(_DERIVED_CTIDS) >= _MAX_DERIVED_CTIDS:
+                _DERIVED_CTIDS.clear()
             derived = derive_ctid(self.tenant_id, EntityType.CREDENTIAL_DEFINITION.value, source_id)
-            cache[(self.tenant_id, source_id)] = derived
+            _DERIVED_CTIDS[key] = derived
         return derived, False
 
     def organization_ctid_for(self, source_id: str) -> tuple[str, bool]:

@@ -96,22 +96,24 @@ class NormalizeRecords:
                 raise _Unmappable(error.reason, error.detail, error.field_path) from error
         except _Unmappable as problem:
             return self._rejected(record, problem, envelope)
-        inbound = record.text_headers()
+        parent = record.text_headers().get(h.TRACEPARENT)
+        correlation_id = envelope.correlation_id.encode()
+        causation_id = str(envelope.event_id).encode()
         outputs = [
-            Outbound.of(
+            Outbound(
                 self.topics.normalized,
                 change.kafka_key().encode(),
                 # May fail on text a payload carried (a lone surrogate): the batch runner
                 # parks the record as ``unencodable-text``.
                 change.to_kafka_value(),
-                {
-                    h.EVENT_ID: str(change.event_id),
-                    h.TENANT: change.tenant,
-                    h.CORRELATION_ID: envelope.correlation_id,
-                    h.CAUSATION_ID: str(envelope.event_id),
-                    h.TRACEPARENT: child_traceparent(inbound.get(h.TRACEPARENT)),
-                    h.CONTENT_TYPE: "application/json",
-                },
+                (
+                    (h.EVENT_ID, str(change.event_id).encode()),
+                    (h.TENANT, change.tenant.encode()),
+                    (h.CORRELATION_ID, correlation_id),
+                    (h.CAUSATION_ID, causation_id),
+                    (h.TRACEPARENT, child_traceparent(parent).encode()),
+                    (h.CONTENT_TYPE, b"application/json"),
+                ),
             )
             for change in changes
         ]
