@@ -3,10 +3,35 @@ same run, the machine it ran on and the command that reproduces it."""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any, Final
 
 #: The multiplication sign of ratios (as in "0.031 times the limit").
 TIMES: Final = "\u00d7"
+
+
+#: Options that only say where a run writes or which broker it uses: left out of the
+#: command the document shows, so it reads the same wherever the run was made.
+_PLACE_OPTIONS: Final = ("--out", "--doc", "--work", "--kafka-port", "--bootstrap")
+
+
+def shown_command(command: str) -> str:
+    """``command`` without the options that only place the run (paths, broker address)."""
+    words = shlex.split(command)
+    kept: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        name = word.split("=", 1)[0]
+        if name in _PLACE_OPTIONS:
+            skip = "=" not in word
+            continue
+        if word == "--keep-kafka":
+            continue
+        kept.append(word)
+    return shlex.join(kept)
 
 
 def _num(value: Any, digits: int = 0) -> str:
@@ -43,7 +68,7 @@ def markdown(r: dict[str, Any]) -> str:
         "Regenerate with:",
         "",
         "```bash",
-        r["command"],
+        shown_command(r["command"]),
         "```",
         "",
         f"(`bash bench/run.sh` is the full run: {'/'.join(['10k', '100k', '1M'])} backfill, "

@@ -560,7 +560,9 @@ def publish_alone(ctx: Context, source_stage: str = "alone") -> dict[str, Any]:
     try:
         start_all(stack.lanes)
         sampler.start()
-        ready = max(p.ready_at for p in stack.lanes)
+        # Timed from the CLR lane's readiness: it alone writes CLR records, and with a
+        # small input it may be done before the registry lane is even ready.
+        ready = next(p.ready_at for p in stack.lanes if p.name == "publish-clr")
         ready_wall = time.time() - (time.monotonic() - ready)
         idle = wait_publish_idle(ctx, stack, topics)
         # CPU used (each process with its children: the signing workers), a figure a
@@ -587,7 +589,7 @@ def publish_alone(ctx: Context, source_stage: str = "alone") -> dict[str, Any]:
         "cpu_ms_per_award": {
             name: round(1000 * value / max(1, delivered), 2) for name, value in cpu.items()
         },
-        "measured": "from both lanes ready to the CLR stand-in's last write (its updated_at)",
+        "measured": "from the CLR lane ready to the CLR stand-in's last write (its updated_at)",
     }
 
 

@@ -79,9 +79,12 @@ def test_raw_limit_and_services_have_positive_throughput(
             assert isinstance(cpu, int | float), (section, name, figure)
             assert cpu >= 0, (section, name, figure)
     assert _positive(data["raw"]["batched"]["cpu_us_per_record"])
-    # The session's broker runs here: the harness finds its process by its port.
-    assert _positive(data["raw"]["batched"]["broker_cpu_us_per_record"])
-    assert _positive(data["alone"]["normalize"]["broker_cpu_us_per_record"])
+    # The session's broker runs here: the harness finds its process by its port and reads
+    # its CPU time (in clock ticks of 10 ms: a tiny run's share may round to 0).
+    for figure in (data["raw"]["batched"], data["alone"]["normalize"]):
+        broker = figure["broker_cpu_us_per_record"]
+        assert isinstance(broker, int | float), figure
+        assert broker >= 0, figure
     assert data["scale_out"]["ingest"]["instances"] == 2
     assert _positive(data["publish"]["awards_per_s"])
     assert data["publish"]["idle"]["idle"]
@@ -140,11 +143,10 @@ def test_projection_reaches_the_expected_end_state(results: tuple[dict[str, Any]
     assert set(p["cpu_ms_per_award"]) == set(p["peak_rss_mib"])
 
 
-def test_the_document_shows_the_machine_and_the_command(
+def test_the_document_shows_the_machine_and_its_sections(
     results: tuple[dict[str, Any], str],
 ) -> None:
     data, doc = results
-    assert data["command"] in doc
     assert f"| CPUs (nproc) | {data['machine']['nproc']} |" in doc
     for heading in (
         "## Raw limit",
@@ -155,3 +157,14 @@ def test_the_document_shows_the_machine_and_the_command(
         "## Profile",
     ):
         assert heading in doc
+
+
+def test_the_document_shows_a_command_that_runs_anywhere(
+    results: tuple[dict[str, Any], str],
+) -> None:
+    data, doc = results
+    # The run was placed with --bootstrap, --out, --doc and --work; the command the
+    # document shows to reproduce it keeps what shapes the results and drops the rest.
+    assert "--bootstrap" in data["command"]
+    shown = doc.split("```bash\n", 1)[1].split("\n", 1)[0]
+    assert shown == "bash bench/run.sh --tiny"
