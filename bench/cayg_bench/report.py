@@ -224,9 +224,9 @@ def _raw(raw: Any) -> list[str]:
         "Other work on the machine disturbs it less than records/s, but not nothing: on a "
         "loaded machine (shared cores and caches) it rises too. The rest of the "
         "passthrough's time is spent waiting for the broker. *Broker CPU µs/record*: the "
-        "broker process's CPU time over the same span, per record (shown when this run "
-        "started the broker with `kafka.sh`, or reused one it started, and so knows its "
-        "process).",
+        "broker process's CPU time over the same span, per record (shown when the broker "
+        "runs on this machine: started by `kafka.sh`, or found listening on `--bootstrap`'s "
+        "port).",
         "",
         "| variant | records | seconds | records/s | CPU µs/record | broker CPU µs/record |",
         "|---|---:|---:|---:|---:|---:|",

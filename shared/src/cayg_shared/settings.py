@@ -222,9 +222,28 @@ def decide_workers_field() -> Any:
 #: (see :class:`cayg_publish.settings.PublishSettings`).
 BATCH_FETCH_MIN_BYTES: Final = 1
 BATCH_FETCH_MAX_WAIT_MS: Final = 500
-#: The bounds of the two fetch settings, for every service.
-FETCH_MIN_BYTES_LIMIT: Final = 4 * 1024 * 1024
-FETCH_MAX_WAIT_MS_LIMIT: Final = 10_000
+
+
+def fetch_min_bytes_field(default: int) -> Any:
+    """The ``fetch_min_bytes`` setting of a service's consumer, with its own default."""
+    return Field(
+        default=default,
+        ge=1,
+        le=4 * 1024 * 1024,
+        description="bytes the broker gathers before it answers a fetch (or FETCH_MAX_WAIT_MS "
+        "passes): a light stream is read in fewer, larger batches",
+    )
+
+
+def fetch_max_wait_ms_field(default: int) -> Any:
+    """The ``fetch_max_wait_ms`` setting of a service's consumer, with its own default."""
+    return Field(
+        default=default,
+        ge=0,
+        le=10_000,
+        description="longest the broker holds a fetch for FETCH_MIN_BYTES: the most a light "
+        "stream waits at this stage",
+    )
 
 
 class ServiceSettings(BaseSettings):
@@ -270,20 +289,8 @@ class ServiceSettings(BaseSettings):
         description="OpenTelemetry: OTLP/HTTP traces endpoint of a collector "
         "(e.g. http://otel-collector:4318/v1/traces); unset, no span is exported",
     )
-    fetch_min_bytes: int = Field(
-        default=BATCH_FETCH_MIN_BYTES,
-        ge=1,
-        le=FETCH_MIN_BYTES_LIMIT,
-        description="bytes the broker gathers before it answers a fetch (or FETCH_MAX_WAIT_MS "
-        "passes): a light stream is read in fewer, larger batches",
-    )
-    fetch_max_wait_ms: int = Field(
-        default=BATCH_FETCH_MAX_WAIT_MS,
-        ge=0,
-        le=FETCH_MAX_WAIT_MS_LIMIT,
-        description="longest the broker holds a fetch for FETCH_MIN_BYTES: the most a light "
-        "stream waits at this stage",
-    )
+    fetch_min_bytes: int = fetch_min_bytes_field(BATCH_FETCH_MIN_BYTES)
+    fetch_max_wait_ms: int = fetch_max_wait_ms_field(BATCH_FETCH_MAX_WAIT_MS)
 
     def consumer_options(self) -> dict[str, Any]:
         """How this service's consumer fetches (beside the cluster's client options)."""

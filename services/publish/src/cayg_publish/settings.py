@@ -14,11 +14,7 @@ from typing import Final
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from cayg_shared.settings import (
-    FETCH_MAX_WAIT_MS_LIMIT,
-    FETCH_MIN_BYTES_LIMIT,
-    ServiceSettings,
-)
+from cayg_shared.settings import ServiceSettings, fetch_max_wait_ms_field, fetch_min_bytes_field
 
 #: Publish's consumer waits up to 100 ms for 64 KiB of changes (about a hundred), so a light
 #: stream costs one ledger transaction, one commit and one fetch per batch rather than per
@@ -39,20 +35,8 @@ class PublishSettings(ServiceSettings):
         min_length=1,
         description="consumer group (a lane's is <GROUP_ID>.<LANE>)",
     )
-    fetch_min_bytes: int = Field(
-        default=PUBLISH_FETCH_MIN_BYTES,
-        ge=1,
-        le=FETCH_MIN_BYTES_LIMIT,
-        description="bytes the broker gathers before it answers a fetch (or FETCH_MAX_WAIT_MS "
-        "passes): changes are recorded in fewer, larger ledger transactions",
-    )
-    fetch_max_wait_ms: int = Field(
-        default=PUBLISH_FETCH_MAX_WAIT_MS,
-        ge=0,
-        le=FETCH_MAX_WAIT_MS_LIMIT,
-        description="longest the broker holds a fetch for FETCH_MIN_BYTES: the most a light "
-        "stream waits before publish records it",
-    )
+    fetch_min_bytes: int = fetch_min_bytes_field(PUBLISH_FETCH_MIN_BYTES)
+    fetch_max_wait_ms: int = fetch_max_wait_ms_field(PUBLISH_FETCH_MAX_WAIT_MS)
     http_port: int = Field(
         default=8083, ge=0, le=65535, description="/healthz, /readyz and /metrics port"
     )
