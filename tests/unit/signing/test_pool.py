@@ -147,6 +147,56 @@ async def test_nested_credentials_are_signed_once_per_content(
         verify_credential(document, loader, trusted_keys=keys)
 
 
+@pytest.mark.parametrize("workers", [2, 0], ids=["in-workers", "inline"])
+async def test_a_clr_and_its_awards_are_signed_as_one_by_one_inline_signing(
+    workers: int, edtech: Path, loader: ContextLoader, vector_key: SigningKey
+) -> None:
+    # The awards and the CLR go to a worker in one task; with a fixed created time the
+    # bytes must be those of signing each award, then the CLR around them, in this process.
+    clr = _clr_with_unsigned_awards(edtech, 3)
+    expected_awards = [
+        sign_credential(award, vector_key, loader, created=CREATED)
+        for award in clr["credentialSubject"]["verifiableCredential"]
+    ]
+    expected = sign_credential(
+        {
+            **clr,
+            "credentialSubject": {
+                **clr["credentialSubject"],
+                "verifiableCredential": expected_awards,
+            },
+        },
+        vector_key,
+        loader,
+        created=CREATED,
+    )
+    async with SigningPool(edtech / "contexts", max_workers=workers) as pool:
+        signed = await pool.sign_with_embedded(clr, vector_key, created=CREATED)
+        # Each award and the CLR are now in the cache under their own keys.
+        again = await pool.sign_with_embedded(clr, vector_key, created=CREATED)
+        for award in clr["credentialSubject"]["verifiableCredential"]:
+            assert await pool.sign(award, vector_key, created=CREATED) in expected_awards
+        stats = pool.cache.stats
+    assert signed == expected
+    assert again == expected
+    assert (stats.misses, stats.hits) == (3 + 1, 3 + 1 + 3)
+    # The caller's document is left as it was.
+    assert all("proof" not in a for a in clr["credentialSubject"]["verifiableCredential"])
+
+
+async def test_an_embedded_credential_that_cannot_be_signed_fails_the_whole_clr(
+    pool: SigningPool, edtech: Path, vector_key: SigningKey
+) -> None:
+    clr = _clr_with_unsigned_awards(edtech, 2)
+    clr["credentialSubject"]["verifiableCredential"][1]["undefinedTerm"] = "x"
+    before = pool.cache.stats
+    with pytest.raises(UndefinedTermError) as caught:
+        await pool.sign_with_embedded(clr, vector_key, created=CREATED)
+    assert any("undefinedTerm" in problem for problem in caught.value.problems)
+    # Nothing of the failed task was cached.
+    assert pool.cache.stats.size == before.size
+
+
 async def test_already_signed_embedded_credentials_are_left_as_they_are(
     pool: SigningPool, edtech: Path, loader: ContextLoader, vector_key: SigningKey
 ) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "format_created",
     "hash_data",
     "sign_credential",
+    "sign_parsed",
     "verify_credential",
 ]
 
@@ -99,7 +100,24 @@ def sign_credential(
         UndefinedTermError: the credential uses terms the contexts do not define.
         SigningError: the credential cannot be canonicalized or already has a proof.
     """
-    document = as_json_object(credential, "credential")
+    return sign_parsed(as_json_object(credential, "credential"), key, loader, created=created)
+
+
+def sign_parsed(
+    document: dict[str, Any],
+    key: SigningKey,
+    loader: ContextLoader,
+    *,
+    created: datetime | None = None,
+) -> dict[str, Any]:
+    """:func:`sign_credential` of a document the caller has just parsed from JSON text and
+    holds alone (a signing worker's task): it is not copied again before signing. The
+    result shares ``document``'s values.
+
+    Raises:
+        UndefinedTermError: the credential uses terms the contexts do not define.
+        SigningError: the credential cannot be canonicalized or already has a proof.
+    """
     if "proof" in document:
         # Replacing or adding to an existing proof is a decision for the caller.
         raise SigningError("credential already has a proof; remove it to sign again")
