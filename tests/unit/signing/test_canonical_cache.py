@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pyld import jsonld
 
-from cayg_signing import ContextLoader, canonicalize
+from cayg_signing import ContextLoader, UndefinedTermError, canonicalize
 
 pytestmark = pytest.mark.unit
 
@@ -70,3 +70,80 @@ def test_canonicalization_leaves_the_document_untouched(edtech: Path) -> None:
     canonicalize(document, loader)
     canonicalize(document, loader)
     assert json.dumps(document, sort_keys=True) == before
+
+
+def _awards(edtech: Path, count: int) -> list[dict[str, Any]]:
+    """``count`` AchievementCredentials of the OB vector: one achievement and issuer in
+    all of them (the nodes that recur), each with its own id and subject."""
+    vector = json.loads((edtech / "vectors" / "ob_unsigned.json").read_text("utf-8"))
+    awards = []
+    for index in range(count):
+        award = copy.deepcopy(vector)
+        award["id"] = f"urn:uuid:00000000-0000-4000-8000-{index:012d}"
+        award["credentialSubject"]["id"] = f"did:example:learner-{index}"
+        awards.append(award)
+    return awards
+
+
+def test_recurring_nodes_are_expanded_once_and_give_what_pyld_gives(edtech: Path) -> None:
+    loader = ContextLoader.from_directory(edtech / "contexts")
+    awards = _awards(edtech, 12)
+    expected = [_plain(a, loader) for a in awards]
+    assert [canonicalize(a, loader) for a in awards] == expected
+    nodes = loader._expanded_nodes
+    assert len(nodes) > 0, "recurring nodes were remembered"
+    achievement = nodes._tried["achievement"]
+    assert achievement == [11, 1], "the achievement was expanded once, then found 11 times"
+    # A changed achievement is a different node: expanded anew, and its change signed.
+    changed = copy.deepcopy(awards[0])
+    changed["credentialSubject"]["achievement"]["name"] = "Renamed"
+    assert canonicalize(changed, loader) == _plain(changed, loader) != expected[0]
+
+
+def test_a_remembered_node_never_hides_an_undefined_term(edtech: Path) -> None:
+    loader = ContextLoader.from_directory(edtech / "contexts")
+    good, bad = _awards(edtech, 2)
+    bad["credentialSubject"]["achievement"]["undefinedTerm"] = "x"
+    for _ in range(3):
+        canonicalize(good, loader)
+        # The same achievement with one more (undefined) key: refused every time, and
+        # its expansion (which dropped the key) is never kept for the next document.
+        with pytest.raises(UndefinedTermError, match="undefinedTerm"):
+            canonicalize(bad, loader)
+    # The good subject was found again twice; the bad one was expanded all three times.
+    assert loader._expanded_nodes._tried["credentialSubject"] == [2, 1 + 3]
+
+
+def test_a_remembered_expansion_is_handed_out_as_a_copy(edtech: Path) -> None:
+    loader = ContextLoader.from_directory(edtech / "contexts")
+    # In a type map pyld adds each key's type to the node it just expanded. The two nodes
+    # here are equal, so the second is found in the memo; handed out as the memo's own
+    # object, the first key's type would end up on the second node (and in the memo).
+    node = {"name": "Same node"}
+    document = {
+        "@context": [
+            "https://www.w3.org/ns/credentials/v2",
+            {"byType": {"@id": "https://example.org/vocab#byType", "@container": "@type"}},
+        ],
+        "id": "https://example.org/things/1",
+        "type": ["VerifiableCredential"],
+        "byType": {"https://example.org/vocab#A": node, "https://example.org/vocab#B": dict(node)},
+    }
+    expected = _plain(document, loader)
+    assert canonicalize(document, loader) == expected
+    assert canonicalize(document, loader) == expected
+    assert loader._expanded_nodes._tried["byType"][0] >= 1, "the second node was a memo hit"
+
+
+def test_properties_whose_nodes_never_recur_stop_being_looked_up(edtech: Path) -> None:
+    loader = ContextLoader.from_directory(edtech / "contexts")
+    awards = _awards(edtech, 80)
+    for award in awards:
+        canonicalize(award, loader)
+    nodes = loader._expanded_nodes
+    # Each award's subject is its own: after the trial it is no longer looked up (or
+    # kept), while the achievement that recurs still is.
+    hits, misses = nodes._tried["credentialSubject"]
+    assert (hits, misses) == (0, 64)
+    assert nodes.worth_trying("credentialSubject") is None
+    assert nodes.worth_trying("achievement") is not None

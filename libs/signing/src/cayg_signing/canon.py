@@ -16,6 +16,7 @@ from typing import Any, Final
 from pyld import canon, jsonld
 
 from . import rdfc
+from ._nodes import ExpandedNodes
 from .contexts import ContextLoader
 from .errors import ContextError, SigningError, UndefinedTermError
 
@@ -79,6 +80,7 @@ def canonicalize(document: Mapping[str, Any], loader: ContextLoader) -> str:
         on_dropped,
         loader._expanded_iris,
         loader._finished_contexts,
+        loader._expanded_nodes,
     )
     with loader._lock:
         options = loader._pyld_options()
@@ -183,14 +185,111 @@ class _ContextCachingProcessor(jsonld.JsonLdProcessor):  # type: ignore[misc]
         on_dropped: Any,
         iris: ExpandedIris | None = None,
         finished: set[Any] | None = None,
+        nodes: ExpandedNodes | None = None,
     ) -> None:
-        super().__init__(on_property_dropped=on_dropped)
+        super().__init__(on_property_dropped=self._count_dropped)
+        self._on_dropped = on_dropped
+        #: Properties dropped so far in this processor (a node's expansion that dropped
+        #: any is not remembered).
+        self._dropped = 0
         self._processed = cache
         self._iris: ExpandedIris = {} if iris is None else iris
         #: Ids of the contexts this cache finished processing (never mutated afterwards).
         self._finished: set[Any] = set() if finished is None else finished
+        self._nodes = nodes
         #: A document already in expanded form: RDF conversion uses it as it is.
         self.already_expanded: Any = None
+
+    def _count_dropped(self, expanded_property: str | None) -> None:
+        self._dropped += 1
+        self._on_dropped(expanded_property)
+
+    def _expand(  # noqa: PLR0917 - pyld's signature
+        self,
+        active_ctx: Any,
+        active_property: Any,
+        element: Any,
+        options: dict[str, Any],
+        inside_list: bool = False,
+        inside_index: bool = False,
+        type_scoped_ctx: Any = None,
+    ) -> Any:
+        """pyld's expansion of one element, remembered for object nodes that recur (see
+        :class:`ExpandedNodes`). Arrays, scalars, the document itself and nodes with their
+        own ``@context`` are expanded as pyld does."""
+        key = (
+            None
+            if options.get("base") is not None
+            else self._node_key(
+                active_ctx, active_property, element, inside_list, inside_index, type_scoped_ctx
+            )
+        )
+        if key is None:
+            return super()._expand(
+                active_ctx,
+                active_property,
+                element,
+                options,
+                inside_list,
+                inside_index,
+                type_scoped_ctx,
+            )
+        nodes, tried, node_key = key
+        found = nodes.get(node_key)
+        if found is not None:
+            tried[0] += 1
+            return json.loads(found)
+        tried[1] += 1
+        dropped = self._dropped
+        expanded = super()._expand(
+            active_ctx,
+            active_property,
+            element,
+            options,
+            inside_list,
+            inside_index,
+            type_scoped_ctx,
+        )
+        if self._dropped == dropped:
+            nodes.put(node_key, json.dumps(expanded, ensure_ascii=False))
+        return expanded
+
+    def _node_key(  # noqa: PLR0917 - the arguments the expansion depends on
+        self,
+        active_ctx: Any,
+        active_property: Any,
+        element: Any,
+        inside_list: bool,
+        inside_index: bool,
+        type_scoped_ctx: Any,
+    ) -> tuple[ExpandedNodes, list[int], tuple[Any, ...]] | None:
+        """Where a remembered expansion of ``element`` would be, or None: not one to
+        remember (or look up)."""
+        nodes = self._nodes
+        if (
+            nodes is None
+            or type(element) is not dict
+            or not isinstance(active_property, str)
+            or "@context" in element
+        ):
+            return None
+        context_id = active_ctx.get("_uuid")
+        scoped_id = None if type_scoped_ctx is None else type_scoped_ctx.get("_uuid")
+        if context_id not in self._finished or (
+            type_scoped_ctx is not None and scoped_id not in self._finished
+        ):
+            return None
+        tried = nodes.worth_trying(active_property)
+        if tried is None:
+            return None
+        # Keys in their order (not sorted): equal nodes written alike share an entry, and
+        # no expansion is ever reused for a node whose keys came in another order.
+        text = json.dumps(element, separators=(",", ":"), ensure_ascii=False)
+        return (
+            nodes,
+            tried,
+            (context_id, scoped_id, active_property, inside_list, inside_index, text),
+        )
 
     def canonical_nquads(self, expanded: Any, options: dict[str, Any]) -> Any:
         """RDFC-1.0 (URDNA2015) N-Quads of an expanded document: what pyld's ``normalize``

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from pyld.context_resolver import ContextResolver
 
+from ._nodes import ExpandedNodes
 from .errors import ContextError
 
 __all__ = ["CONTEXTS_MAP_FILE", "PINNED_CONTEXTS", "ContextLoader", "PinnedContext"]
@@ -152,6 +153,8 @@ class ContextLoader:
         # IRI expansions per finished context (cayg_signing.canon), same lock.
         self._expanded_iris: dict[tuple[Any, ...], Any] = {}
         self._finished_contexts: set[Any] = set()
+        # Expanded nodes that recur across documents (cayg_signing.canon), same lock.
+        self._expanded_nodes = ExpandedNodes()
         # Canonical proof options by their JSON (cayg_signing.proof).
         self._options_nquads: dict[str, str] = {}
         # pyld mutates its caches while processing; canonicalization holds this lock so
