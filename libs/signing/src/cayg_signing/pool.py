@@ -311,9 +311,9 @@ class SigningPool:
 
         Embedded credentials are where the cache pays: one whose content did not change
         is served as it was signed before. Those that must be signed go to one worker
-        together with the credential around them, in a single round trip (the hand-over
-        to a worker costs the event loop's process about as much CPU as a small
-        credential's signature).
+        together with the credential around them, in a single round trip: each hand-over
+        costs this process CPU (about 0.4 ms per credential when each went on its own,
+        measured on CLRs of five awards; see the package README).
 
         Raises:
             SigningError: a credential cannot be signed (e.g. ``UndefinedTermError``).
