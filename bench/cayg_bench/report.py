@@ -11,8 +11,10 @@ TIMES: Final = "\u00d7"
 
 
 #: Options that only say where a run writes or which broker it uses: left out of the
-#: command the document shows, so it reads the same wherever the run was made.
+#: command the document shows, so it reads the same wherever the run was made. Those with
+#: a value, and flags.
 _PLACE_OPTIONS: Final = ("--out", "--doc", "--work", "--kafka-port", "--bootstrap")
+_PLACE_FLAGS: Final = ("--keep-kafka",)
 
 
 def shown_command(command: str) -> str:
@@ -27,10 +29,8 @@ def shown_command(command: str) -> str:
         name = word.split("=", 1)[0]
         if name in _PLACE_OPTIONS:
             skip = "=" not in word
-            continue
-        if word == "--keep-kafka":
-            continue
-        kept.append(word)
+        elif word not in _PLACE_FLAGS:
+            kept.append(word)
     return shlex.join(kept)
 
 

@@ -224,22 +224,13 @@ class _ContextCachingProcessor(jsonld.JsonLdProcessor):  # type: ignore[misc]
                 active_ctx, active_property, element, inside_list, inside_index, type_scoped_ctx
             )
         )
-        if key is None:
-            return super()._expand(
-                active_ctx,
-                active_property,
-                element,
-                options,
-                inside_list,
-                inside_index,
-                type_scoped_ctx,
-            )
-        nodes, tried, node_key = key
-        found = nodes.get(node_key)
-        if found is not None:
-            tried[0] += 1
-            return json.loads(found)
-        tried[1] += 1
+        if key is not None:
+            nodes, tried, node_key = key
+            found = nodes.get(node_key)
+            if found is not None:
+                tried[0] += 1
+                return json.loads(found)
+            tried[1] += 1
         dropped = self._dropped
         expanded = super()._expand(
             active_ctx,
@@ -250,7 +241,7 @@ class _ContextCachingProcessor(jsonld.JsonLdProcessor):  # type: ignore[misc]
             inside_index,
             type_scoped_ctx,
         )
-        if self._dropped == dropped:
+        if key is not None and self._dropped == dropped:
             nodes.put(node_key, json.dumps(expanded, ensure_ascii=False))
         return expanded
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from .cache import SignatureCache, canonical_json, key_of_canonical
+from .cache import SignatureCache, canonical_json, key_of_canonical, signature_cache_key
 from .contexts import ContextLoader
 from .keys import SigningKey
 from .proof import sign_credential, sign_parsed
@@ -141,8 +141,8 @@ def _sign_embedded(
         signed = sign_parsed(items[index], key, loader, created=created)
         items[index] = signed
         texts.append(canonical_json(signed).decode("utf-8"))
-    cache_key = key_of_canonical(
-        canonical_json(document),
+    cache_key = signature_cache_key(
+        document,
         verification_method=key.verification_method,
         public_key=key.public_key,
         created=created,
@@ -330,8 +330,8 @@ class SigningPool:
         for index, item in enumerate(embedded):
             if not isinstance(item, Mapping) or "proof" in item:
                 continue
-            item_key = key_of_canonical(
-                canonical_json(item),
+            item_key = signature_cache_key(
+                item,
                 verification_method=key.verification_method,
                 public_key=key.public_key,
                 created=created,
