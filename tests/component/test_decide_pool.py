@@ -136,6 +136,46 @@ async def test_a_worker_that_dies_leaves_the_rest_of_the_batch_to_the_service() 
     assert set(second).isdisjoint(first)
 
 
+async def test_decisions_that_cannot_cross_back_fail_their_chunk_not_the_batch() -> None:
+    records = batch({130: b"unpicklable"})
+    sink, counted = Sink(), deciders.Settled()
+    pool = DecidePool(deciders.echo, (), workers=2)
+    await pool.start()
+    try:
+        with capture_logs() as logs:
+            report = await runner(pool, counted).run(records, sink, sink)
+    finally:
+        await pool.stop()
+
+    assert report.error is None
+    assert report.settled == len(records)
+    assert [v for _, v in sink.sent] == [r.value for r in records], "every record, in order"
+    assert counted.records() == sorted((r.partition, r.offset) for r in records)
+    assert pool.renewals == 1
+    failed = [e for e in logs if e["event"].startswith("decision workers failed")]
+    assert failed
+    assert "cannot cross back" in failed[0]["detail"]
+
+
+async def test_chunks_are_shared_between_the_workers() -> None:
+    pool = DecidePool(deciders.stamping, (), workers=2)
+    await pool.start()
+    try:
+        chunks = [batch({}, 10) for _ in range(6)]
+        results = await asyncio.gather(*(pool.decide(chunk) for chunk in chunks))
+        workers = pool.pids()
+    finally:
+        await pool.stop()
+
+    deciders_seen = set()
+    for chunk, decided in zip(chunks, results, strict=True):
+        assert len(decided) == len(chunk)
+        labels = {d.label for d in decided if isinstance(d, Outcome)}
+        assert len(labels) == 1, "a chunk is decided by one worker"
+        deciders_seen |= labels
+    assert deciders_seen == {str(pid) for pid in workers}
+
+
 class Untouched:
     """A pool that must not be used."""
 

@@ -2,18 +2,20 @@
 
 :class:`Echo` forwards each value: ``boom`` raises, ``twice`` has two outputs, and ``die``
 ends the worker process it is decided in (in the test's own process it is forwarded like
-any other value). What settled is counted under the ``settled`` tally, by partition and
-offset, and read back with :func:`settled`.
+any other value), and ``unpicklable`` decides in a worker into an outcome that cannot be
+sent back to the service process. What settled is counted under the ``settled`` tally,
+by partition and offset, and read back with :func:`settled`.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 
 from prometheus_client import CollectorRegistry, Counter
 
-from cayg_shared.batching import Outbound, Outcome, Tally, letter_for
+from cayg_shared.batching import Note, Outbound, Outcome, Tally, letter_for
 from cayg_shared.envelope import Stage
 from cayg_shared.service import InboundRecord
 
@@ -27,11 +29,18 @@ class Echo:
     def decide(self, rec: InboundRecord) -> Outcome:
         if rec.value == b"boom":
             raise RuntimeError("a bug")
-        if rec.value == b"die" and multiprocessing.parent_process() is not None:
+        in_worker = multiprocessing.parent_process() is not None
+        if rec.value == b"die" and in_worker:
             os._exit(3)
         copies = 2 if rec.value == b"twice" else 1
         outputs = [Outbound.of(OUT, rec.key, rec.value or b"", {}) for _ in range(copies)]
-        return Outcome(outputs, "ok", "t", (("settled", (str(rec.partition), str(rec.offset))),))
+        note = (
+            Note("unpicklable", {"lock": threading.Lock()})
+            if rec.value == b"unpicklable" and in_worker
+            else None
+        )
+        counts = (("settled", (str(rec.partition), str(rec.offset))),)
+        return Outcome(outputs, "ok", "t", counts, note)
 
     def poison(self, rec: InboundRecord, reason: str, detail: str) -> Outcome:
         letter = letter_for(rec, dlq_topic=DLQ, stage=Stage.INGEST, reason=reason, detail=detail)
@@ -41,6 +50,20 @@ class Echo:
 def echo() -> Echo:
     """The factory a decision pool's workers build their handler with."""
     return Echo()
+
+
+class Stamping(Echo):
+    """Forwards as :class:`Echo` does, labelling each outcome with the deciding pid."""
+
+    def decide(self, rec: InboundRecord) -> Outcome:
+        outcome = super().decide(rec)
+        outcome.label = str(os.getpid())
+        return outcome
+
+
+def stamping() -> Stamping:
+    """The factory of :class:`Stamping` handlers."""
+    return Stamping()
 
 
 class Settled:
