@@ -167,6 +167,8 @@ class _Worker:
         self.sock = sock
         self.waiting: deque[asyncio.Future[Decisions]] = deque()
         self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # Only ``start`` awaits it; a renewed worker that cannot start fails its first chunk.
+        self.ready.add_done_callback(_observed)
         self.alive = True
         #: Frames handed over before the connection was made.
         self._outbox: list[bytes] = []
@@ -227,6 +229,11 @@ class _Worker:
             self._writer.close()
         else:
             self.sock.close()
+
+
+def _observed(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def _next_reply(reader: asyncio.StreamReader) -> tuple[str, Any]:
