@@ -157,6 +157,20 @@ async def test_decisions_that_cannot_cross_back_fail_their_chunk_not_the_batch()
     assert "cannot cross back" in failed[0]["detail"]
 
 
+async def test_a_renewed_worker_that_cannot_start_fails_its_chunk(tmp_path: Path) -> None:
+    pool = DecidePool(deciders.echo_once, (str(tmp_path / "built"),), workers=1)
+    await pool.start()
+    try:
+        first = await pool.decide(batch({}, 5))
+        pool.renew()
+        with pytest.raises(BrokenProcessPool, match="could not start"):
+            await pool.decide(batch({}, 5))
+    finally:
+        await pool.stop()
+
+    assert len(first) == 5
+
+
 async def test_chunks_are_shared_between_the_workers() -> None:
     pool = DecidePool(deciders.stamping, (), workers=2)
     await pool.start()

@@ -66,6 +66,17 @@ def stamping() -> Stamping:
     return Stamping()
 
 
+def echo_once(marker: str) -> Echo:
+    """An :class:`Echo` factory that works once: it leaves ``marker`` (a file) behind and
+    refuses every later build, as a worker started after a renewal may find its tenants
+    file gone."""
+    if os.path.exists(marker):
+        raise RuntimeError("the handler can no longer be built")
+    with open(marker, "w", encoding="utf-8"):
+        pass
+    return Echo()
+
+
 class Settled:
     """The ``settled`` tally of a runner and what it counted."""
 
