@@ -11,8 +11,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,16 @@ def runner(pool: DecisionPool | None, settled: deciders.Settled) -> BatchRunner:
     )
 
 
+@asynccontextmanager
+async def running(pool: DecidePool) -> AsyncIterator[DecidePool]:
+    """``pool`` started for the block and stopped after it, whatever happens."""
+    await pool.start()
+    try:
+        yield pool
+    finally:
+        await pool.stop()
+
+
 def _letters(sink: Sink) -> list[tuple[str, int]]:
     letters = [DeadLetter.model_validate_json(value) for topic, value in sink.sent if topic == DLQ]
     return [(letter.reason, letter.source.offset) for letter in letters]
@@ -90,12 +101,9 @@ async def test_a_pool_decides_exactly_as_the_service_process_does() -> None:
     here, there = Sink(), Sink()
     counted_here, counted_there = deciders.Settled(), deciders.Settled()
     pool = DecidePool(deciders.echo, (), workers=2)
-    await pool.start()
-    try:
+    async with running(pool):
         workers = pool.pids()
         report = await runner(pool, counted_there).run(records, there, there)
-    finally:
-        await pool.stop()
     await runner(None, counted_here).run(records, here, here)
 
     assert len(workers) == 2
@@ -113,16 +121,13 @@ async def test_a_worker_that_dies_leaves_the_rest_of_the_batch_to_the_service() 
     records = batch({75: b"die"})
     sink, counted = Sink(), deciders.Settled()
     pool = DecidePool(deciders.echo, (), workers=1)
-    await pool.start()
-    try:
+    async with running(pool):
         first = pool.pids()
         with capture_logs() as logs:
             report = await runner(pool, counted).run(records, sink, sink)
         # The next batch goes to a new worker.
         again = await runner(pool, counted).run(batch({}, 120), Sink(), Sink())
         second = pool.pids()
-    finally:
-        await pool.stop()
 
     assert report.error is None
     assert report.settled == len(records)
@@ -140,12 +145,9 @@ async def test_decisions_that_cannot_cross_back_fail_their_chunk_not_the_batch()
     records = batch({130: b"unpicklable"})
     sink, counted = Sink(), deciders.Settled()
     pool = DecidePool(deciders.echo, (), workers=2)
-    await pool.start()
-    try:
+    async with running(pool):
         with capture_logs() as logs:
             report = await runner(pool, counted).run(records, sink, sink)
-    finally:
-        await pool.stop()
 
     assert report.error is None
     assert report.settled == len(records)
@@ -159,27 +161,21 @@ async def test_decisions_that_cannot_cross_back_fail_their_chunk_not_the_batch()
 
 async def test_a_renewed_worker_that_cannot_start_fails_its_chunk(tmp_path: Path) -> None:
     pool = DecidePool(deciders.echo_once, (str(tmp_path / "built"),), workers=1)
-    await pool.start()
-    try:
+    async with running(pool):
         first = await pool.decide(batch({}, 5))
         pool.renew()
         with pytest.raises(BrokenProcessPool, match="could not start"):
             await pool.decide(batch({}, 5))
-    finally:
-        await pool.stop()
 
     assert len(first) == 5
 
 
 async def test_chunks_are_shared_between_the_workers() -> None:
     pool = DecidePool(deciders.stamping, (), workers=2)
-    await pool.start()
-    try:
+    async with running(pool):
         chunks = [batch({}, 10) for _ in range(6)]
         results = await asyncio.gather(*(pool.decide(chunk) for chunk in chunks))
         workers = pool.pids()
-    finally:
-        await pool.stop()
 
     deciders_seen = set()
     for chunk, decided in zip(chunks, results, strict=True):

@@ -485,7 +485,7 @@ class BatchRunner:
         for decision in decisions:
             # Decisions left unused (after a failure) are not cancelled: a cancelled task of
             # a pool that breaks meanwhile trips its executor. Their errors were reported.
-            decision.add_done_callback(_retrieved)
+            decision.add_done_callback(retrieve_exception)
         return pending
 
     # ------------------------------------------------------------------ decisions
@@ -679,7 +679,9 @@ class BatchRunner:
             )
 
 
-def _retrieved(future: asyncio.Future[Any]) -> None:
+def retrieve_exception(future: asyncio.Future[Any]) -> None:
+    """A done-callback for a future nobody may await: its exception counts as seen, so
+    asyncio does not report it as never retrieved (the failure was handled elsewhere)."""
     if not future.cancelled():
         future.exception()
 

@@ -50,7 +50,13 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
 from typing import Any, Final
 
-from cayg_shared.batching import Failure, Outcome, RecordHandler, tune_garbage_collector
+from cayg_shared.batching import (
+    Failure,
+    Outcome,
+    RecordHandler,
+    retrieve_exception,
+    tune_garbage_collector,
+)
 from cayg_shared.logging import get_logger
 from cayg_shared.service import InboundRecord
 
@@ -168,7 +174,7 @@ class _Worker:
         self.waiting: deque[asyncio.Future[Decisions]] = deque()
         self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         # Only ``start`` awaits it; a renewed worker that cannot start fails its first chunk.
-        self.ready.add_done_callback(_observed)
+        self.ready.add_done_callback(retrieve_exception)
         self.alive = True
         #: Frames handed over before the connection was made.
         self._outbox: list[bytes] = []
@@ -229,11 +235,6 @@ class _Worker:
             self._writer.close()
         else:
             self.sock.close()
-
-
-def _observed(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 async def _next_reply(reader: asyncio.StreamReader) -> tuple[str, Any]:
