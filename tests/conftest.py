@@ -18,6 +18,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Test support modules (tests/support) import as ``support.*``.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The benchmark harness (bench/cayg_bench) imports as ``cayg_bench``, as bench/run.sh has it.
+sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 
 def _conformance_dir() -> Path:

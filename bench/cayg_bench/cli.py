@@ -34,6 +34,9 @@ class Mode:
     drain_timeout_s: float
     #: Learners of the projection section's export (five awards each).
     projection_learners: int = 2_000
+    #: Pairs of the batched raw limit and ingest and normalize alone, the first pair being
+    #: the ``raw`` and ``alone`` sections themselves (``rounds`` runs the others).
+    rounds: int = 3
 
 
 MODES = {
@@ -44,6 +47,7 @@ MODES = {
         backfill_sizes=(100,),
         drain_timeout_s=90,
         projection_learners=20,
+        rounds=2,
     ),
     "quick": Mode(
         records=3_000,
@@ -60,7 +64,17 @@ MODES = {
         projection_learners=20_000,
     ),
 }
-SECTIONS = ("raw", "alone", "publish", "scale_out", "e2e", "backfill", "projection", "profile")
+SECTIONS = (
+    "raw",
+    "alone",
+    "rounds",
+    "publish",
+    "scale_out",
+    "e2e",
+    "backfill",
+    "projection",
+    "profile",
+)
 #: The projection section's drain may take this long at least in the full mode (the issue
 #: asks for 100,000 awards in 10 minutes; a slower build must still finish and be measured).
 FULL_PROJECTION_DRAIN_S = 1_800
@@ -84,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rates", default="50,200,1000", help="offered events/s, end to end")
     parser.add_argument("--backfill-sizes", type=_sizes, help="rows, e.g. 10000,100000")
     parser.add_argument("--drain-timeout", type=float, help="seconds any one drain may take")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="pairs of raw limit and services alone (default 3; 2 with --tiny); the "
+        "targets are judged on the median of their ratios",
+    )
     parser.add_argument(
         "--projection-learners",
         type=int,
@@ -143,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backfill_sizes=args.backfill_sizes or base.backfill_sizes,
         drain_timeout_s=args.drain_timeout or base.drain_timeout_s,
         projection_learners=args.projection_learners or base.projection_learners,
+        rounds=args.rounds or base.rounds,
     )
     projection_drain_s = (
         max(FULL_PROJECTION_DRAIN_S, mode.drain_timeout_s)
@@ -173,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "backfill_sizes": list(mode.backfill_sizes),
             "drain_timeout_s": mode.drain_timeout_s,
             "projection_learners": mode.projection_learners,
+            "rounds": mode.rounds,
             "partitions": 3,
         },
         "machine": machine.facts(),
@@ -238,6 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         section("raw", "raw limit (aiokafka passthrough)", lambda: stages.raw_limit(ctx, records))
         section("alone", "ingest and normalize alone", lambda: stages.services_alone(ctx, records))
+        if mode.rounds > 1:
+            section(
+                "rounds",
+                f"{mode.rounds - 1} more pair(s) of raw limit and services alone",
+                lambda: stages.paired_rounds(ctx, records, mode.rounds - 1),
+            )
         section("publish", "publish alone", lambda: _publish(ctx, records, "alone" in wanted))
         section(
             "scale_out",

@@ -109,37 +109,46 @@ def raw_limit(ctx: Context, records: Sequence[SisRecord]) -> dict[str, Any]:
     """Batched and per-record aiokafka passthrough over the same records."""
     topics = ctx.topics("raw")
     asyncio.run(preload(ctx, topics, records))
-    sources = [topics.sis(t) for t in TENANTS]
     out: dict[str, Any] = {}
     # One untimed batched pass first: a broker started moments ago is still compiling its
     # hot paths (JIT), and the limit would come out low, flattering every ratio to it.
-    warmup = asyncio.run(
+    warmup = _passthrough(ctx, topics, "warmup", batched=True)
+    out["warmup_records_per_s"] = warmup["records_per_s"]
+    for variant, batched in (("batched", True), ("per_record", False)):
+        out[variant] = _passthrough(ctx, topics, variant, batched=batched)
+    return out
+
+
+def _passthrough(ctx: Context, topics: Topics, variant: str, *, batched: bool) -> dict[str, Any]:
+    """One passthrough of everything on the stage's SIS topics, with the broker's CPU."""
+    broker_before = ctx.broker_cpu_s()
+    out = asyncio.run(
         raw.passthrough(
             ctx.bootstrap,
-            sources,
-            f"{topics.prefix}raw.warmup",
-            f"{topics.prefix}raw-warmup",
-            batched=True,
+            [topics.sis(t) for t in TENANTS],
+            f"{topics.prefix}raw.{variant}",
+            f"{topics.prefix}raw-{variant}",
+            batched=batched,
             timeout_s=ctx.drain_timeout_s,
         )
     )
-    out["warmup_records_per_s"] = warmup["records_per_s"]
-    for variant, batched in (("batched", True), ("per_record", False)):
-        broker_before = ctx.broker_cpu_s()
-        out[variant] = asyncio.run(
-            raw.passthrough(
-                ctx.bootstrap,
-                sources,
-                f"{topics.prefix}raw.{variant}",
-                f"{topics.prefix}raw-{variant}",
-                batched=batched,
-                timeout_s=ctx.drain_timeout_s,
-            )
-        )
-        out[variant]["broker_cpu_us_per_record"] = _per_record(
-            broker_before, ctx.broker_cpu_s(), out[variant]["records"]
-        )
+    out["broker_cpu_us_per_record"] = _per_record(broker_before, ctx.broker_cpu_s(), out["records"])
     return out
+
+
+def paired_rounds(ctx: Context, records: Sequence[SisRecord], rounds: int) -> dict[str, Any]:
+    """``rounds`` more pairs of the batched raw limit and ingest and normalize alone, one
+    right after the other on fresh topics: on a shared machine one pair can differ from the
+    next by a fifth, so the ratio of each pair, and their median, say more than one pair."""
+    out: list[dict[str, Any]] = []
+    for index in range(rounds):
+        stage = f"round{index + 2}"
+        topics = ctx.topics(stage)
+        asyncio.run(preload(ctx, topics, records))
+        limit = _passthrough(ctx, topics, "batched", batched=True)
+        alone = services_alone(ctx, records, stage=stage, preloaded=True)
+        out.append({"round": index + 2, "raw_batched": limit, **alone})
+    return {"rounds": out}
 
 
 def _per_record(before: float | None, after: float | None, records: int) -> float | None:
@@ -271,11 +280,18 @@ class _Sampler:
 
 
 def services_alone(
-    ctx: Context, records: Sequence[SisRecord], *, instances: int = 1, stage: str = "alone"
+    ctx: Context,
+    records: Sequence[SisRecord],
+    *,
+    instances: int = 1,
+    stage: str = "alone",
+    preloaded: bool = False,
 ) -> dict[str, Any]:
-    """Ingest on preloaded SIS topics, then normalize on what ingest wrote: each alone."""
+    """Ingest on preloaded SIS topics, then normalize on what ingest wrote: each alone.
+    (``preloaded``: the stage's SIS topics already hold ``records``.)"""
     topics = ctx.topics(stage)
-    asyncio.run(preload(ctx, topics, records))
+    if not preloaded:
+        asyncio.run(preload(ctx, topics, records))
     logs = ctx.logs(stage)
     ingest = [
         service(

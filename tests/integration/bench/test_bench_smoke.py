@@ -14,7 +14,17 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
-SECTIONS = ("raw", "alone", "publish", "scale_out", "e2e", "backfill", "projection", "profile")
+SECTIONS = (
+    "raw",
+    "alone",
+    "rounds",
+    "publish",
+    "scale_out",
+    "e2e",
+    "backfill",
+    "projection",
+    "profile",
+)
 
 
 def _positive(value: Any) -> bool:
@@ -86,6 +96,12 @@ def test_raw_limit_and_services_have_positive_throughput(
         assert isinstance(broker, int | float), figure
         assert broker >= 0, figure
     assert data["scale_out"]["ingest"]["instances"] == 2
+    # --tiny runs one more pair of raw limit and services alone; the targets read the median.
+    [extra] = data["rounds"]["rounds"]
+    assert extra["round"] == 2
+    assert _positive(extra["raw_batched"]["records_per_s"])
+    assert all(extra[name]["drained"] for name in ("ingest", "normalize")), extra
+    assert "(median of 2 pairs;" in results[1]
     assert _positive(data["publish"]["awards_per_s"])
     assert data["publish"]["idle"]["idle"]
 
