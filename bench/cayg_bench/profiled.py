@@ -82,7 +82,10 @@ _PARTS: Final = {
         ("model_dump_json", "main.py"),
         ("to_kafka_value", "change.py"),
     ],
-    "handing outputs to the producer (aiokafka send)": [("_send_all", "batching.py")],
+    "handing outputs to the producer (record batches)": [
+        ("_send_all", "batching.py"),
+        ("flush", "batching.py"),
+    ],
     "fetching records (aiokafka getmany)": [("getmany", "consumer.py")],
 }
 

@@ -455,9 +455,11 @@ def _gap(r: dict[str, Any], raw: Any) -> list[str]:
         "on ASCII text (its own NFC), `uuid.uuid5`'s detour through bytes, a system call "
         "for every span id, and the garbage "
         "collector traversing everything start-up built (frozen; the youngest generation "
-        "collected every 50,000 allocations instead of 700). Sending overlaps deciding: "
-        "outputs go to the producer 50 records at a time, so the broker stores them while "
-        "later records are decided. What is left is the checks themselves: pydantic "
+        "collected every 50,000 allocations instead of 700), and aiokafka's per-record "
+        "`send` (outputs now fill one record batch per partition: about 4 µs per record "
+        "instead of 12). Sending overlaps deciding: a batch big enough goes to the broker "
+        "between two chunks of 50 records, so the broker stores it while later records are "
+        "decided. What is left is the checks themselves: pydantic "
         "validation of every entity and change, UUIDv5 ids, JSON in and out.",
         "",
     ]
@@ -467,7 +469,9 @@ def _gap(r: dict[str, Any], raw: Any) -> list[str]:
     if parts and isinstance(loop, int | float) and loop > 0:
         decide = parts["per-record decisions (handler, domain, serialisation)"] / loop
         domain = parts["the domain logic (admit / normalize)"] / loop
-        send = parts["handing outputs to the producer (aiokafka send)"] / loop
+        # Named "(aiokafka send)" in results from before the record-batch sink.
+        handing = next(v for k, v in parts.items() if k.startswith("handing outputs"))
+        send = handing / loop
         out += [
             f"In the profile below ({profile['service']}), of the consume loop's time "
             f"{decide:.0%} goes to the per-record decisions, {domain:.0%} to the domain logic "

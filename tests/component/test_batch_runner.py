@@ -65,6 +65,9 @@ class Broker:
             future.set_result(None)
         return future
 
+    async def flush(self, *, final: bool) -> None:
+        return None  # every send is acknowledged (or refused) at once
+
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
         self.committed.update(offsets)
 

@@ -53,6 +53,9 @@ class Sink:
         future.set_result(None)
         return future
 
+    async def flush(self, *, final: bool) -> None:
+        return None  # every send is acknowledged (or refused) at once
+
     async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
         self.committed.update(offsets)
 

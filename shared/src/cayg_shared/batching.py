@@ -25,8 +25,10 @@ the way of each guarantee this loop keeps:
    worker processes and come back as plain data, every later step staying here;
 3. send every output of every record in consumption order (idempotent producer, acks=all:
    per-partition order holds) without awaiting each, then await all acknowledgements once.
-   Steps 2 and 3 go ``SEND_EVERY`` records at a time with a yield to the event loop in
-   between, so the broker already stores the first outputs while later records are decided
+   Outputs go into one Kafka record batch per partition (:class:`ProducerSink`), not through
+   aiokafka's per-record ``send``. Steps 2 and 3 go ``SEND_EVERY`` records at a time with a
+   yield to the event loop in between, and a batch big enough goes to the broker between two
+   chunks, so the broker already stores the first outputs while later records are decided
    (the broker's round trips overlap the service's own work instead of adding to it);
 4. commit once: per partition, up to the last record all of whose outputs are acknowledged;
 5. if any output failed (broker or producer trouble), rewind each affected partition to its
@@ -70,6 +72,8 @@ from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faststream.prometheus.container import MetricsContainer
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace import TracerProvider as AnyTracerProvider
@@ -212,9 +216,14 @@ class RecordHandler(Protocol):
 
 class Sink(Protocol):
     """Where outputs go: ``send`` hands a record to the producer and returns a future that
-    resolves once the broker acknowledged it (raises when the producer refuses at once)."""
+    resolves once the broker acknowledged it (raises when the producer refuses at once).
+    A sink may hold records until ``flush``: the runner flushes after every chunk it sent
+    (``final=False``: the sink may keep filling) and with ``final=True`` before it awaits
+    the acknowledgements (everything held must then be on its way)."""
 
     async def send(self, record: Outbound) -> asyncio.Future[Any]: ...
+
+    async def flush(self, *, final: bool) -> None: ...
 
 
 class Offsets(Protocol):
@@ -477,11 +486,13 @@ class BatchRunner:
             ]
             pending.extend(decided)
             failed = await self._send_all(decided, sink) is not None
+            await sink.flush(final=False)
             if not decisions and index + 1 < len(chunks):
                 # Two turns of the loop: the producer's sender wakes on the first and
                 # writes its request on the second. (Awaiting a pool's decision yields.)
                 await asyncio.sleep(0)
                 await asyncio.sleep(0)
+        await sink.flush(final=True)
         for decision in decisions:
             # Decisions left unused (after a failure) are not cancelled: a cancelled task of
             # a pool that breaks meanwhile trips its executor. Their errors were reported.
@@ -589,6 +600,7 @@ class BatchRunner:
                 item.futures = []
                 item.sent = False
             await self._send_all(retry, sink)
+            await sink.flush(final=True)
             await asyncio.gather(*(f for i in retry for f in i.futures), return_exceptions=True)
             for item in retry:
                 for future in item.futures:
@@ -751,15 +763,147 @@ class KeyPartitioner:
         return all_partitions[hashed % len(all_partitions)]
 
 
-class _ProducerSink:
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+#: The most bytes one output may take on the wire (aiokafka's ``max_request_size``
+#: default, which the services' producer keeps); a larger one is refused before it leaves.
+MAX_REQUEST_BYTES: Final = 1_048_576
+#: The most bytes of one Kafka record batch the services build (the producer's
+#: ``max_batch_size``).
+MAX_BATCH_BYTES: Final = 256 * 1024
+#: An open record batch of at least this many bytes is handed to the producer between two
+#: chunks of a batch, if the partition's previous one is acknowledged; see
+#: :class:`ProducerSink`.
+SUBMIT_BYTES: Final = 64 * 1024
+
+
+class _OpenBatch:
+    """A record batch being filled for one partition, and the future its records share."""
+
+    def __init__(self, builder: BatchBuilder) -> None:
+        self.builder = builder
+        self.acked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+
+class ProducerSink:
+    """Outputs to Kafka as explicit record batches (aiokafka's ``create_batch`` /
+    ``send_batch``): the services' :class:`Sink`.
+
+    aiokafka's ``send`` costs about 12 µs of the service process per record (a coroutine, a
+    future and its result per record); filling a record batch costs about 4 (measured on
+    this machine with 1.2 KB values, 60,000 records: 11.4 to 12.5 against 4.1 to 5.6 µs).
+    The outputs of every partition go into one open batch, in order, each partition chosen
+    as Kafka's default partitioner chooses it (:class:`KeyPartitioner`). Each record's future
+    is its batch's: it resolves when the broker acknowledged the whole batch.
+
+    A batch is handed to the producer when it is full, at :meth:`flush` with ``final`` (the
+    end of a batch of the loop), or between two chunks once it holds :data:`SUBMIT_BYTES`
+    and the partition's previous batch is acknowledged: the producer keeps one request in
+    flight per partition (to keep order), and a batch handed over while another waits would
+    make the loop wait too. So the broker stores the first outputs while later records are
+    decided, and what arrives meanwhile joins the next batch, as aiokafka's own accumulator
+    batches while a request is in flight.
+
+    Once a batch could not be handed over (producer closed or failed), every later one of
+    the same loop batch fails with the same error instead: a later output of a partition
+    never lands while an earlier one was refused.
+    """
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        *,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        submit_bytes: int = SUBMIT_BYTES,
+    ) -> None:
         self._producer = producer
+        self._max_request_bytes = max_request_bytes
+        self._submit_bytes = submit_bytes
+        self._partitioner = KeyPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+        self._open: dict[TopicPartition, _OpenBatch] = {}
+        self._last: dict[TopicPartition, asyncio.Future[Any]] = {}
+        self._refused: BaseException | None = None
 
     async def send(self, record: Outbound) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = await self._producer.send(
-            record.topic, record.value, key=record.key, headers=list(record.headers)
+        """Add ``record`` to its partition's open batch; its future resolves once that batch
+        is acknowledged. Raises :class:`MessageSizeTooLargeError` for a record over the
+        request size (nothing of it is added), and the producer's error once a batch of
+        this loop batch could not be handed over."""
+        if self._refused is not None:
+            raise self._refused
+        headers = list(record.headers)  # the C record builder takes lists only
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, headers)
+        if size > self._max_request_bytes:
+            raise MessageSizeTooLargeError(
+                f"the record is {size} bytes, over the request size of "
+                f"{self._max_request_bytes} bytes"
+            )
+        partitions = self._partitions.get(record.topic)
+        if partitions is None:
+            known = await self._producer.partitions_for(record.topic)
+            partitions = self._partitions[record.topic] = sorted(known)
+        tp = TopicPartition(record.topic, self._partitioner(record.key, partitions, partitions))
+        batch = self._open.get(tp)
+        if batch is None:
+            batch = self._open[tp] = _OpenBatch(self._producer.create_batch())
+        if not self._append(batch, record, headers):
+            del self._open[tp]
+            await self._submit(tp, batch)
+            if self._refused is not None:
+                raise self._refused
+            batch = self._open[tp] = _OpenBatch(self._producer.create_batch())
+            if not self._append(batch, record, headers):  # an empty batch takes any one
+                raise MessageSizeTooLargeError("the record does not fit an empty batch")
+        return batch.acked
+
+    async def flush(self, *, final: bool) -> None:
+        """Hand over the open batches: every one when ``final`` (the loop's batch is all
+        sent), else those of at least :data:`SUBMIT_BYTES` whose partition has nothing
+        unacknowledged. Never raises: a batch that cannot be handed over fails its future."""
+        for tp, batch in list(self._open.items()):
+            if final or (
+                batch.builder.size() >= self._submit_bytes
+                and (tp not in self._last or self._last[tp].done())
+            ):
+                del self._open[tp]
+                await self._submit(tp, batch)
+        if final:
+            self._refused = None
+            self._partitions.clear()  # partitions added to a topic are seen from the next
+
+    @staticmethod
+    def _append(batch: _OpenBatch, record: Outbound, headers: list[tuple[str, bytes]]) -> bool:
+        """Whether ``record`` went into ``batch`` (no: the batch is full)."""
+        added = batch.builder.append(
+            timestamp=None, key=record.key, value=record.value, headers=headers
         )
-        return future
+        return added is not None
+
+    async def _submit(self, tp: TopicPartition, batch: _OpenBatch) -> None:
+        batch.builder.close()  # complete: no lingering for more records
+        if self._refused is None:
+            try:
+                sent: asyncio.Future[Any] = await self._producer.send_batch(
+                    batch.builder, tp.topic, partition=tp.partition
+                )
+            except Exception as error:  # noqa: BLE001 - reported through the records' future
+                self._refused = error
+            else:
+                self._last[tp] = sent
+                sent.add_done_callback(lambda done: _settle_future(batch.acked, done))
+                return
+        batch.acked.set_exception(self._refused)
+
+
+def _settle_future(target: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
+    """``target`` ends as ``done`` ended."""
+    if target.done():
+        return
+    if done.cancelled():
+        target.cancel()
+    elif (error := done.exception()) is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(done.result())
 
 
 class _ConsumerOffsets:
@@ -826,9 +970,9 @@ class BatchLoop:
             client_id=self.client_id,
             acks="all",
             enable_idempotence=True,
-            partitioner=KeyPartitioner(),
             linger_ms=2,
-            max_batch_size=256 * 1024,
+            max_batch_size=MAX_BATCH_BYTES,
+            max_request_size=MAX_REQUEST_BYTES,
             **options,
         )
         self._consumer = AIOKafkaConsumer(
@@ -883,7 +1027,7 @@ class BatchLoop:
         assert self._consumer is not None
         assert self._producer is not None
         consumer = self._consumer
-        sink, offsets = _ProducerSink(self._producer), _ConsumerOffsets(consumer)
+        sink, offsets = ProducerSink(self._producer), _ConsumerOffsets(consumer)
         try:
             while not self._stopping.is_set():
                 try:
