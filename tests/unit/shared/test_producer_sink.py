@@ -70,6 +70,10 @@ def _keys_for_each_partition() -> dict[int, bytes]:
     return keys
 
 
+def _key_other_than(key: bytes) -> bytes:
+    return next(k for k in _keys_for_each_partition().values() if k != key)
+
+
 def _sink(producer: _Producer, submit_bytes: int = 64 * 1024) -> ProducerSink:
     return ProducerSink(producer, submit_bytes=submit_bytes)
 
@@ -157,13 +161,9 @@ async def test_after_a_refusal_mid_batch_later_records_are_refused_at_send() -> 
         await sink.send(_out(key, b"z" * 300))  # full: the hand-over is refused
     assert all(isinstance(f.exception(), KafkaTimeoutError) for f in first)
     with pytest.raises(KafkaTimeoutError):
-        await sink.send(_out(keys_other(key), b"later"))
+        await sink.send(_out(_key_other_than(key), b"later"))
     await sink.flush(final=True)
     assert producer.submitted == []
-
-
-def keys_other(key: bytes) -> bytes:
-    return next(k for k in _keys_for_each_partition().values() if k != key)
 
 
 async def test_a_record_over_the_request_size_is_refused_before_anything_is_added() -> None:
