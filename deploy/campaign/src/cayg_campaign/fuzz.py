@@ -140,7 +140,7 @@ class _Sink:
         future.set_result(len(self.sent))
         return future
 
-    async def flush(self, *, final: bool) -> None:
+    async def flush(self, *, final: bool) -> None:  # noqa: ARG002 - the Sink protocol's
         return None  # every send is acknowledged at once
 
 
