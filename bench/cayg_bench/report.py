@@ -4,6 +4,7 @@ same run, the machine it ran on and the command that reproduces it."""
 from __future__ import annotations
 
 import shlex
+from statistics import median
 from typing import Any, Final
 
 #: The multiplication sign of ratios (as in "0.031 times the limit").
@@ -92,21 +93,13 @@ def pairs(r: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    return (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def judged_ratio(r: dict[str, Any], name: str) -> tuple[float, float, float, int] | None:
     """The median of ``name``'s ratios over every pair, their lowest and highest, and how
     many pairs there were (None without a complete pair)."""
     ratios = [pair[name]["ratio"] for pair in pairs(r)]
     if not ratios:
         return None
-    return _median(ratios), min(ratios), max(ratios), len(ratios)
+    return median(ratios), min(ratios), max(ratios), len(ratios)
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -202,9 +195,10 @@ def _targets(r: dict[str, Any]) -> list[str]:
     """The throughput issue's targets against this run's figures."""
     rows: list[tuple[str, str, bool | None]] = []
     for name in _JUDGED:
+        target = f"{name} ≥ 0.6{TIMES} the batched raw limit"
         judged = judged_ratio(r, name)
         if judged is None:
-            rows.append((f"{name} ≥ 0.6{TIMES} the batched raw limit", "—", None))
+            rows.append((target, "—", None))
             continue
         middle, low, high, count = judged
         value = (
@@ -212,7 +206,7 @@ def _targets(r: dict[str, Any]) -> list[str]:
             if count == 1
             else f"{middle:.3f}{TIMES} (median of {count} pairs; {low:.3f} to {high:.3f})"
         )
-        rows.append((f"{name} ≥ 0.6{TIMES} the batched raw limit", value, middle >= 0.6))
+        rows.append((target, value, middle >= 0.6))
     e2e: Any = r.get("e2e")
     p99: Any = None
     if not _error(e2e):
@@ -373,13 +367,13 @@ def _rounds(r: dict[str, Any]) -> list[str]:
                 _num(x["cpu_us_per_record"]),
             ]
         out.append("| " + " | ".join(cells) + " |")
-    medians = ["median", _num(_median([p["limit"] for p in found]))]
+    medians = ["median", _num(median([p["limit"] for p in found]))]
     for name in _JUDGED:
         cpus = [p[name]["cpu_us_per_record"] for p in found]
         medians += [
-            _num(_median([p[name]["records_per_s"] for p in found])),
-            f"**{_median([p[name]['ratio'] for p in found]):.3f}{TIMES}**",
-            _num(_median(cpus)) if all(isinstance(c, int | float) for c in cpus) else "—",
+            _num(median([p[name]["records_per_s"] for p in found])),
+            f"**{median([p[name]['ratio'] for p in found]):.3f}{TIMES}**",
+            _num(median(cpus)) if all(isinstance(c, int | float) for c in cpus) else "—",
         ]
     out.append("| " + " | ".join(medians) + " |")
     return [*out, ""]

@@ -11,20 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cayg_bench.cli import SECTIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
-
-SECTIONS = (
-    "raw",
-    "alone",
-    "rounds",
-    "publish",
-    "scale_out",
-    "e2e",
-    "backfill",
-    "projection",
-    "profile",
-)
 
 
 def _positive(value: Any) -> bool:
