@@ -12,7 +12,8 @@ change — what is sent, committed, rewound and dead-lettered is decided by
 :class:`cayg_shared.batching.BatchRunner` exactly as without a pool.
 
 Only plain data crosses: the consumed records (:class:`InboundRecord`) one way, an
-:class:`Outcome` or a :class:`Failure` per record the other. Each worker builds its own
+:class:`Outcome` or a :class:`Failure` per record the other, each as a tuple of its fields
+(see ``_records_to_wire``). Each worker builds its own
 handler once, when it starts, from a module-level factory and its (picklable) arguments,
 e.g. normalize's topics and tenant registry.
 
@@ -52,6 +53,8 @@ from typing import Any, Final
 
 from cayg_shared.batching import (
     Failure,
+    Note,
+    Outbound,
     Outcome,
     RecordHandler,
     retrieve_exception,
@@ -78,6 +81,62 @@ _FAILED: Final = "failed"
 _DECIDED: Final = "decided"
 
 Decisions = list[Outcome | Failure]
+
+# What crosses a worker's socket is tuples of plain values, not the dataclasses: pickle
+# names, looks up, instantiates and fills a class for every dataclass instance, which
+# made up most of the hand-over's cost in the service process.
+# A failure crosses as ``(None, reason, detail, error)``; an outcome's first item is its
+# (possibly empty) list of outputs.
+_Headers = tuple[tuple[str, bytes], ...]
+_RecordWire = tuple[str, int, int, int | None, bytes | None, bytes | None, _Headers]
+
+
+def _records_to_wire(records: Sequence[InboundRecord]) -> list[_RecordWire]:
+    return [
+        (r.topic, r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers) for r in records
+    ]
+
+
+def _records_from_wire(wire: list[_RecordWire]) -> list[InboundRecord]:
+    return [InboundRecord(*fields) for fields in wire]
+
+
+def _decisions_to_wire(decisions: Decisions) -> list[tuple[Any, ...]]:
+    wire: list[tuple[Any, ...]] = []
+    for result in decisions:
+        if isinstance(result, Failure):
+            wire.append((None, result.reason, result.detail, result.error))
+            continue
+        note = result.note
+        wire.append(
+            (
+                [(o.topic, o.key, o.value, o.headers) for o in result.outputs],
+                result.label,
+                result.tenant,
+                result.counts,
+                None if note is None else (note.event, note.fields),
+            )
+        )
+    return wire
+
+
+def _decisions_from_wire(wire: list[tuple[Any, ...]]) -> Decisions:
+    decisions: Decisions = []
+    for fields in wire:
+        if fields[0] is None:
+            decisions.append(Failure(*fields[1:]))
+            continue
+        outputs, label, tenant, counts, note = fields
+        decisions.append(
+            Outcome(
+                [Outbound(*output) for output in outputs],
+                label,
+                tenant,
+                counts,
+                None if note is None else Note(*note),
+            )
+        )
+    return decisions
 
 
 def decide_chunk(handler: RecordHandler, records: Sequence[InboundRecord]) -> Decisions:
@@ -111,9 +170,10 @@ def _serve(
     tune_garbage_collector()
     _send(sock, pickle.dumps((_READY, os.getpid())))
     while (frame := _receive(sock)) is not None:
-        results = decide_chunk(handler, pickle.loads(frame))  # noqa: S301 - from our parent
+        records = _records_from_wire(pickle.loads(frame))  # noqa: S301 - from our parent
+        results = decide_chunk(handler, records)
         try:
-            reply = pickle.dumps((_DECIDED, results), protocol=_PICKLE)
+            reply = pickle.dumps((_DECIDED, _decisions_to_wire(results)), protocol=_PICKLE)
         except Exception as error:  # noqa: BLE001 - the chunk fails, the worker goes on
             reply = pickle.dumps(
                 (_FAILED, f"decisions cannot cross back: {type(error).__name__}: {error}")
@@ -208,7 +268,12 @@ class _Worker:
                 if future.done():
                     continue
                 if tag == _DECIDED:
-                    future.set_result(value)
+                    try:
+                        future.set_result(_decisions_from_wire(value))
+                    except Exception as error:  # noqa: BLE001 - this chunk fails, not the worker
+                        future.set_exception(
+                            BrokenProcessPool(f"decisions cannot be read: {error!r}")
+                        )
                 else:
                     future.set_exception(BrokenProcessPool(value))
         except (asyncio.IncompleteReadError, ConnectionError, OSError, IndexError) as error:
@@ -306,7 +371,7 @@ class DecidePool:
             future.set_exception(BrokenProcessPool("no decision worker is running"))
             return future
         try:
-            frame = pickle.dumps(list(records), protocol=_PICKLE)
+            frame = pickle.dumps(_records_to_wire(records), protocol=_PICKLE)
         except Exception as error:  # noqa: BLE001 - the runner decides these itself
             future.set_exception(error)
             return future
