@@ -180,3 +180,69 @@ async def test_a_size_refused_record_whose_letter_cannot_be_sent_is_read_again()
     assert broker.committed == {("in", 0): 6}, "committed up to the records, not past them"
     assert broker.rewound == {("in", 0): 6, ("in", 1): 2}
     assert isinstance(report.error, ConnectionError)
+
+
+class TopicLimit(Broker):
+    """Writes what was sent as one record batch at each flush, and refuses (for its size) a
+    batch of more than ``limit`` bytes of values to :data:`OUT`, as a broker does over a
+    topic's ``max.message.bytes`` (the dead-letter topic takes any batch)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.batch: list[tuple[Outbound, asyncio.Future[Any]]] = []
+        self.batches: list[list[bytes]] = []
+
+    async def send(self, out: Outbound) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.batch.append((out, future))
+        return future
+
+    async def flush(self, *, final: bool) -> None:
+        batch, self.batch = self.batch, []
+        if not batch:
+            return
+        self.batches.append([out.value for out, _ in batch])
+        refused = sum(len(out.value) for out, _ in batch if out.topic == OUT) > self.limit
+        for out, future in batch:
+            if refused:
+                future.set_exception(MessageSizeTooLargeError("over max.message.bytes"))
+            else:
+                self.sent.append(out)
+                future.set_result(None)
+
+
+def _last_landed(sent: list[Outbound]) -> list[bytes]:
+    """What was written, each value where it landed last (duplicates are recognised)."""
+    values = [out.value for out in sent if out.topic == OUT]
+    return [v for i, v in enumerate(values) if v not in values[i + 1 :]]
+
+
+async def test_a_batch_over_its_topics_size_is_sent_again_one_record_per_batch() -> None:
+    handler, broker = Echo(), TopicLimit(limit=250)
+    sizes = [50, 50, 50, 100, 100, 100, 50, 50, 50]  # chunks of 3: 150, 300 (refused), 150
+    values = [b"%02d" % n + b"." * (size - 2) for n, size in enumerate(sizes)]
+    batch = [record(n % 2, 10 + n, value) for n, value in enumerate(values)]
+    report = await BatchRunner(
+        handler, service="test", stage=Stage.INGEST, dlq_topic=DLQ, backoff_s=0, send_every=3
+    ).run(batch, broker, broker)
+
+    assert report.error is None
+    assert broker.batches[:3] == [values[0:3], values[3:6], values[6:9]]
+    assert broker.batches[3:] == [[v] for v in values[3:]], "from the refused on, one by one"
+    assert [o for o in broker.sent if o.topic == DLQ] == [], "nothing dead-lettered"
+    assert _last_landed(broker.sent) == values, "the last copy of each in consumption order"
+    assert broker.committed == {("in", 0): 19, ("in", 1): 18}
+
+
+async def test_a_record_over_its_topics_size_even_alone_is_dead_lettered() -> None:
+    handler, broker = Echo(), TopicLimit(limit=250)
+    values = [b"a" * 100, b"b" * 300, b"c" * 100]
+    batch = [record(0, 1 + n, value) for n, value in enumerate(values)]
+    report = await runner(handler).run(batch, broker, broker)
+
+    assert report.error is None
+    assert _last_landed(broker.sent) == [values[0], values[2]]
+    [letter] = [DeadLetter.model_validate_json(o.value) for o in broker.sent if o.topic == DLQ]
+    assert (letter.reason, letter.source.offset) == ("too-large-to-forward", 2)
+    assert broker.committed == {("in", 0): 4}

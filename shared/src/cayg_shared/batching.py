@@ -64,14 +64,14 @@ import signal
 import struct
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faststream.prometheus.container import MetricsContainer
@@ -109,6 +109,9 @@ POOL_MIN_RECORDS: Final = 2 * SEND_EVERY
 UNENCODABLE_TEXT: Final = "unencodable-text"
 TOO_LARGE_TO_FORWARD: Final = "too-large-to-forward"
 INTERNAL_ERROR: Final = "internal-error"
+#: What the producer or broker answers for an output or record batch over a size limit
+#: (the request size, a topic's ``max.message.bytes``).
+SIZE_REFUSALS: Final = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 Partition = tuple[str, int]
 
@@ -240,7 +243,7 @@ def classify(error: BaseException) -> tuple[str, str]:
         return UNENCODABLE_TEXT, f"the output cannot be encoded as JSON: {error}"
     if isinstance(error, UnicodeError):
         return UNENCODABLE_TEXT, f"{type(error).__name__}: {error}"
-    if isinstance(error, MessageSizeTooLargeError):
+    if isinstance(error, SIZE_REFUSALS):
         return (
             TOO_LARGE_TO_FORWARD,
             f"an output is over the Kafka cluster's message size limit ({error})",
@@ -555,12 +558,19 @@ class BatchRunner:
 
     # ------------------------------------------------------------------ sending
 
-    async def _send_all(self, pending: list[_Pending], sink: Sink) -> BaseException | None:
+    async def _send_all(
+        self, pending: list[_Pending], sink: Sink, *, alone: bool = False
+    ) -> BaseException | None:
         """Hand every output to the producer in order; stop at the first producer failure
-        (later records stay unsent and are read again)."""
+        (later records stay unsent and are read again). ``alone``: each output in a record
+        batch of its own (handed over before the next is added)."""
         for item in pending:
             try:
-                item.futures = [await sink.send(out) for out in item.outcome.outputs]
+                item.futures = []
+                for out in item.outcome.outputs:
+                    item.futures.append(await sink.send(out))
+                    if alone:
+                        await sink.flush(final=True)
             except MessageSizeTooLargeError as error:
                 # Refused before it left: this record, not the broker, is the problem.
                 # (Outputs of it sent before the refusal stay sent; the letter says why.)
@@ -577,37 +587,42 @@ class BatchRunner:
         return None
 
     async def _await_all(self, pending: list[_Pending], sink: Sink) -> None:
-        """Wait for every acknowledgement at once; a record the broker refused for its size
-        is dead-lettered in a second round, any other failure leaves it unfinished."""
-        futures = [f for item in pending for f in item.futures]
-        if futures:
-            await asyncio.gather(*futures, return_exceptions=True)
-        retry: list[_Pending] = []
-        for item in pending:
-            errors = [f.exception() for f in item.futures if f.done() and not f.cancelled()]
-            error = next((e for e in errors if e is not None), None)
-            if error is None:
-                continue
-            if isinstance(error, MessageSizeTooLargeError):
-                item.outcome = self._poison(item.record, Failure.of(error))
-                retry.append(item)
-            else:
-                item.failure = error
-        if retry:
-            for item in retry:
-                # Its letter is not out yet: unsent until ``_send_all`` says otherwise, so a
-                # producer failure in this round leaves it to be read again, not committed.
-                item.futures = []
-                item.sent = False
-            await self._send_all(retry, sink)
+        """Wait for every acknowledgement at once; any failure but a size refusal leaves
+        its record unfinished (read again).
+
+        The broker refuses a whole record batch when it is over its topic's
+        ``max.message.bytes``, however small each record in it: a topic configured below the
+        producer's batch size. As the Java producer splits such a batch, the outputs of
+        every record from the first refused one on (in consumption order) are sent again,
+        each in a batch of its own: the refused ones land, and those that had landed after
+        them land again (same event ids, which consumers recognise), so no later output of
+        a key stays ahead of an earlier one. A record refused even alone is too large for
+        its topic: it is dead-lettered (``too-large-to-forward``) in one more round."""
+        await _acknowledged(pending)
+        first = next((i for i, item in enumerate(pending) if _size_refusal(item)), None)
+        if first is None:
+            return
+        again = [item for item in pending[first:] if item.sent and item.failure is None]
+        for item in again:
+            # Unsent until ``_send_all`` says otherwise: a producer failure in this round
+            # leaves the rest to be read again, not committed.
+            item.sent = False
+            item.futures = []
+        await self._send_all(again, sink, alone=True)
+        await sink.flush(final=True)
+        await _acknowledged(again)
+        too_large = [(item, error) for item in again if (error := _size_refusal(item))]
+        for item, error in too_large:
+            item.outcome = self._poison(item.record, Failure.of(error))
+            item.sent = False
+            item.futures = []
+        if too_large:
+            letters = [item for item, _ in too_large]
+            await self._send_all(letters, sink)
             await sink.flush(final=True)
-            await asyncio.gather(*(f for i in retry for f in i.futures), return_exceptions=True)
-            for item in retry:
-                for future in item.futures:
-                    if future.cancelled():
-                        item.failure = item.failure or asyncio.CancelledError()
-                    elif future.exception() is not None and item.failure is None:
-                        item.failure = future.exception()
+            await _acknowledged(letters)
+            for item in letters:
+                item.failure = item.failure or _size_refusal(item)
 
     # ------------------------------------------------------------------ settling
 
@@ -696,6 +711,33 @@ def retrieve_exception(future: asyncio.Future[Any]) -> None:
     asyncio does not report it as never retrieved (the failure was handled elsewhere)."""
     if not future.cancelled():
         future.exception()
+
+
+async def _acknowledged(pending: Sequence[_Pending]) -> None:
+    """Wait for every future of ``pending``; a failure other than a size refusal becomes
+    its record's ``failure`` (the first one it had is kept)."""
+    futures = [f for item in pending for f in item.futures]
+    if futures:
+        await asyncio.gather(*futures, return_exceptions=True)
+    for item in pending:
+        for future in item.futures:
+            if future.cancelled():
+                item.failure = item.failure or asyncio.CancelledError()
+                continue
+            error = future.exception()
+            if error is not None and not isinstance(error, SIZE_REFUSALS):
+                item.failure = item.failure or error
+
+
+def _size_refusal(item: _Pending) -> BaseException | None:
+    """The broker's refusal, for its size, of a batch holding one of ``item``'s outputs."""
+    for future in item.futures:
+        if future.done() and not future.cancelled():
+            error = future.exception()
+            if isinstance(error, SIZE_REFUSALS):
+                refusal: BaseException = error  # (aiokafka's errors are untyped)
+                return refusal
+    return None
 
 
 def record_from(raw: ConsumerRecord[bytes, bytes]) -> InboundRecord:
@@ -808,6 +850,14 @@ class ProducerSink:
     Once a batch could not be handed over (producer closed or failed), every later one of
     the same loop batch fails with the same error instead: a later output of a partition
     never lands while an earlier one was refused.
+
+    When the broker refuses a batch (its topic's ``max.message.bytes`` is below the
+    producer's batch size, or any other error that is not retried), two things follow. The
+    idempotent producer has numbered that batch and would be refused every later one of the
+    partition as out of sequence, so ``renew`` gives a new producer before the next record
+    (:func:`replace_producer`). And after a size refusal of several records, batches to that
+    topic stay under half the refused one's bytes from then on. What to do with the refused
+    records is the runner's (see :meth:`BatchRunner._await_all`).
     """
 
     def __init__(
@@ -816,8 +866,12 @@ class ProducerSink:
         *,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         submit_bytes: int = SUBMIT_BYTES,
+        renew: Callable[[], Awaitable[AIOKafkaProducer]] | None = None,
     ) -> None:
         self._producer = producer
+        self._renew = renew
+        #: A batch failed at the broker: the producer's sequence numbers are past it.
+        self._stale = False
         self._max_request_bytes = max_request_bytes
         self._submit_bytes = submit_bytes
         self._partitioner = KeyPartitioner()
@@ -825,6 +879,8 @@ class ProducerSink:
         self._open: dict[TopicPartition, _OpenBatch] = {}
         self._last: dict[TopicPartition, asyncio.Future[Any]] = {}
         self._refused: BaseException | None = None
+        #: Record batch bytes learnt per topic from the broker's size refusals.
+        self._limits: dict[str, int] = {}
 
     async def send(self, record: Outbound) -> asyncio.Future[Any]:
         """Add ``record`` to its partition's open batch; its future resolves once that batch
@@ -833,6 +889,8 @@ class ProducerSink:
         this loop batch could not be handed over."""
         if self._refused is not None:
             raise self._refused
+        if self._stale:
+            await self._renewed()
         headers = list(record.headers)  # the C record builder takes lists only
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, headers)
         if size > self._max_request_bytes:
@@ -846,6 +904,14 @@ class ProducerSink:
             partitions = self._partitions[record.topic] = sorted(known)
         tp = TopicPartition(record.topic, self._partitioner(record.key, partitions, partitions))
         batch = self._open.get(tp)
+        limit = self._limits.get(record.topic)
+        if batch is not None and limit is not None and batch.builder.size() + size > limit:
+            # More than this topic was seen to take: hand the batch over without it.
+            del self._open[tp]
+            await self._submit(tp, batch)
+            if self._refused is not None:
+                raise self._refused
+            batch = None
         if batch is None:
             batch = self._open[tp] = _OpenBatch(self._producer.create_batch())
         if not self._append(batch, record, headers):
@@ -892,9 +958,71 @@ class ProducerSink:
                 self._refused = error
             else:
                 self._last[tp] = sent
+                size, count = batch.builder.size(), batch.builder.record_count()
+                producer = self._producer
                 sent.add_done_callback(lambda done: _settle_future(batch.acked, done))
+                sent.add_done_callback(
+                    lambda done: self._learn(producer, tp.topic, size, count, done)
+                )
                 return
         batch.acked.set_exception(self._refused)
+
+    def _learn(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        size: int,
+        count: int,
+        done: asyncio.Future[Any],
+    ) -> None:
+        """What a batch's answer teaches.
+
+        * Any failure: the (idempotent) producer numbered the batch, the broker did not
+          store it, so it refuses every later batch of the partition as out of sequence
+          (aiokafka does not reset the numbers as the Java producer does): the producer is
+          replaced before the next send (unless it already was).
+        * A refusal for its size of a batch of several records (a topic whose
+          ``max.message.bytes`` is below the producer's batch size): later batches to that
+          topic hold at most half as many bytes (a single record still goes alone).
+        """
+        if done.cancelled() or done.exception() is None:
+            return
+        self._stale = self._stale or producer is self._producer
+        if count < 2 or not isinstance(done.exception(), SIZE_REFUSALS):
+            return
+        limit = size // 2
+        if limit < self._limits.get(topic, size):
+            self._limits[topic] = limit
+            log.warning(
+                "the broker refused a record batch for its size; sending smaller ones",
+                topic=topic,
+                batch_bytes=size,
+                records=count,
+                limit_bytes=limit,
+            )
+
+    async def _renewed(self) -> None:
+        if self._renew is not None:
+            self._producer = await self._renew()  # on failure: tried again at the next send
+            self._last.clear()
+        self._stale = False
+
+
+async def replace_producer(old: AIOKafkaProducer, new: AIOKafkaProducer) -> AIOKafkaProducer:
+    """Start ``new`` (a new producer id, its sequence numbers from zero), then stop ``old``,
+    which delivers or fails what it still holds first: nothing sent through ``new`` can land
+    ahead of it. ``new`` once started."""
+    try:
+        await new.start()
+    except BaseException:
+        await new.stop()  # (its connections; ``old`` stays the producer)
+        raise
+    log.warning("producer replaced after the broker refused a record batch")
+    try:
+        await old.stop()
+    except Exception as error:  # noqa: BLE001 - it is done with either way
+        log.warning("the replaced producer did not stop cleanly", error=repr(error))
+    return new
 
 
 def _settle_future(target: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
@@ -969,15 +1097,7 @@ class BatchLoop:
         if self.runner.pool is not None:
             await self.runner.pool.start()
         options = kafka_options(self.settings.kafka)
-        self._producer = AIOKafkaProducer(
-            client_id=self.client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            max_batch_size=MAX_BATCH_BYTES,
-            max_request_size=MAX_REQUEST_BYTES,
-            **options,
-        )
+        self._producer = self._new_producer()
         self._consumer = AIOKafkaConsumer(
             client_id=self.client_id,
             group_id=self.settings.group_id,
@@ -1003,6 +1123,24 @@ class BatchLoop:
         else:
             self._consumer.subscribe(topics=list(self.subscription.topics))
         self._task = asyncio.create_task(self._consume(), name=f"{self.client_id}-batches")
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            client_id=self.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_batch_size=MAX_BATCH_BYTES,
+            max_request_size=MAX_REQUEST_BYTES,
+            **kafka_options(self.settings.kafka),
+        )
+
+    async def _renew_producer(self) -> AIOKafkaProducer:
+        """A new producer in place of one whose batch the broker refused (the sink's
+        ``renew``; see :meth:`ProducerSink._learn`)."""
+        assert self._producer is not None
+        self._producer = await replace_producer(self._producer, self._new_producer())
+        return self._producer
 
     async def ready(self) -> bool:
         """Readiness: the loop is running."""
@@ -1030,7 +1168,8 @@ class BatchLoop:
         assert self._consumer is not None
         assert self._producer is not None
         consumer = self._consumer
-        sink, offsets = ProducerSink(self._producer), _ConsumerOffsets(consumer)
+        sink = ProducerSink(self._producer, renew=self._renew_producer)
+        offsets = _ConsumerOffsets(consumer)
         try:
             while not self._stopping.is_set():
                 try:

@@ -173,3 +173,68 @@ async def test_a_record_over_the_request_size_is_refused_before_anything_is_adde
         await sink.send(_out(b"k", b"v" * 1000))
     await sink.flush(final=True)
     assert producer.submitted == []
+
+
+async def test_after_a_size_refusal_batches_to_that_topic_hold_half_as_many_bytes() -> None:
+    producer = _Producer()
+    sink = _sink(producer)
+    key = _keys_for_each_partition()[0]
+    value = b"x" * 1000
+    first = [await sink.send(_out(key, value)) for _ in range(20)]
+    await sink.flush(final=True)
+    [(_, values, acked)] = producer.submitted
+    assert len(values) == 20
+    acked.set_exception(MessageSizeTooLargeError("over max.message.bytes"))
+    await asyncio.sleep(0)
+    assert all(isinstance(f.exception(), MessageSizeTooLargeError) for f in first)
+
+    # Later batches to that topic stop below half the refused batch's bytes.
+    for _ in range(20):
+        await sink.send(_out(key, value))
+    await sink.flush(final=True)
+    later = [len(values) for _, values, _ in producer.submitted[1:]]
+    assert sum(later) == 20
+    assert max(later) <= 10, later
+    assert len(later) >= 2
+
+    # A refused batch of a single record teaches nothing: it goes alone anyway.
+    producer.submitted.clear()
+    await sink.send(_out(key, b"y" * 3_000))
+    await sink.flush(final=True)
+    [(_, [_], refused)] = producer.submitted
+    refused.set_exception(MessageSizeTooLargeError("still too large"))
+    await asyncio.sleep(0)
+    for _ in range(4):
+        await sink.send(_out(key, value))
+    await sink.flush(final=True)
+    assert [len(values) for _, values, _ in producer.submitted[1:]] == [4]
+
+
+async def test_after_a_refused_batch_the_next_record_goes_through_a_new_producer() -> None:
+    producers = [_Producer()]
+
+    async def renew() -> Any:
+        producers.append(_Producer())
+        return producers[-1]
+
+    sink = ProducerSink(producers[0], renew=renew)
+    keys = _keys_for_each_partition()
+    await sink.send(_out(keys[0], b"a"))
+    await sink.send(_out(keys[1], b"b"))
+    await sink.flush(final=True)
+    [(_, _, first), (_, _, second)] = producers[0].submitted
+    first.set_exception(KafkaTimeoutError("refused"))
+    await asyncio.sleep(0)
+
+    await sink.send(_out(keys[0], b"c"))
+    await sink.flush(final=True)
+    assert len(producers) == 2
+    assert [values for _, values, _ in producers[1].submitted] == [[b"c"]]
+
+    # A failure the old producer reports late changes nothing more.
+    second.set_exception(KafkaTimeoutError("out of sequence"))
+    await asyncio.sleep(0)
+    await sink.send(_out(keys[0], b"d"))
+    await sink.flush(final=True)
+    assert len(producers) == 2
+    assert [values for _, values, _ in producers[1].submitted] == [[b"c"], [b"d"]]
