@@ -853,8 +853,8 @@ class ProducerSink:
 
     When the broker refuses a batch (its topic's ``max.message.bytes`` is below the
     producer's batch size, or any other error that is not retried), two things follow. The
-    idempotent producer has numbered that batch and would be refused every later one of the
-    partition as out of sequence, so ``renew`` gives a new producer before the next record
+    idempotent producer numbered that batch, so the broker would refuse every later one of
+    the partition as out of sequence: ``renew`` gives a new producer before the next record
     (:func:`replace_producer`). And after a size refusal of several records, batches to that
     topic stay under half the refused one's bytes from then on. What to do with the refused
     records is the runner's (see :meth:`BatchRunner._await_all`).

@@ -13,9 +13,9 @@ change — what is sent, committed, rewound and dead-lettered is decided by
 
 Only plain data crosses: the consumed records (:class:`InboundRecord`) one way, an
 :class:`Outcome` or a :class:`Failure` per record the other, each as a tuple of its fields
-(see ``_records_to_wire``). Each worker builds its own
-handler once, when it starts, from a module-level factory and its (picklable) arguments,
-e.g. normalize's topics and tenant registry.
+(see ``_records_to_wire``). Each worker builds its own handler once, when it starts, from a
+module-level factory and its (picklable) arguments, e.g. normalize's topics and tenant
+registry.
 
 **Why not** :class:`concurrent.futures.ProcessPoolExecutor`. It carries every task through
 two extra threads of the service process (a queue feeder that pickles and writes, a manager
