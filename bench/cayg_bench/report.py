@@ -413,8 +413,9 @@ def _gap(r: dict[str, Any], raw: Any) -> list[str]:
         "per-record checks. Those run in its decision workers (one per CPU, "
         f"{cpus} here, for batches of 100 records or more), so the service is not held to "
         "one core: the machine's cores, shared by the service process, its workers and the "
-        "broker, set the pace. The CPU below counts the process and its workers together, "
-        "the hand-over of every record to a worker and back included:",
+        "broker, set the pace. The CPU below (round 1's; every round's is under *Paired "
+        "rounds*) counts the process and its workers together, the hand-over of every record "
+        "to a worker and back included:",
         "",
     ]
     for name in ("ingest", "normalize"):
@@ -452,8 +453,10 @@ def _gap(r: dict[str, Any], raw: Any) -> list[str]:
         "collected every 50,000 allocations instead of 700), and aiokafka's per-record "
         "`send` (outputs now fill one record batch per partition: in alternating runs of "
         "this harness the services' CPU fell by about 8 µs per record in ingest and 12 in "
-        "normalize). Sending overlaps deciding: a batch big enough goes to the broker "
-        "between two chunks of 50 records, so the broker stores it while later records are "
+        "normalize), and pickled dataclasses between the service and its workers (records "
+        "and decisions now cross as tuples of their fields). Sending overlaps deciding: a "
+        "batch big enough goes to the broker between two chunks of 50 records, so the "
+        "broker stores it while later records are "
         "decided. What is left is the checks themselves: pydantic "
         "validation of every entity and change, UUIDv5 ids, JSON in and out.",
         "",
