@@ -26,11 +26,24 @@ from cayg_bench.kafka import REPO_ROOT
 TENANTS_FILE: Final = REPO_ROOT / "deploy" / "config" / "tenants.json"
 
 
+#: Ports :func:`free_port` handed out in this run.
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback port that is free now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port that is free now and was not handed out before in this run.
+
+    A port is only taken once the process it is for binds it, seconds later: the kernel may
+    offer the same free port twice meanwhile (once, a service's port was another's, and
+    the first to start took it from the other).
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def cpu_seconds(pid: int) -> float:
