@@ -603,26 +603,26 @@ class BatchRunner:
         if first is None:
             return
         again = [item for item in pending[first:] if item.sent and item.failure is None]
-        for item in again:
-            # Unsent until ``_send_all`` says otherwise: a producer failure in this round
-            # leaves the rest to be read again, not committed.
-            item.sent = False
-            item.futures = []
-        await self._send_all(again, sink, alone=True)
-        await sink.flush(final=True)
-        await _acknowledged(again)
+        await self._send_again(again, sink, alone=True)
         too_large = [(item, error) for item in again if (error := _size_refusal(item))]
         for item, error in too_large:
             item.outcome = self._poison(item.record, Failure.of(error))
-            item.sent = False
-            item.futures = []
-        if too_large:
-            letters = [item for item, _ in too_large]
-            await self._send_all(letters, sink)
-            await sink.flush(final=True)
-            await _acknowledged(letters)
+        letters = [item for item, _ in too_large]
+        if letters:
+            await self._send_again(letters, sink)
             for item in letters:
                 item.failure = item.failure or _size_refusal(item)
+
+    async def _send_again(self, items: list[_Pending], sink: Sink, *, alone: bool = False) -> None:
+        """Send ``items``' outputs once more and wait for their acknowledgements."""
+        for item in items:
+            # Unsent until ``_send_all`` says otherwise: a producer failure in this round
+            # leaves the rest to be read again, not committed (nor judged on old futures).
+            item.sent = False
+            item.futures = []
+        await self._send_all(items, sink, alone=alone)
+        await sink.flush(final=True)
+        await _acknowledged(items)
 
     # ------------------------------------------------------------------ settling
 
