@@ -17,7 +17,7 @@ from typing import Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import GroupCoordinatorNotAvailableError
+from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
@@ -172,6 +172,20 @@ async def _group_offsets(
     return offsets
 
 
+async def _stable_with(admin: AIOKafkaAdminClient, group: str, members: int) -> bool:
+    """Whether ``group`` is stable with at least ``members`` members."""
+    try:
+        responses = await admin.describe_consumer_groups([group])
+    except KafkaError:
+        return False
+    for response in responses:
+        for described in response.groups:
+            # (error code, group id, state, protocol type, protocol, members, ...)
+            if described[1] == group and described[2] == "Stable":
+                return len(described[5]) >= members
+    return False
+
+
 async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
     """What ``group`` has committed, per partition."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -213,21 +227,29 @@ async def watch_commits(
     *,
     timeout_s: float,
     poll_s: float = 0.05,
+    members: int = 1,
 ) -> Progress:
-    """Poll ``group``'s commits until they reach ``ends`` (or ``timeout_s`` runs out)."""
+    """Poll ``group``'s commits until they reach ``ends`` (or ``timeout_s`` runs out).
+
+    With ``members`` above one, the steady state starts only once the group is stable with
+    that many members: the first to join takes every partition and commits before the
+    others join, and the rebalance their joining causes is start-up too."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     total = sum(ends.values())
     first_at: float | None = None
     first = 0
+    joined = members <= 1
     deadline = time.monotonic() + timeout_s
     try:
         while True:
+            if not joined:
+                joined = await _stable_with(admin, group, members)
             offsets = await _group_offsets(admin, group)
             now = time.monotonic()
             done = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
             committed = sum(min(end, done.get(tp, 0)) for tp, end in ends.items())
-            if first_at is None and committed > 0:
+            if first_at is None and joined and committed > 0:
                 first_at, first = now, committed
             if committed >= total or now > deadline:
                 return Progress(total, total - committed, first_at, first, now)

@@ -133,8 +133,11 @@ class Proc:
         env: Mapping[str, str],
         log_dir: Path,
         ready_url: str,
+        members: int = 1,
     ) -> None:
         self.name = name
+        #: How many members of its consumer group the process runs (its consumer processes).
+        self.members = members
         self.argv = list(argv)
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.log_path = log_dir / f"{name}.log"
@@ -250,6 +253,15 @@ def stop_all(procs: Iterable[Proc]) -> None:
         proc.stop()
 
 
+#: The services with a batch loop, which the harness runs with consumer processes.
+CONSUMER_SERVICES: Final = ("ingest", "normalize")
+#: Their ``CONSUMERS``: one per partition of the harness's topics (``kafka.PARTITIONS``),
+#: so each takes a whole one (ingest reads three tenants' topics: three partitions each).
+#: They then decide in their own processes (``DECIDE_WORKERS`` defaults to 0 with more
+#: than one consumer).
+SERVICE_CONSUMERS: Final = 3
+
+
 def service(
     service_name: str,
     *,
@@ -275,6 +287,7 @@ def service(
         f"{p}GROUP_ID": group or f"{prefix}cayg-{service_name}",
         f"{p}TENANTS_FILE": str(TENANTS_FILE),
         f"{p}HTTP_PORT": str(port),
+        **({f"{p}CONSUMERS": str(SERVICE_CONSUMERS)} if service_name in CONSUMER_SERVICES else {}),
         **{f"{p}{k}": v for k, v in (extra or {}).items()},
     }
     module = python_args or ["-m", f"cayg_{service_name}"]
@@ -284,4 +297,5 @@ def service(
         env=env,
         log_dir=log_dir,
         ready_url=f"http://127.0.0.1:{port}/readyz",
+        members=int(env.get(f"{p}CONSUMERS", "1")),
     )

@@ -178,7 +178,13 @@ def _drain(
         for proc in procs:
             proc.launch()
         watching = asyncio.create_task(
-            kafka.watch_commits(ctx.bootstrap, group, ends, timeout_s=ctx.drain_timeout_s)
+            kafka.watch_commits(
+                ctx.bootstrap,
+                group,
+                ends,
+                timeout_s=ctx.drain_timeout_s,
+                members=sum(proc.members for proc in procs),
+            )
         )
         for proc in procs:
             await asyncio.to_thread(proc.wait_ready)
@@ -1175,9 +1181,12 @@ def profile(ctx: Context, records: Sequence[SisRecord], which: str) -> dict[str,
     proc.env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + (
         ":" + proc.env["PYTHONPATH"] if proc.env.get("PYTHONPATH") else ""
     )
-    # Decisions in the profiled process itself: the profile shows all the per-record work
-    # (with workers it would show the loop waiting for them).
+    # One consumer deciding in its own process: the profile shows all the per-record work
+    # (with workers it would show the loop waiting for them; with consumer processes it
+    # would miss theirs).
     proc.env[f"CAYG_{which.upper()}_DECIDE_WORKERS"] = "0"
+    proc.env[f"CAYG_{which.upper()}_CONSUMERS"] = "1"
+    proc.members = 1
     measured = _drain(ctx, [proc], f"{topics.prefix}cayg-{which}", inputs)
     for _ in range(50):
         if report.exists():

@@ -161,14 +161,14 @@ def _serve(
     # Ctrl-C reaches the whole process group; the service ends its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
-    _follow(parent.pid if parent is not None and parent.pid else os.getppid())
+    follow_parent(parent.pid if parent is not None and parent.pid else os.getppid())
     try:
         handler = factory(*args)
     except BaseException as error:  # noqa: BLE001 - reported to the service, which fails its start
-        _send(sock, pickle.dumps((_FAILED, f"{type(error).__name__}: {error}")))
+        send_frame(sock, pickle.dumps((_FAILED, f"{type(error).__name__}: {error}")))
         return
     tune_garbage_collector()
-    _send(sock, pickle.dumps((_READY, os.getpid())))
+    send_frame(sock, pickle.dumps((_READY, os.getpid())))
     while (frame := _receive(sock)) is not None:
         records = _records_from_wire(pickle.loads(frame))  # noqa: S301 - from our parent
         results = decide_chunk(handler, records)
@@ -179,12 +179,12 @@ def _serve(
                 (_FAILED, f"decisions cannot cross back: {type(error).__name__}: {error}")
             )
         try:
-            _send(sock, reply)
+            send_frame(sock, reply)
         except OSError:
             return  # the service closed its end (stopped or renewed its workers)
 
 
-def _follow(parent: int) -> None:
+def follow_parent(parent: int) -> None:
     """Exit once ``parent`` is gone: a service killed outright (SIGKILL, OOM) never ends its
     workers, and one busy deciding would not notice its socket closing until done."""
 
@@ -196,7 +196,8 @@ def _follow(parent: int) -> None:
     threading.Thread(target=watch, name="cayg-decide-parent-watch", daemon=True).start()
 
 
-def _send(sock: socket.socket, payload: bytes) -> None:
+def send_frame(sock: socket.socket, payload: bytes) -> None:
+    """Write one frame (its length, then ``payload``) on a blocking socket."""
     sock.sendall(_LENGTH.pack(len(payload)))
     sock.sendall(payload)
 
@@ -393,7 +394,7 @@ class DecidePool:
         workers, self._pool = self._pool, []
         for worker in workers:
             worker.close()
-        await asyncio.to_thread(_join, [worker.process for worker in workers])
+        await asyncio.to_thread(join_or_kill, [worker.process for worker in workers])
         for worker in workers:
             worker.task.cancel()
         await asyncio.gather(*(worker.task for worker in workers), return_exceptions=True)
@@ -407,8 +408,9 @@ class DecidePool:
         )
 
 
-def _join(processes: Sequence[BaseProcess]) -> None:
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+def join_or_kill(processes: Sequence[BaseProcess], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Wait up to ``timeout_s`` in all for ``processes`` to end; kill those still running."""
+    deadline = time.monotonic() + timeout_s
     for process in processes:
         process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive():

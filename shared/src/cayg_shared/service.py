@@ -447,13 +447,15 @@ def build_asgi(
     extra_checks: Sequence[tuple[str, ReadinessCheck]] = (),
     on_startup: Sequence[Callable[[], Awaitable[None]]] = (),
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
+    metrics: CollectorRegistry | None = None,
 ) -> AsgiFastStream:
     """The service process: the broker plus ``/healthz``, ``/readyz``, ``/metrics`` and
     ``/asyncapi.json`` (the service's channels, when ``specification`` is given).
 
-    Also: the process and build-info series, the consumer lag gauge of the group in
-    ``reads`` (refreshed from committed offsets while the app runs), and ``lane`` bound to
-    every log line of a publish lane.
+    ``/metrics`` serves ``metrics`` when given (``registry`` with more series: a service's
+    consumer processes), else ``registry``. Also: the process and build-info series, the
+    consumer lag gauge of the group in ``reads`` (refreshed from committed offsets while
+    the app runs), and ``lane`` bound to every log line of a publish lane.
     """
     observe_process(registry, service=service, lane=lane)
     lag = ConsumerLag(registry, settings.kafka, service=service, lane=lane, reads=reads)
@@ -484,7 +486,7 @@ def build_asgi(
     routes: list[tuple[str, Any]] = [
         ("/healthz", healthz),
         ("/readyz", readyz),
-        ("/metrics", make_asgi_app(registry)),
+        ("/metrics", make_asgi_app(metrics or registry)),
     ]
     if specification is not None:
         document = json.dumps(specification.to_specification().to_jsonable()).encode()

@@ -204,14 +204,32 @@ def default_decide_workers() -> int:
     return cpus if cpus > 1 else 0
 
 
+def _decide_workers_beside(data: dict[str, Any]) -> int:
+    # Consumer processes use the cores already; workers would only add hand-overs.
+    return 0 if data.get("consumers", 1) > 1 else default_decide_workers()
+
+
 def decide_workers_field() -> Any:
-    """The ``decide_workers`` setting of a service with a batch loop (ingest, normalize)."""
+    """The ``decide_workers`` setting of a service with a batch loop (ingest, normalize);
+    declared after ``consumers``, whose value its default follows."""
     return Field(
-        default_factory=default_decide_workers,
+        default_factory=_decide_workers_beside,
         ge=0,
         le=64,
         description="worker processes that decide records (0: the service process does); "
-        "default one per CPU, none on a single CPU",
+        "default one per CPU, none on a single CPU or with more than one consumer process",
+    )
+
+
+def consumers_field() -> Any:
+    """The ``consumers`` setting of a service with a batch loop (ingest, normalize)."""
+    return Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="consumer processes of this instance, the service process included: "
+        "each runs the whole batch loop as one member of the group (see "
+        "cayg_shared.consumers); more than one needs as many input partitions",
     )
 
 

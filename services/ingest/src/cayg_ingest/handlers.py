@@ -262,3 +262,12 @@ def build_loop(
         client_id="cayg-ingest",
         max_records=settings.batch_max_records,
     )
+
+
+def consumer_loop(
+    settings: IngestSettings, tenants: TenantRegistry, registry: CollectorRegistry
+) -> BatchLoop:
+    """The loop of one of ingest's consumer processes (:mod:`cayg_shared.consumers`): the
+    service's own, its metrics on that process's registry, its decisions made in it."""
+    alone = settings.model_copy(update={"consumers": 1, "decide_workers": 0})
+    return build_loop(alone, tenants, IngestMetrics(registry), registry)

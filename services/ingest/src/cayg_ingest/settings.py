@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from cayg_shared.settings import ServiceSettings, decide_workers_field
+from cayg_shared.settings import ServiceSettings, consumers_field, decide_workers_field
 
 
 class IngestSettings(ServiceSettings):
@@ -31,4 +31,5 @@ class IngestSettings(ServiceSettings):
         le=10_000,
         description="most records read, processed and committed as one batch",
     )
+    consumers: int = consumers_field()
     decide_workers: int = decide_workers_field()
