@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         section(
             "scale_out",
             "scale-out (two instances each)",
-            lambda: stages.services_alone(ctx, records, instances=2, stage="scale"),
+            lambda: stages.services_alone(ctx, records, instances=2, stage="scale", consumers=1),
         )
         section(
             "e2e",

@@ -152,7 +152,9 @@ def markdown(r: dict[str, Any]) -> str:
     lines += _alone(r.get("alone"), limit, "Ingest and normalize alone")
     lines += _rounds(r)
     lines += _gap(r, raw)
-    lines += _alone(r.get("scale_out"), limit, "Scale-out: two instances in one group")
+    lines += _alone(
+        r.get("scale_out"), limit, "Scale-out: two instances in one group", _CONSUMERS_SCALED
+    )
     lines += _publish(r.get("publish"))
     lines += _e2e(r.get("e2e"))
     lines += _backfill(r.get("backfill"))
@@ -297,15 +299,26 @@ def _raw(raw: Any) -> list[str]:
     ]
 
 
-def _alone(section: Any, limit: Any, title: str) -> list[str]:
+#: How the harness configures ingest and normalize alone (the paired rounds too).
+_CONSUMERS_ALONE: Final = (
+    "`CONSUMERS=3`, one consumer per partition of the harness's topics, so the service "
+    "process runs two consumer processes beside its own loop, each deciding its records "
+    "itself"
+)
+#: ... and each of the two instances of the scale-out.
+_CONSUMERS_SCALED: Final = (
+    "`CONSUMERS=1`: one consumer per instance, its records decided by its decision workers "
+    "(`DECIDE_WORKERS`, one per CPU)"
+)
+
+
+def _alone(section: Any, limit: Any, title: str, setup: str = _CONSUMERS_ALONE) -> list[str]:
     out = [f"## {title}", ""]
     if _error(section):
         return [*out, f"Failed: {_error(section)}", ""]
     out += [
         "Each service as an OS process (`python -m cayg_<service>`, configured by its "
-        "`CAYG_*` environment: `CONSUMERS=3`, one consumer per partition of the harness's "
-        "topics, so the service process runs two consumer processes beside its own loop, "
-        "each deciding its records itself) on a preloaded topic; records/s until its "
+        f"`CAYG_*` environment: {setup}) on a preloaded topic; records/s until its "
         "consumer group's committed offsets reach the end of the input (steady state, as for "
         "the raw limit, from the first commit once the group is stable with all its "
         "members). *CPU µs/record*: the service processes' CPU time from ready to drained, "

@@ -292,9 +292,12 @@ def services_alone(
     instances: int = 1,
     stage: str = "alone",
     preloaded: bool = False,
+    consumers: int | None = None,
 ) -> dict[str, Any]:
     """Ingest on preloaded SIS topics, then normalize on what ingest wrote: each alone.
-    (``preloaded``: the stage's SIS topics already hold ``records``.)"""
+    (``preloaded``: the stage's SIS topics already hold ``records``; ``consumers``: each
+    instance's ``CONSUMERS``, if not the harness's.)"""
+    extra = {"CONSUMERS": str(consumers)} if consumers is not None else None
     topics = ctx.topics(stage)
     if not preloaded:
         asyncio.run(preload(ctx, topics, records))
@@ -306,6 +309,7 @@ def services_alone(
             prefix=topics.prefix,
             log_dir=logs,
             name=f"ingest-{i}",
+            extra=extra,
         )
         for i in range(instances)
     ]
@@ -321,6 +325,7 @@ def services_alone(
             prefix=topics.prefix,
             log_dir=logs,
             name=f"normalize-{i}",
+            extra=extra,
         )
         for i in range(instances)
     ]
