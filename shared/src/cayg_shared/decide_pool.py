@@ -11,6 +11,10 @@ the service process, where they wait for no hand-over). The loop's guarantees do
 change — what is sent, committed, rewound and dead-lettered is decided by
 :class:`cayg_shared.batching.BatchRunner` exactly as without a pool.
 
+Consumer processes (:mod:`cayg_shared.consumers`, ``CONSUMERS``) are the other way to use
+more than a core: each consumes its own partitions, and no record is handed over. Workers
+serve a service that has fewer input partitions than cores.
+
 Only plain data crosses: the consumed records (:class:`InboundRecord`) one way, an
 :class:`Outcome` or a :class:`Failure` per record the other, each as a tuple of its fields
 (see ``_records_to_wire``). Each worker builds its own handler once, when it starts, from a
