@@ -47,7 +47,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from cayg_shared.batching import retrieve_exception
-from cayg_shared.decide_pool import follow_parent, join_or_kill
+from cayg_shared.decide_pool import follow_parent, join_or_kill, spawn_connected
 from cayg_shared.logging import configure_logging, get_logger
 from cayg_shared.settings import ServiceSettings
 
@@ -260,20 +260,12 @@ class ConsumerProcesses:
         )
 
     def _spawn(self, index: int) -> _Consumer:
-        ours, theirs = socket.socketpair()
-        process = self._context.Process(
-            target=_serve,
-            args=(theirs, self.factory, self.args, (self.service, self.log_level, index)),
+        process, ours = spawn_connected(
+            self._context,
+            _serve,
+            (self.factory, self.args, (self.service, self.log_level, index)),
             name=f"cayg-{self.service}-consumer-{index}",
-            daemon=True,
         )
-        try:
-            process.start()
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
         consumer = _Consumer(index, process, ours)
         consumer.task = asyncio.create_task(
             self._read(consumer), name=f"cayg-{self.service}-consumer-{index}"

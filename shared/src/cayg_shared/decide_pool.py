@@ -344,20 +344,9 @@ class DecidePool:
         self._pool: list[_Worker] = []
 
     def _spawn(self) -> _Worker:
-        ours, theirs = socket.socketpair()
-        process = self._context.Process(
-            target=_serve,
-            args=(theirs, self.factory, self.args),
-            name="cayg-decide-worker",
-            daemon=True,
+        process, ours = spawn_connected(
+            self._context, _serve, (self.factory, self.args), name="cayg-decide-worker"
         )
-        try:
-            process.start()
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
         return _Worker(process, ours)
 
     async def start(self) -> None:
@@ -410,6 +399,25 @@ class DecidePool:
             for worker in self._pool
             if worker.process.pid is not None and worker.process.is_alive()
         )
+
+
+def spawn_connected(
+    context: Any, target: Callable[..., None], args: tuple[Any, ...], *, name: str
+) -> tuple[BaseProcess, socket.socket]:
+    """A started daemon process running ``target(sock, *args)`` and the service's end of
+    ``sock`` (its own end is closed here once the child has it)."""
+    ours, theirs = socket.socketpair()
+    process: BaseProcess = context.Process(
+        target=target, args=(theirs, *args), name=name, daemon=True
+    )
+    try:
+        process.start()
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return process, ours
 
 
 def join_or_kill(processes: Sequence[BaseProcess], timeout_s: float = STOP_TIMEOUT_S) -> None:

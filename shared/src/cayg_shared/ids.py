@@ -15,10 +15,9 @@ CAYG_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://cayg-sync.org/ns
 
 
 def event_id(tenant: str, source_format: str, source_message_id: str) -> uuid.UUID:
-    """The id of an ingested event: the same SIS message always gets the same id."""
-    return uuid.uuid5(
-        CAYG_NAMESPACE, f"event\x1f{tenant}\x1f{source_format}\x1f{source_message_id}"
-    )
+    """The id of an ingested event: the same SIS message always gets the same id
+    (``uuid.uuid5(CAYG_NAMESPACE, "event\x1f<tenant>\x1f<format>\x1f<message id>")``)."""
+    return derived_id("event", tenant, source_format, source_message_id)
 
 
 _NAMESPACE_BYTES: Final = CAYG_NAMESPACE.bytes

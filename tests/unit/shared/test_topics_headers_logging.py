@@ -47,6 +47,19 @@ def test_child_traceparent_keeps_the_trace_and_makes_a_new_span() -> None:
     assert headers.trace_id(headers.child_traceparent(zero)) != "0" * 32
 
 
+def test_new_traceparents_are_well_formed_and_distinct(monkeypatch: pytest.MonkeyPatch) -> None:
+    made = {headers.new_traceparent() for _ in range(1000)}
+    assert len(made) == 1000
+    for value in made:
+        assert headers.trace_id(value) is not None, value
+        assert value.endswith("-01")
+    # A generator that yields zero still gives valid (non-zero) ids.
+    monkeypatch.setattr("random.getrandbits", lambda _bits: 0)
+    zero = headers.new_traceparent()
+    assert headers.trace_id(zero) == "0" * 31 + "1"
+    assert zero.split("-")[2] == "0" * 15 + "1"
+
+
 def test_decode_headers_skips_undecodable_values() -> None:
     decoded = headers.decode_headers([("a", b"1"), ("b", b"\xff\xfe"), ("c", None), ("a", b"2")])
     assert decoded == {"a": "2"}
