@@ -47,7 +47,13 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from cayg_shared.batching import retrieve_exception
-from cayg_shared.decide_pool import follow_parent, join_or_kill, spawn_connected
+from cayg_shared.decide_pool import (
+    follow_parent,
+    frame_header,
+    join_or_kill,
+    read_frame,
+    spawn_connected,
+)
 from cayg_shared.logging import configure_logging, get_logger
 from cayg_shared.settings import ServiceSettings
 
@@ -58,7 +64,6 @@ SNAPSHOT_EVERY_S: Final = 1.0
 #: Seconds a consumer process may take to stop beyond the batch loop's graceful timeout.
 STOP_MARGIN_S: Final = 5.0
 
-_LENGTH_BYTES: Final = 8
 _READY: Final = "ready"
 _FAILED: Final = "failed"
 _METRICS: Final = "metrics"
@@ -158,7 +163,7 @@ async def _consume(sock: socket.socket, factory: LoopFactory, args: tuple[Any, .
 
     def tell(tag: str, value: Any) -> None:
         payload = pickle.dumps((tag, value))
-        writer.write(len(payload).to_bytes(_LENGTH_BYTES, "big") + payload)
+        writer.writelines((frame_header(len(payload)), payload))
 
     try:
         loop = factory(*args, registry)
@@ -208,8 +213,11 @@ class _Consumer:
         # Only ``start`` awaits it, and stops at the first failure of several.
         self.ready.add_done_callback(retrieve_exception)
         self.metrics: list[Family] = []
-        self.running = True
         self.task: asyncio.Task[None] | None = None
+
+    def running(self) -> bool:
+        """Whether its process runs and its answers are still read."""
+        return self.task is not None and not self.task.done() and self.process.is_alive()
 
 
 class ConsumerProcesses:
@@ -227,7 +235,6 @@ class ConsumerProcesses:
         service: str,
         log_level: str,
         stop_timeout_s: float,
-        on_lost: Callable[[], None] | None = None,
     ) -> None:
         if count < 1:
             raise ValueError("consumer processes: at least one")
@@ -237,9 +244,6 @@ class ConsumerProcesses:
         self.service = service
         self.log_level = log_level
         self.stop_timeout_s = stop_timeout_s
-        #: Called when a consumer process ends while the service runs (default: SIGTERM to
-        #: the service process, which then stops; its supervisor restarts it).
-        self.on_lost = on_lost or _stop_service
         self._context = multiprocessing.get_context("spawn")
         self._consumers: list[_Consumer] = []
         self._stopping = False
@@ -278,9 +282,7 @@ class ConsumerProcesses:
             reader, writer = await asyncio.open_unix_connection(sock=consumer.sock)
             try:
                 while True:
-                    header = await reader.readexactly(_LENGTH_BYTES)
-                    payload = await reader.readexactly(int.from_bytes(header, "big"))
-                    tag, value = pickle.loads(payload)  # noqa: S301 - from our own child
+                    tag, value = pickle.loads(await read_frame(reader))  # noqa: S301 - from our own child
                     if tag == _METRICS:
                         consumer.metrics = value
                     elif tag == _READY:
@@ -292,20 +294,18 @@ class ConsumerProcesses:
                 writer.close()
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as error:
             reason = f"{reason} ({type(error).__name__})"
-        consumer.running = False
         if not consumer.ready.done():
             consumer.ready.set_exception(
                 RuntimeError(f"consumer process {consumer.index}: {reason}")
             )
         elif not self._stopping:
             log.error("a consumer process ended; stopping the service", consumer=consumer.index)
-            self.on_lost()
+            # SIGTERM to the service process, which then stops; its supervisor restarts it.
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def running(self) -> bool:
         """Whether every consumer process runs (readiness)."""
-        return bool(self._consumers) and all(
-            c.running and c.process.is_alive() for c in self._consumers
-        )
+        return bool(self._consumers) and all(c.running() for c in self._consumers)
 
     def snapshots(self) -> list[list[Family]]:
         """The latest metrics of each consumer process."""
@@ -342,10 +342,6 @@ def _shut(sock: socket.socket) -> None:
     """No more from the service process: the consumer process reads the end and stops."""
     with contextlib.suppress(OSError):  # already gone
         sock.shutdown(socket.SHUT_WR)
-
-
-def _stop_service() -> None:
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class MergedMetrics(Collector):
@@ -410,10 +406,11 @@ def consumers_of(
     args: tuple[Any, ...],
     settings: ServiceSettings,
     *,
+    consumers: int,
     service: str,
 ) -> Consumers:
-    """``loop`` and the ``settings.consumers - 1`` consumer processes it needs beside it."""
-    extra = int(getattr(settings, "consumers", 1)) - 1
+    """``loop`` and the ``consumers - 1`` consumer processes it needs beside it."""
+    extra = consumers - 1
     processes = (
         ConsumerProcesses(
             factory,

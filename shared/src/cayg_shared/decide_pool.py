@@ -200,10 +200,21 @@ def follow_parent(parent: int) -> None:
     threading.Thread(target=watch, name="cayg-decide-parent-watch", daemon=True).start()
 
 
+def frame_header(size: int) -> bytes:
+    """What goes before a frame's ``size`` bytes of payload: their count."""
+    return _LENGTH.pack(size)
+
+
 def send_frame(sock: socket.socket, payload: bytes) -> None:
     """Write one frame (its length, then ``payload``) on a blocking socket."""
-    sock.sendall(_LENGTH.pack(len(payload)))
+    sock.sendall(frame_header(len(payload)))
     sock.sendall(payload)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    """The payload of the next frame on ``reader`` (``IncompleteReadError`` at its end)."""
+    header = await reader.readexactly(_LENGTH.size)
+    return await reader.readexactly(_LENGTH.unpack(header)[0])
 
 
 def _receive(sock: socket.socket) -> bytes | None:
@@ -248,7 +259,7 @@ class _Worker:
 
     def submit(self, frame: bytes, future: asyncio.Future[Decisions]) -> None:
         self.waiting.append(future)
-        header = _LENGTH.pack(len(frame))
+        header = frame_header(len(frame))
         if self._writer is None:
             self._outbox += (header, frame)
         else:
@@ -308,8 +319,7 @@ class _Worker:
 
 
 async def _next_reply(reader: asyncio.StreamReader) -> tuple[str, Any]:
-    header = await reader.readexactly(_LENGTH.size)
-    payload = await reader.readexactly(_LENGTH.unpack(header)[0])
+    payload = await read_frame(reader)
     try:
         tag, value = pickle.loads(payload)  # noqa: S301 - from our own worker
     except Exception as error:  # noqa: BLE001 - this chunk fails, the next may not

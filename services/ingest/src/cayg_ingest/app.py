@@ -26,7 +26,12 @@ def create_app(settings: IngestSettings, tenants: TenantRegistry | None = None) 
     broker = build_broker(settings, registry, client_id="cayg-ingest")
     loop = build_loop(settings, tenant_registry, IngestMetrics(registry), registry)
     consumers = consumers_of(
-        loop, consumer_loop, (settings, tenant_registry), settings, service="ingest"
+        loop,
+        consumer_loop,
+        (settings, tenant_registry),
+        settings,
+        consumers=settings.consumers,
+        service="ingest",
     )
     return build_asgi(
         broker,

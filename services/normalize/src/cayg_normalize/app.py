@@ -28,7 +28,12 @@ def create_app(
     broker = build_broker(settings, registry, client_id="cayg-normalize")
     loop = build_loop(settings, tenant_registry, NormalizeMetrics(registry), registry)
     consumers = consumers_of(
-        loop, consumer_loop, (settings, tenant_registry), settings, service="normalize"
+        loop,
+        consumer_loop,
+        (settings, tenant_registry),
+        settings,
+        consumers=settings.consumers,
+        service="normalize",
     )
     return build_asgi(
         broker,
